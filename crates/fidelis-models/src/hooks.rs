@@ -1,0 +1,359 @@
+//! Hook points: read, record, replace, add to, or differentiate any named activation.
+//!
+//! Names follow TransformerLens so that users recognise them (`blocks.3.attn.hook_result`).
+//! A [`Hooks`] value is passed to every forward. It holds, per hook point, a list of operations
+//! applied in order when the model reaches that point. Expensive decompositions are computed
+//! only when some operation asks for them: per-head attention results (`attn.hook_result`) and
+//! per-head split q/k/v inputs (`hook_q_input`, `hook_k_input`, `hook_v_input`).
+//!
+//! Gradient probes ([`Hooks::probe`]) add a zero tensor that requires grad at a point; after
+//! `backward`, [`Hooks::probe_grad`] returns ∂loss/∂activation at that point. The model's weights
+//! stay outside autodiff, so a backward pass differentiates only through activations.
+
+use std::collections::HashMap;
+
+use burn::prelude::*;
+use burn::tensor::Gradients;
+
+use crate::error::{ModelError, Result};
+
+/// Names of hook points, with the shape each activation has.
+pub mod point {
+    /// Token embedding `[batch, pos, d_model]`.
+    pub const EMBED: &str = "hook_embed";
+    /// Learned positional embedding (GPT-2 only) `[batch, pos, d_model]`.
+    pub const POS_EMBED: &str = "hook_pos_embed";
+    /// Output of the final norm `[batch, pos, d_model]`.
+    pub const LN_FINAL: &str = "ln_final.hook_normalized";
+    /// Residual stream entering block `l` `[batch, pos, d_model]`.
+    pub fn resid_pre(l: usize) -> String {
+        format!("blocks.{l}.hook_resid_pre")
+    }
+    /// Residual stream between attention and MLP `[batch, pos, d_model]`.
+    pub fn resid_mid(l: usize) -> String {
+        format!("blocks.{l}.hook_resid_mid")
+    }
+    /// Residual stream leaving block `l` `[batch, pos, d_model]`.
+    pub fn resid_post(l: usize) -> String {
+        format!("blocks.{l}.hook_resid_post")
+    }
+    /// Per-head query input, before the norm `[batch, pos, head, d_model]` (opt-in).
+    pub fn q_input(l: usize) -> String {
+        format!("blocks.{l}.hook_q_input")
+    }
+    /// Per-head key input, one per *query* head under GQA `[batch, pos, head, d_model]` (opt-in).
+    pub fn k_input(l: usize) -> String {
+        format!("blocks.{l}.hook_k_input")
+    }
+    /// Per-head value input, one per *query* head under GQA `[batch, pos, head, d_model]` (opt-in).
+    pub fn v_input(l: usize) -> String {
+        format!("blocks.{l}.hook_v_input")
+    }
+    /// Queries before rotary `[batch, pos, head, d_head]`.
+    pub fn q(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_q")
+    }
+    /// Keys before rotary `[batch, pos, kv_head, d_head]` (`head` when q/k/v inputs are split).
+    pub fn k(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_k")
+    }
+    /// Values `[batch, pos, kv_head, d_head]` (`head` when q/k/v inputs are split).
+    pub fn v(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_v")
+    }
+    /// Scaled, masked attention scores `[batch, head, query_pos, key_pos]`.
+    pub fn attn_scores(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_attn_scores")
+    }
+    /// Attention pattern after softmax `[batch, head, query_pos, key_pos]`.
+    pub fn pattern(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_pattern")
+    }
+    /// Weighted values per head `[batch, pos, head, d_head]`.
+    pub fn z(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_z")
+    }
+    /// Per-head output written to the residual, without the output bias
+    /// `[batch, pos, head, d_model]` (opt-in).
+    pub fn result(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_result")
+    }
+    /// Attention output including the output bias `[batch, pos, d_model]`.
+    pub fn attn_out(l: usize) -> String {
+        format!("blocks.{l}.hook_attn_out")
+    }
+    /// MLP input, before its norm `[batch, pos, d_model]`.
+    pub fn mlp_in(l: usize) -> String {
+        format!("blocks.{l}.hook_mlp_in")
+    }
+    /// MLP pre-activation (the gate projection for gated MLPs) `[batch, pos, d_mlp]`.
+    pub fn mlp_pre(l: usize) -> String {
+        format!("blocks.{l}.mlp.hook_pre")
+    }
+    /// MLP post-activation `[batch, pos, d_mlp]`.
+    pub fn mlp_post(l: usize) -> String {
+        format!("blocks.{l}.mlp.hook_post")
+    }
+    /// MLP output `[batch, pos, d_model]`.
+    pub fn mlp_out(l: usize) -> String {
+        format!("blocks.{l}.hook_mlp_out")
+    }
+}
+
+/// An activation at a hook point: rank 3 (`[batch, pos, d]`) or rank 4 (per head).
+#[derive(Debug, Clone)]
+pub enum Activation {
+    /// `[batch, pos, d]` activations.
+    Rank3(Tensor<3>),
+    /// `[batch, pos, head, d]` or `[batch, head, query, key]` activations.
+    Rank4(Tensor<4>),
+}
+
+impl Activation {
+    /// The shape of the activation.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Self::Rank3(t) => t.dims().to_vec(),
+            Self::Rank4(t) => t.dims().to_vec(),
+        }
+    }
+
+    /// The rank-3 tensor, if this is one.
+    pub fn rank3(&self) -> Option<Tensor<3>> {
+        match self {
+            Self::Rank3(t) => Some(t.clone()),
+            Self::Rank4(_) => None,
+        }
+    }
+
+    /// The rank-4 tensor, if this is one.
+    pub fn rank4(&self) -> Option<Tensor<4>> {
+        match self {
+            Self::Rank4(t) => Some(t.clone()),
+            Self::Rank3(_) => None,
+        }
+    }
+}
+
+impl From<Tensor<3>> for Activation {
+    fn from(t: Tensor<3>) -> Self {
+        Self::Rank3(t)
+    }
+}
+
+impl From<Tensor<4>> for Activation {
+    fn from(t: Tensor<4>) -> Self {
+        Self::Rank4(t)
+    }
+}
+
+/// A user function run at a hook point; it gets the activation and returns its replacement.
+pub type HookFn = Box<dyn FnMut(Activation) -> Activation + Send>;
+
+enum HookOp {
+    Record,
+    Replace(Activation),
+    Add(Activation),
+    Probe,
+    Map(HookFn),
+}
+
+/// The hooks of one forward pass: what to do at which point, and what was recorded.
+#[derive(Default)]
+pub struct Hooks {
+    ops: HashMap<String, Vec<HookOp>>,
+    recorded: HashMap<String, Activation>,
+    probes: HashMap<String, Activation>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut points: Vec<&String> = self.ops.keys().collect();
+        points.sort();
+        f.debug_struct("Hooks").field("points", &points).finish()
+    }
+}
+
+impl Hooks {
+    /// No hooks: the plain forward.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, point: impl Into<String>, op: HookOp) -> &mut Self {
+        self.ops.entry(point.into()).or_default().push(op);
+        self
+    }
+
+    /// Records the activation at `point` (read back with [`Hooks::recorded`]).
+    pub fn record(&mut self, point: impl Into<String>) -> &mut Self {
+        self.push(point, HookOp::Record)
+    }
+
+    /// Replaces the activation at `point` with `value` (same shape).
+    pub fn replace(&mut self, point: impl Into<String>, value: impl Into<Activation>) -> &mut Self {
+        self.push(point, HookOp::Replace(value.into()))
+    }
+
+    /// Adds `value` (same shape) to the activation at `point`.
+    pub fn add(&mut self, point: impl Into<String>, value: impl Into<Activation>) -> &mut Self {
+        self.push(point, HookOp::Add(value.into()))
+    }
+
+    /// Adds a zero tensor that requires grad at `point`; its gradient is the gradient of the
+    /// loss with respect to the activation there ([`Hooks::probe_grad`]).
+    pub fn probe(&mut self, point: impl Into<String>) -> &mut Self {
+        self.push(point, HookOp::Probe)
+    }
+
+    /// Runs `f` on the activation at `point` and uses what it returns.
+    pub fn map(
+        &mut self,
+        point: impl Into<String>,
+        f: impl FnMut(Activation) -> Activation + Send + 'static,
+    ) -> &mut Self {
+        self.push(point, HookOp::Map(Box::new(f)))
+    }
+
+    /// Whether any operation is registered at `point`.
+    pub fn wants(&self, point: &str) -> bool {
+        !self.ops.is_empty() && self.ops.contains_key(point)
+    }
+
+    /// Whether no hook is registered at all.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The hook points that have operations registered, sorted.
+    pub fn points(&self) -> Vec<&str> {
+        let mut points: Vec<&str> = self.ops.keys().map(String::as_str).collect();
+        points.sort_unstable();
+        points
+    }
+
+    /// The activation recorded at `point` during the last forward.
+    pub fn recorded(&self, point: &str) -> Option<&Activation> {
+        self.recorded.get(point)
+    }
+
+    /// Takes the recorded activations out, leaving the registered operations in place.
+    pub fn take_recorded(&mut self) -> HashMap<String, Activation> {
+        std::mem::take(&mut self.recorded)
+    }
+
+    /// ∂loss/∂activation at a probed point, after `loss.backward()`.
+    pub fn probe_grad(&self, point: &str, grads: &Gradients) -> Option<Activation> {
+        match self.probes.get(point)? {
+            Activation::Rank3(p) => p.grad(grads).map(Activation::Rank3),
+            Activation::Rank4(p) => p.grad(grads).map(Activation::Rank4),
+        }
+    }
+
+    /// Runs the operations registered at `point` on a rank-3 activation.
+    pub(crate) fn apply3(&mut self, point: impl AsRef<str>, x: Tensor<3>) -> Result<Tensor<3>> {
+        if self.ops.is_empty() {
+            return Ok(x);
+        }
+        let point = point.as_ref();
+        match self.apply(point, Activation::Rank3(x))? {
+            Activation::Rank3(t) => Ok(t),
+            Activation::Rank4(_) => Err(rank_error(point, 3)),
+        }
+    }
+
+    /// Runs the operations registered at `point` on a rank-4 activation.
+    pub(crate) fn apply4(&mut self, point: impl AsRef<str>, x: Tensor<4>) -> Result<Tensor<4>> {
+        if self.ops.is_empty() {
+            return Ok(x);
+        }
+        let point = point.as_ref();
+        match self.apply(point, Activation::Rank4(x))? {
+            Activation::Rank4(t) => Ok(t),
+            Activation::Rank3(_) => Err(rank_error(point, 4)),
+        }
+    }
+
+    fn apply(&mut self, point: &str, mut x: Activation) -> Result<Activation> {
+        let Some(ops) = self.ops.get_mut(point) else {
+            return Ok(x);
+        };
+        for op in ops.iter_mut() {
+            x = match op {
+                HookOp::Record => {
+                    self.recorded.insert(point.to_string(), x.clone());
+                    x
+                }
+                HookOp::Replace(value) => {
+                    check_same_shape(point, &x, value)?;
+                    value.clone()
+                }
+                HookOp::Add(value) => {
+                    check_same_shape(point, &x, value)?;
+                    add(x, value.clone())
+                }
+                HookOp::Probe => {
+                    let probe = zero_probe(&x);
+                    self.probes.insert(point.to_string(), probe.clone());
+                    add(x, probe)
+                }
+                HookOp::Map(f) => {
+                    let dims = x.dims();
+                    let y = f(x);
+                    if y.dims() != dims {
+                        return Err(ModelError::Hook {
+                            point: point.to_string(),
+                            message: format!(
+                                "hook function changed the shape from {dims:?} to {:?}",
+                                y.dims()
+                            ),
+                        });
+                    }
+                    y
+                }
+            };
+        }
+        Ok(x)
+    }
+}
+
+fn rank_error(point: &str, rank: usize) -> ModelError {
+    ModelError::Hook { point: point.to_string(), message: format!("expected a rank-{rank} tensor") }
+}
+
+fn check_same_shape(point: &str, x: &Activation, value: &Activation) -> Result<()> {
+    if x.dims() != value.dims() {
+        return Err(ModelError::Hook {
+            point: point.to_string(),
+            message: format!(
+                "value has shape {:?}, activation has {:?}",
+                value.dims(),
+                x.dims()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn add(x: Activation, y: Activation) -> Activation {
+    match (x, y) {
+        (Activation::Rank3(a), Activation::Rank3(b)) => Activation::Rank3(a + b),
+        (Activation::Rank4(a), Activation::Rank4(b)) => Activation::Rank4(a + b),
+        // Shapes were checked equal, so ranks agree.
+        (x, _) => x,
+    }
+}
+
+/// A zero tensor on the autodiff version of the activation's device, requiring grad.
+fn zero_probe(x: &Activation) -> Activation {
+    match x {
+        Activation::Rank3(t) => {
+            let device = t.device().autodiff();
+            Activation::Rank3(Tensor::zeros(t.dims(), &device).require_grad())
+        }
+        Activation::Rank4(t) => {
+            let device = t.device().autodiff();
+            Activation::Rank4(Tensor::zeros(t.dims(), &device).require_grad())
+        }
+    }
+}

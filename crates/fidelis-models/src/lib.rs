@@ -1,0 +1,61 @@
+//! # fidelis-models
+//!
+//! Loads decoder-only transformer language models into [Burn](https://burn.dev) and runs them
+//! with hook points, so that interpretability code can read, replace and differentiate every
+//! activation the literature names.
+//!
+//! - **Sources**: Hugging Face folders (`config.json`, `model.safetensors` or sharded, and
+//!   `tokenizer.json`) and GGUF files (metadata, tokenizer from the GGUF vocabulary, tensors in
+//!   F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q6_K dequantized to f32).
+//! - **Architectures**: GPT-2 ([`gpt2`]) and the Llama family ([`llama`]: Llama, Mistral,
+//!   SmolLM, Qwen2 with q/k/v biases), one file each; both feed one hooked forward
+//!   ([`Transformer`]).
+//! - **Hooks** ([`Hooks`]): TransformerLens names (`blocks.{l}.attn.hook_result`, ...). Per-head
+//!   results and split per-head q/k/v inputs are computed only when a hook asks for them.
+//!   Gradient probes give ∂loss/∂activation at any point.
+//! - **Batches and generation**: right-padded [`Batch`]es with per-example lengths; greedy and
+//!   sampled [`GenerateConfig`] generation with a KV cache.
+//!
+//! The crate never names a backend: the caller passes a Burn `Device`. It knows nothing of
+//! graphs or attribution, and it reaches the network only in [`fetch::fetch_smollm2`], which
+//! runs when a user asks for it.
+//!
+//! ```no_run
+//! use burn::prelude::*;
+//! use fidelis_models::{Hooks, Model, point};
+//!
+//! # fn main() -> Result<(), fidelis_models::ModelError> {
+//! let device = Device::default();
+//! let model = Model::load("models/organism".as_ref(), &device)?;
+//! let ids = model.tokenizer.encode_prompt("When Mary and John went to the store", true)?;
+//! let batch = fidelis_models::Batch::from_sequences(&[ids], 0, &device)?;
+//! let mut hooks = Hooks::new();
+//! hooks.record(point::result(0)).probe(point::EMBED);
+//! let logits = model.transformer.forward_batch(&batch, &mut hooks)?;
+//! let grads = logits.sum().backward();
+//! let d_embed = hooks.probe_grad(point::EMBED, &grads);
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod generate;
+pub mod gguf;
+pub mod gguf_source;
+pub mod gpt2;
+pub mod hooks;
+pub mod llama;
+mod loader;
+pub mod model;
+pub mod tokenizer;
+pub mod transformer;
+pub mod weights;
+
+pub use config::{Architecture, TransformerConfig};
+pub use error::{ModelError, Result};
+pub use generate::GenerateConfig;
+pub use hooks::{Activation, Hooks, point};
+pub use model::Model;
+pub use tokenizer::{Encoding, Tokenizer};
+pub use transformer::{Batch, KvCache, Transformer};

@@ -1,0 +1,254 @@
+//! The Llama family (Touvron et al. 2023): rotary position embeddings, RMSNorm, SwiGLU MLP and
+//! grouped-query attention. Covers Llama 2/3, Mistral, SmolLM and Qwen2 (q/k/v biases).
+//!
+//! Reference implementation: Hugging Face `transformers/models/llama/modeling_llama.py`.
+//! Weights follow the checkpoint's own names (`model.layers.{l}.self_attn.q_proj`); GGUF files
+//! are read through [`GgufSource`](crate::gguf_source::GgufSource), which renames llama.cpp's
+//! tensors to these names and undoes its rotary permutation of q and k.
+
+use serde::Deserialize;
+
+use crate::config::{ActivationFn, Architecture, NormKind, Positional, TransformerConfig};
+use crate::error::{ModelError, Result};
+use crate::loader::Loader;
+use crate::transformer::{
+    AttentionWeights, Block, MlpWeights, Norm, Transformer, rotary_tables,
+};
+
+/// The fields of a Hugging Face Llama/Mistral/Qwen2 `config.json` that Fidelis reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlamaConfig {
+    /// `llama`, `mistral`, `qwen2` (decides default biases).
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Number of blocks.
+    pub num_hidden_layers: usize,
+    /// Number of query heads.
+    pub num_attention_heads: usize,
+    /// Number of key/value heads (equal to the query heads when absent).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Width of one head (`hidden_size / num_attention_heads` when absent).
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Context length.
+    #[serde(default = "default_ctx")]
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Rotary base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// Rotary scaling (transformers 4); only absent/`default` is supported.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Rotary settings as transformers 5 writes them: `{"rope_theta": .., "rope_type": ..}`.
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    /// MLP activation (`silu`).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Whether `lm_head` is the embedding.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Llama's switch for q/k/v/o biases (Qwen2 always has q/k/v biases).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases on the MLP projections.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// Mistral/Qwen2 sliding window; the context is limited to it when enabled.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Qwen2's switch for the sliding window.
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
+    /// Beginning-of-sequence token.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token (the first when a list is given).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub eos_token_id: Option<u32>,
+}
+
+fn default_model_type() -> String {
+    "llama".into()
+}
+fn default_ctx() -> usize {
+    2048
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(u32),
+        Many(Vec<u32>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        Some(OneOrMany::One(x)) => Some(x),
+        Some(OneOrMany::Many(v)) => v.first().copied(),
+        None => None,
+    })
+}
+
+impl LlamaConfig {
+    /// Whether q, k and v projections carry biases.
+    pub fn qkv_bias(&self) -> bool {
+        self.model_type == "qwen2" || self.attention_bias
+    }
+
+    /// The architecture-neutral config, or an error naming the unsupported option.
+    pub fn to_transformer(&self) -> Result<TransformerConfig> {
+        for scaling in [&self.rope_scaling, &self.rope_parameters].into_iter().flatten() {
+            let kind = scaling
+                .get("rope_type")
+                .or_else(|| scaling.get("type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("default");
+            if kind != "default" {
+                return Err(ModelError::Unsupported(format!("rope scaling type `{kind}`")));
+            }
+        }
+        let theta = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|t| t.as_f64())
+            .unwrap_or(self.rope_theta);
+        let act_fn = match self.hidden_act.as_str() {
+            "silu" | "swish" => ActivationFn::Silu,
+            "gelu" => ActivationFn::Gelu,
+            "gelu_pytorch_tanh" | "gelu_new" => ActivationFn::GeluTanh,
+            other => return Err(ModelError::Unsupported(format!("hidden_act {other}"))),
+        };
+        let n_heads = self.num_attention_heads;
+        let n_kv_heads = self.num_key_value_heads.unwrap_or(n_heads);
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(ModelError::Unsupported(format!(
+                "{n_heads} attention heads cannot be grouped over {n_kv_heads} key/value heads"
+            )));
+        }
+        let d_head = match self.head_dim {
+            Some(d) => d,
+            None if self.hidden_size % n_heads == 0 => self.hidden_size / n_heads,
+            None => {
+                return Err(ModelError::Unsupported(format!(
+                    "hidden_size {} is not divisible by {n_heads} heads",
+                    self.hidden_size
+                )));
+            }
+        };
+        let window = match (self.sliding_window, self.use_sliding_window) {
+            (Some(w), Some(true)) | (Some(w), None) if self.model_type == "mistral" => Some(w),
+            (Some(w), Some(true)) => Some(w),
+            _ => None,
+        };
+        let n_ctx = window.map_or(self.max_position_embeddings, |w| {
+            w.min(self.max_position_embeddings)
+        });
+        Ok(TransformerConfig {
+            architecture: Architecture::Llama,
+            model_type: self.model_type.clone(),
+            n_layers: self.num_hidden_layers,
+            d_model: self.hidden_size,
+            n_heads,
+            n_kv_heads,
+            d_head,
+            d_mlp: self.intermediate_size,
+            d_vocab: self.vocab_size,
+            n_ctx,
+            norm: NormKind::RmsNorm,
+            norm_eps: self.rms_norm_eps,
+            act_fn,
+            gated_mlp: true,
+            positional: Positional::Rotary { theta, rotary_dim: d_head },
+            parallel_attn_mlp: false,
+            tied_embeddings: self.tie_word_embeddings,
+            bos_token_id: self.bos_token_id,
+            eos_token_id: self.eos_token_id,
+        })
+    }
+}
+
+/// Builds a Llama-family model from tensors named as in `LlamaForCausalLM`.
+pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transformer> {
+    let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
+    let (q_out, kv_out) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
+    let norm = |name: &str| -> Result<Norm> {
+        Ok(Norm {
+            kind: NormKind::RmsNorm,
+            eps: cfg.norm_eps,
+            weight: w.vector(name, d)?,
+            bias: None,
+        })
+    };
+    let embed = w.matrix("model.embed_tokens.weight", v, d)?;
+    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let p = format!("model.layers.{l}");
+        let attn = AttentionWeights {
+            w_q: w.linear(&format!("{p}.self_attn.q_proj.weight"), d, q_out)?,
+            b_q: w.optional_vector(&format!("{p}.self_attn.q_proj.bias"), q_out)?,
+            w_k: w.linear(&format!("{p}.self_attn.k_proj.weight"), d, kv_out)?,
+            b_k: w.optional_vector(&format!("{p}.self_attn.k_proj.bias"), kv_out)?,
+            w_v: w.linear(&format!("{p}.self_attn.v_proj.weight"), d, kv_out)?,
+            b_v: w.optional_vector(&format!("{p}.self_attn.v_proj.bias"), kv_out)?,
+            w_o: w.linear(&format!("{p}.self_attn.o_proj.weight"), q_out, d)?,
+            b_o: w.optional_vector(&format!("{p}.self_attn.o_proj.bias"), d)?,
+        };
+        let mlp = MlpWeights {
+            w_in: w.linear(&format!("{p}.mlp.up_proj.weight"), d, m)?,
+            b_in: w.optional_vector(&format!("{p}.mlp.up_proj.bias"), m)?,
+            w_gate: Some(w.linear(&format!("{p}.mlp.gate_proj.weight"), d, m)?),
+            w_out: w.linear(&format!("{p}.mlp.down_proj.weight"), m, d)?,
+            b_out: w.optional_vector(&format!("{p}.mlp.down_proj.bias"), d)?,
+        };
+        blocks.push(Block {
+            ln1: norm(&format!("{p}.input_layernorm.weight"))?,
+            attn,
+            ln2: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+            mlp,
+        });
+    }
+    let ln_final = norm("model.norm.weight")?;
+    let unembed = if cfg.tied_embeddings || !w.src.contains("lm_head.weight") {
+        embed.clone()
+    } else {
+        w.matrix("lm_head.weight", v, d)?
+    };
+    let mut cfg = cfg;
+    cfg.tied_embeddings = !w.src.contains("lm_head.weight") || cfg.tied_embeddings;
+    let rotary = match cfg.positional {
+        Positional::Rotary { theta, rotary_dim } => {
+            Some(rotary_tables(cfg.n_ctx, rotary_dim, theta, w.device))
+        }
+        Positional::Learned => None,
+    };
+    Ok(Transformer {
+        embed,
+        pos_embed: None,
+        blocks,
+        ln_final,
+        unembed,
+        rotary,
+        device: w.device.clone(),
+        config: cfg,
+    })
+}

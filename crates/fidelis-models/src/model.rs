@@ -1,0 +1,199 @@
+//! Loading a model and its tokenizer from a Hugging Face folder or a GGUF file.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::Deserialize;
+
+use crate::config::TransformerConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::gguf_source::GgufSource;
+use crate::llama::LlamaConfig;
+use crate::loader::Loader;
+use crate::tokenizer::Tokenizer;
+use crate::transformer::Transformer;
+use crate::weights::{SafetensorsSource, WeightSource, read_text};
+use crate::{gpt2, llama};
+
+/// Model families Fidelis can load, by Hugging Face `model_type`.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2"];
+
+/// A loaded model: the hooked transformer and its tokenizer.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The network.
+    pub transformer: Transformer,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Where it was loaded from.
+    pub source: PathBuf,
+}
+
+/// Loading progress: elements loaded so far and in total.
+pub type LoadProgress<'a> = &'a dyn Fn(u64, u64);
+
+#[derive(Deserialize)]
+struct ModelType {
+    model_type: Option<String>,
+}
+
+impl Model {
+    /// Loads a Hugging Face model folder or a `.gguf` file onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_with_progress(path, device, &|_, _| {})
+    }
+
+    /// Like [`Model::load`], calling `progress(done, total)` (in weight elements) as it goes.
+    pub fn load_with_progress(
+        path: &Path,
+        device: &Device,
+        progress: LoadProgress<'_>,
+    ) -> Result<Self> {
+        if !path.exists() {
+            return Err(ModelError::MissingFile {
+                path: path.to_path_buf(),
+                what: "model (a Hugging Face folder or a .gguf file)",
+            });
+        }
+        if path.is_dir() {
+            load_hf_folder(path, device, progress)
+        } else {
+            load_gguf(path, device, progress)
+        }
+    }
+
+    /// The architecture-neutral config.
+    pub fn config(&self) -> &TransformerConfig {
+        self.transformer.config()
+    }
+}
+
+fn build_with_progress(
+    src: &dyn WeightSource,
+    device: &Device,
+    total: u64,
+    progress: LoadProgress<'_>,
+    build: impl FnOnce(&Loader<'_>) -> Result<Transformer>,
+) -> Result<Transformer> {
+    let done = Cell::new(0u64);
+    let on_tensor = |n: usize| {
+        done.set(done.get() + n as u64);
+        progress(done.get(), total);
+    };
+    let loader = Loader { src, device, on_tensor: &on_tensor };
+    build(&loader)
+}
+
+fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
+    let config_path = dir.join("config.json");
+    if !config_path.exists() {
+        return Err(ModelError::MissingFile { path: config_path, what: "model config" });
+    }
+    let text = read_text(&config_path)?;
+    let bad = |e: serde_json::Error| ModelError::Config {
+        path: config_path.clone(),
+        message: e.to_string(),
+    };
+    let model_type = serde_json::from_str::<ModelType>(&text).map_err(bad)?.model_type;
+    let model_type = model_type.ok_or_else(|| ModelError::Config {
+        path: config_path.clone(),
+        message: "no `model_type` field".into(),
+    })?;
+    let cfg = match model_type.as_str() {
+        "gpt2" => serde_json::from_str::<gpt2::Gpt2Config>(&text).map_err(bad)?.to_transformer()?,
+        "llama" | "mistral" | "qwen2" => {
+            serde_json::from_str::<LlamaConfig>(&text).map_err(bad)?.to_transformer()?
+        }
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "architecture `{other}` (supported: {})",
+                SUPPORTED_MODEL_TYPES.join(", ")
+            )));
+        }
+    };
+    let tokenizer = Tokenizer::from_file(
+        &dir.join("tokenizer.json"),
+        cfg.bos_token_id,
+        cfg.eos_token_id,
+    )?;
+    let src = SafetensorsSource::open_folder(dir)?;
+    let total = estimate_elements(&cfg);
+    let transformer = build_with_progress(&src, device, total, progress, |w| match model_type
+        .as_str()
+    {
+        "gpt2" => gpt2::build(cfg, w),
+        _ => llama::build(cfg, w),
+    })?;
+    Ok(Model { transformer, tokenizer, source: dir.to_path_buf() })
+}
+
+fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
+    let file = GgufFile::open(path)?;
+    let arch = file.architecture()?.to_string();
+    if !matches!(arch.as_str(), "llama" | "qwen2" | "mistral") {
+        return Err(ModelError::Unsupported(format!(
+            "GGUF architecture `{arch}` (supported: llama, qwen2, mistral)"
+        )));
+    }
+    let cfg = gguf_config(&file, &arch)?;
+    let special = file.special_tokens();
+    let tokenizer = Tokenizer::new(file.tokenizer()?, special.bos, special.eos);
+    let cfg = TransformerConfig { bos_token_id: special.bos, eos_token_id: special.eos, ..cfg };
+    // llama.cpp permutes q/k rows only for models it converts with interleaved rotary.
+    let permuted = arch != "qwen2";
+    let src = GgufSource::new(&file, cfg.n_heads, cfg.n_kv_heads, permuted);
+    let total = estimate_elements(&cfg);
+    let transformer = build_with_progress(&src, device, total, progress, |w| llama::build(cfg, w))?;
+    Ok(Model { transformer, tokenizer, source: path.to_path_buf() })
+}
+
+/// The Llama config a GGUF file's metadata describes.
+fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let as_usize = |k: &str| -> Result<usize> { Ok(file.get_u64(&key(k))? as usize) };
+    let n_heads = as_usize("attention.head_count")?;
+    let d_model = as_usize("embedding_length")?;
+    let vocab = match file.get_u64(&key("vocab_size")) {
+        Ok(v) => v as usize,
+        Err(_) => file.tensor_info("token_embd.weight").map(|t| t.shape[0]).ok_or_else(|| {
+            ModelError::MissingTensor("token_embd.weight".into())
+        })?,
+    };
+    let hf = LlamaConfig {
+        model_type: arch.to_string(),
+        vocab_size: vocab,
+        hidden_size: d_model,
+        intermediate_size: as_usize("feed_forward_length")?,
+        num_hidden_layers: as_usize("block_count")?,
+        num_attention_heads: n_heads,
+        num_key_value_heads: Some(as_usize("attention.head_count_kv").unwrap_or(n_heads)),
+        head_dim: as_usize("attention.key_length").ok(),
+        max_position_embeddings: as_usize("context_length")?,
+        rms_norm_eps: f64::from(file.get_f32(&key("attention.layer_norm_rms_epsilon"))?),
+        rope_theta: file.get_f32(&key("rope.freq_base")).map_or(10_000.0, f64::from),
+        rope_scaling: None,
+        rope_parameters: None,
+        hidden_act: "silu".into(),
+        tie_word_embeddings: file.tensor_info("output.weight").is_none(),
+        attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
+        mlp_bias: false,
+        sliding_window: None,
+        use_sliding_window: None,
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    hf.to_transformer()
+}
+
+/// Number of weight elements the config implies (for progress bars).
+fn estimate_elements(cfg: &TransformerConfig) -> u64 {
+    let d = cfg.d_model as u64;
+    let attn = d * (cfg.n_heads + 2 * cfg.n_kv_heads) as u64 * cfg.d_head as u64
+        + (cfg.n_heads * cfg.d_head) as u64 * d;
+    let mlp = if cfg.gated_mlp { 3 } else { 2 } * d * cfg.d_mlp as u64;
+    let per_layer = attn + mlp + 4 * d;
+    let embed = cfg.d_vocab as u64 * d * if cfg.tied_embeddings { 1 } else { 2 };
+    cfg.n_layers as u64 * per_layer + embed
+}

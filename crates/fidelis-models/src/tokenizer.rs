@@ -1,0 +1,114 @@
+//! A tokenizer facade over Hugging Face `tokenizers`, built from `tokenizer.json` or from a
+//! GGUF vocabulary.
+
+use std::path::Path;
+
+use crate::error::{ModelError, Result};
+
+/// One encoded text: ids, their surface strings and byte offsets into the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoding {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// The vocabulary entry of each token.
+    pub tokens: Vec<String>,
+    /// `(start, end)` byte offsets of each token in the text.
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// A model's tokenizer plus the special ids Fidelis needs.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    bos: Option<u32>,
+    eos: Option<u32>,
+}
+
+impl Tokenizer {
+    /// Wraps a `tokenizers::Tokenizer` with the model's BOS and EOS ids.
+    pub fn new(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Option<u32>) -> Self {
+        Self { inner, bos, eos }
+    }
+
+    /// Reads a `tokenizer.json`.
+    pub fn from_file(path: &Path, bos: Option<u32>, eos: Option<u32>) -> Result<Self> {
+        if !path.exists() {
+            return Err(ModelError::MissingFile { path: path.to_path_buf(), what: "tokenizer" });
+        }
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        Ok(Self::new(inner, bos, eos))
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Beginning-of-sequence id, if the model has one.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// End-of-sequence id, if the model has one.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Encodes `text` without adding special tokens.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_full(text)?.ids)
+    }
+
+    /// Encodes `text` without adding special tokens, keeping token strings and offsets.
+    pub fn encode_full(&self, text: &str) -> Result<Encoding> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer(format!("cannot encode {text:?}: {e}")))?;
+        Ok(Encoding {
+            ids: enc.get_ids().to_vec(),
+            tokens: enc.get_tokens().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+        })
+    }
+
+    /// Encodes `text` and prepends BOS when `add_bos` is set and the model has one.
+    pub fn encode_prompt(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if add_bos && let Some(bos) = self.bos {
+            ids.push(bos);
+        }
+        ids.extend(self.encode(text)?);
+        Ok(ids)
+    }
+
+    /// The id of `text` when it is exactly one token, or an error saying how it splits.
+    pub fn single_token(&self, text: &str) -> Result<u32> {
+        let enc = self.encode_full(text)?;
+        match enc.ids.as_slice() {
+            [id] => Ok(*id),
+            _ => Err(ModelError::InvalidInput(format!(
+                "{text:?} is not a single token: it splits into {:?}",
+                enc.tokens
+            ))),
+        }
+    }
+
+    /// Decodes ids to text, keeping special tokens visible.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| ModelError::Tokenizer(format!("cannot decode {ids:?}: {e}")))
+    }
+
+    /// The vocabulary entry of one id.
+    pub fn token_str(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}

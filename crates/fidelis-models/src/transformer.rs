@@ -1,0 +1,561 @@
+//! The hooked forward pass shared by every architecture.
+//!
+//! `gpt2.rs` and `llama.rs` map their checkpoints onto these weight structs; the forward below
+//! reads the [`TransformerConfig`] to pick the norm, the position encoding and the MLP kind.
+//! Weights are stored `[in, out]` so that a projection is `x @ W`.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+
+use crate::config::{ActivationFn, NormKind, Positional, TransformerConfig};
+use crate::error::{ModelError, Result};
+use crate::hooks::{Hooks, point};
+
+/// A LayerNorm or RMSNorm with its learned scale (and bias, for LayerNorm).
+#[derive(Debug, Clone)]
+pub(crate) struct Norm {
+    pub kind: NormKind,
+    pub eps: f64,
+    /// `[d_model]`
+    pub weight: Tensor<1>,
+    /// `[d_model]`
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Norm {
+    /// Normalises over the last dimension, whatever the rank.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let last = D - 1;
+        let x = match self.kind {
+            NormKind::LayerNorm => {
+                let centered = x.clone() - x.mean_dim(last);
+                let var = centered.clone().square().mean_dim(last);
+                centered / (var + self.eps).sqrt()
+            }
+            NormKind::RmsNorm => {
+                let ms = x.clone().square().mean_dim(last);
+                x / (ms + self.eps).sqrt()
+            }
+        };
+        let x = x * self.weight.clone().unsqueeze::<D>();
+        match &self.bias {
+            Some(b) => x + b.clone().unsqueeze::<D>(),
+            None => x,
+        }
+    }
+}
+
+/// Attention weights, `[in, out]` layout, heads concatenated along `out`.
+#[derive(Debug, Clone)]
+pub(crate) struct AttentionWeights {
+    /// `[d_model, n_heads * d_head]`
+    pub w_q: Tensor<2>,
+    /// `[n_heads * d_head]`
+    pub b_q: Option<Tensor<1>>,
+    /// `[d_model, n_kv_heads * d_head]`
+    pub w_k: Tensor<2>,
+    /// `[n_kv_heads * d_head]`
+    pub b_k: Option<Tensor<1>>,
+    /// `[d_model, n_kv_heads * d_head]`
+    pub w_v: Tensor<2>,
+    /// `[n_kv_heads * d_head]`
+    pub b_v: Option<Tensor<1>>,
+    /// `[n_heads * d_head, d_model]`
+    pub w_o: Tensor<2>,
+    /// `[d_model]`
+    pub b_o: Option<Tensor<1>>,
+}
+
+/// MLP weights: plain (`out(act(in(x)))`) or gated (`out(act(gate(x)) * in(x))`).
+#[derive(Debug, Clone)]
+pub(crate) struct MlpWeights {
+    /// `[d_model, d_mlp]` (the "up" projection of a gated MLP)
+    pub w_in: Tensor<2>,
+    /// `[d_mlp]`
+    pub b_in: Option<Tensor<1>>,
+    /// `[d_model, d_mlp]`, gated MLPs only
+    pub w_gate: Option<Tensor<2>>,
+    /// `[d_mlp, d_model]`
+    pub w_out: Tensor<2>,
+    /// `[d_model]`
+    pub b_out: Option<Tensor<1>>,
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub(crate) struct Block {
+    pub ln1: Norm,
+    pub attn: AttentionWeights,
+    pub ln2: Norm,
+    pub mlp: MlpWeights,
+}
+
+/// Cached keys and values of earlier positions, for generation.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    /// Per layer: keys and values `[batch, n_kv_heads, seq, d_head]`, after rotary.
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// How many positions are cached.
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A decoder-only transformer with hook points (GPT-2 or Llama family).
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    pub(crate) config: TransformerConfig,
+    /// `[d_vocab, d_model]`
+    pub(crate) embed: Tensor<2>,
+    /// `[n_ctx, d_model]`, learned positions only
+    pub(crate) pos_embed: Option<Tensor<2>>,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) ln_final: Norm,
+    /// `[d_vocab, d_model]` (the `lm_head` layout; the embedding itself when tied)
+    pub(crate) unembed: Tensor<2>,
+    /// cos and sin tables `[n_ctx, rotary_dim]` for rotary models
+    pub(crate) rotary: Option<(Tensor<2>, Tensor<2>)>,
+    pub(crate) device: Device,
+}
+
+/// A right-padded batch of token ids with each example's real length.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[batch, pos]` token ids; positions at or after an example's length are padding.
+    pub tokens: Tensor<2, Int>,
+    /// Real length of each example.
+    pub lengths: Vec<usize>,
+}
+
+impl Batch {
+    /// Pads `sequences` on the right with `pad_id` into one batch.
+    pub fn from_sequences(sequences: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Self> {
+        let max_len = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        if sequences.is_empty() || sequences.iter().any(Vec::is_empty) {
+            return Err(ModelError::InvalidInput("a batch needs non-empty sequences".into()));
+        }
+        let mut ids = Vec::with_capacity(sequences.len() * max_len);
+        for seq in sequences {
+            ids.extend(seq.iter().map(|&t| i64::from(t)));
+            ids.extend(std::iter::repeat_n(i64::from(pad_id), max_len - seq.len()));
+        }
+        let tokens =
+            Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device);
+        Ok(Self { tokens, lengths: sequences.iter().map(Vec::len).collect() })
+    }
+
+    /// Number of examples.
+    pub fn size(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Each example's last real position.
+    pub fn last_positions(&self) -> Vec<usize> {
+        self.lengths.iter().map(|l| l - 1).collect()
+    }
+}
+
+impl Transformer {
+    /// The architecture-neutral config.
+    pub fn config(&self) -> &TransformerConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of parameters (tied matrices counted once).
+    pub fn parameter_count(&self) -> usize {
+        let n1 = |t: &Tensor<1>| t.dims()[0];
+        let o1 = |t: &Option<Tensor<1>>| t.as_ref().map_or(0, n1);
+        let n2 = |t: &Tensor<2>| t.dims().iter().product::<usize>();
+        let norm = |n: &Norm| n1(&n.weight) + o1(&n.bias);
+        let mut total = n2(&self.embed)
+            + self.pos_embed.as_ref().map_or(0, n2)
+            + norm(&self.ln_final)
+            + if self.config.tied_embeddings { 0 } else { n2(&self.unembed) };
+        for b in &self.blocks {
+            let a = &b.attn;
+            total += norm(&b.ln1) + norm(&b.ln2);
+            total += n2(&a.w_q) + n2(&a.w_k) + n2(&a.w_v) + n2(&a.w_o);
+            total += o1(&a.b_q) + o1(&a.b_k) + o1(&a.b_v) + o1(&a.b_o);
+            let m = &b.mlp;
+            total += n2(&m.w_in) + n2(&m.w_out) + m.w_gate.as_ref().map_or(0, n2);
+            total += o1(&m.b_in) + o1(&m.b_out);
+        }
+        total
+    }
+
+    /// Runs the model on `tokens` with hooks.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, pos]`
+    /// - returns logits `[batch, pos, d_vocab]`
+    pub fn forward(&self, tokens: Tensor<2, Int>, hooks: &mut Hooks) -> Result<Tensor<3>> {
+        self.run(tokens, None, hooks, None)
+    }
+
+    /// Runs a right-padded batch; real positions give the same logits as unpadded runs.
+    ///
+    /// # Shapes
+    /// - returns logits `[batch, pos, d_vocab]`; rows at padded positions are meaningless
+    pub fn forward_batch(&self, batch: &Batch, hooks: &mut Hooks) -> Result<Tensor<3>> {
+        self.run(batch.tokens.clone(), Some(&batch.lengths), hooks, None)
+    }
+
+    /// Runs new tokens after those in `cache`, appending their keys and values to it.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, new_pos]`; returns logits `[batch, new_pos, d_vocab]`
+    pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Result<Tensor<3>> {
+        self.run(tokens, None, &mut Hooks::new(), Some(cache))
+    }
+
+    fn run(
+        &self,
+        tokens: Tensor<2, Int>,
+        lengths: Option<&[usize]>,
+        hooks: &mut Hooks,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<3>> {
+        let [batch, seq] = tokens.dims();
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        self.check_input(&tokens, start + seq)?;
+        if let Some(c) = cache.as_deref_mut()
+            && c.layers.is_empty()
+        {
+            c.layers = vec![None; self.config.n_layers];
+        }
+        let d = self.config.d_model;
+        let flat = tokens.reshape([batch * seq]);
+        let embed = self.embed.clone().select(0, flat).reshape([batch, seq, d]);
+        let mut x = hooks.apply3(point::EMBED, embed)?;
+        if let Some(pos) = &self.pos_embed {
+            let pos = pos.clone().slice([start..start + seq]).unsqueeze_dim::<3>(0);
+            let pos = hooks.apply3(point::POS_EMBED, pos.expand([batch, seq, d]))?;
+            x = x + pos;
+        }
+        let mask = self.attention_mask(batch, seq, start, lengths);
+        for (l, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = self.block(l, block, x, start, mask.clone(), hooks, layer_cache)?;
+        }
+        if let Some(c) = cache {
+            c.len += seq;
+        }
+        let x = hooks.apply3(point::LN_FINAL, self.ln_final.forward(x))?;
+        let logits = x.reshape([batch * seq, d]).matmul(self.unembed.clone().transpose());
+        Ok(logits.reshape([batch, seq, self.config.d_vocab]))
+    }
+
+    fn check_input(&self, tokens: &Tensor<2, Int>, total_len: usize) -> Result<()> {
+        let [_, seq] = tokens.dims();
+        if seq == 0 {
+            return Err(ModelError::InvalidInput("empty token sequence".into()));
+        }
+        if total_len > self.config.n_ctx {
+            return Err(ModelError::InvalidInput(format!(
+                "sequence of {total_len} tokens is longer than the model's context of {}",
+                self.config.n_ctx
+            )));
+        }
+        let max = tokens.clone().max().into_scalar::<i64>();
+        let min = tokens.clone().min().into_scalar::<i64>();
+        if min < 0 || max >= self.config.d_vocab as i64 {
+            return Err(ModelError::InvalidInput(format!(
+                "token id out of range 0..{} (found {min}..={max})",
+                self.config.d_vocab
+            )));
+        }
+        Ok(())
+    }
+
+    /// True where a query may NOT attend: future keys, and keys past an example's length.
+    ///
+    /// # Shapes
+    /// - returns `[batch, 1, seq, start + seq]`
+    fn attention_mask(
+        &self,
+        batch: usize,
+        seq: usize,
+        start: usize,
+        lengths: Option<&[usize]>,
+    ) -> Option<Tensor<4, Bool>> {
+        let keys = start + seq;
+        if seq == 1 && lengths.is_none() {
+            return None;
+        }
+        let mut mask = Vec::with_capacity(batch * seq * keys);
+        for b in 0..batch {
+            let len = lengths.map_or(keys, |l| l[b]);
+            for q in 0..seq {
+                for k in 0..keys {
+                    // Padded queries still see key 0 so that no softmax row is empty.
+                    mask.push(k > start + q || (k >= len && k > 0));
+                }
+            }
+        }
+        Some(Tensor::from_data(TensorData::new(mask, [batch, 1, seq, keys]), &self.device))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        l: usize,
+        block: &Block,
+        x: Tensor<3>,
+        start: usize,
+        mask: Option<Tensor<4, Bool>>,
+        hooks: &mut Hooks,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Result<Tensor<3>> {
+        let resid_pre = hooks.apply3(point::resid_pre(l), x)?;
+        let attn_out = self.attention(l, block, resid_pre.clone(), start, mask, hooks, cache)?;
+        let attn_out = hooks.apply3(point::attn_out(l), attn_out)?;
+        // GPT-NeoX-style blocks feed the MLP the same residual as attention.
+        let (mlp_source, resid_mid) = if self.config.parallel_attn_mlp {
+            (resid_pre.clone(), resid_pre + attn_out)
+        } else {
+            let mid = hooks.apply3(point::resid_mid(l), resid_pre + attn_out)?;
+            (mid.clone(), mid)
+        };
+        let mlp_in = hooks.apply3(point::mlp_in(l), mlp_source)?;
+        let mlp_out = self.mlp(l, block, block.ln2.forward(mlp_in), hooks)?;
+        let mlp_out = hooks.apply3(point::mlp_out(l), mlp_out)?;
+        hooks.apply3(point::resid_post(l), resid_mid + mlp_out)
+    }
+
+    fn mlp(&self, l: usize, block: &Block, x: Tensor<3>, hooks: &mut Hooks) -> Result<Tensor<3>> {
+        let m = &block.mlp;
+        let post = match &m.w_gate {
+            Some(w_gate) => {
+                let gate = hooks.apply3(point::mlp_pre(l), linear(x.clone(), w_gate, None))?;
+                self.activation(gate) * linear(x, &m.w_in, m.b_in.as_ref())
+            }
+            None => {
+                let pre = hooks.apply3(point::mlp_pre(l), linear(x, &m.w_in, m.b_in.as_ref()))?;
+                self.activation(pre)
+            }
+        };
+        let post = hooks.apply3(point::mlp_post(l), post)?;
+        Ok(linear(post, &m.w_out, m.b_out.as_ref()))
+    }
+
+    fn activation(&self, x: Tensor<3>) -> Tensor<3> {
+        match self.config.act_fn {
+            ActivationFn::GeluTanh => gelu_approximate(x),
+            ActivationFn::Gelu => gelu(x),
+            ActivationFn::Silu => silu(x),
+            ActivationFn::Relu => relu(x),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: usize,
+        block: &Block,
+        resid: Tensor<3>,
+        start: usize,
+        mask: Option<Tensor<4, Bool>>,
+        hooks: &mut Hooks,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Result<Tensor<3>> {
+        let cfg = &self.config;
+        let [batch, seq, d] = resid.dims();
+        let (h, dh) = (cfg.n_heads, cfg.d_head);
+        let a = &block.attn;
+        let split = hooks.wants(&point::q_input(l))
+            || hooks.wants(&point::k_input(l))
+            || hooks.wants(&point::v_input(l));
+        let (q, k, v) = if split {
+            if cache.is_some() {
+                return Err(ModelError::Hook {
+                    point: point::q_input(l),
+                    message: "split q/k/v inputs cannot be used with a KV cache".into(),
+                });
+            }
+            let per_head = |x: Tensor<3>| x.unsqueeze_dim::<4>(2).expand([batch, seq, h, d]);
+            let q_in = hooks.apply4(point::q_input(l), per_head(resid.clone()))?;
+            let k_in = hooks.apply4(point::k_input(l), per_head(resid.clone()))?;
+            let v_in = hooks.apply4(point::v_input(l), per_head(resid))?;
+            let q = project_per_head(block.ln1.forward(q_in), &a.w_q, a.b_q.as_ref(), h, 1, dh);
+            let rep = cfg.group_size();
+            let k = project_per_head(block.ln1.forward(k_in), &a.w_k, a.b_k.as_ref(), h, rep, dh);
+            let v = project_per_head(block.ln1.forward(v_in), &a.w_v, a.b_v.as_ref(), h, rep, dh);
+            (q, k, v)
+        } else {
+            let normed = block.ln1.forward(resid);
+            let kv = cfg.n_kv_heads;
+            let q = linear(normed.clone(), &a.w_q, a.b_q.as_ref()).reshape([batch, seq, h, dh]);
+            let k = linear(normed.clone(), &a.w_k, a.b_k.as_ref()).reshape([batch, seq, kv, dh]);
+            let v = linear(normed, &a.w_v, a.b_v.as_ref()).reshape([batch, seq, kv, dh]);
+            (q, k, v)
+        };
+        let q = self.rotate(hooks.apply4(point::q(l), q)?, start);
+        let k = self.rotate(hooks.apply4(point::k(l), k)?, start);
+        let v = hooks.apply4(point::v(l), v)?;
+        // [batch, heads, pos, d_head]
+        let (q, mut k, mut v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        if let Some(slot) = cache {
+            if let Some((k_past, v_past)) = slot.take() {
+                k = Tensor::cat(vec![k_past, k], 2);
+                v = Tensor::cat(vec![v_past, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let (k, v) = (repeat_kv(k, h), repeat_kv(v, h));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+        let scores = match mask {
+            Some(mask) => scores.mask_fill(mask, f32::NEG_INFINITY),
+            None => scores,
+        };
+        let scores = hooks.apply4(point::attn_scores(l), scores)?;
+        let pattern = hooks.apply4(point::pattern(l), softmax(scores, 3))?;
+        let z = hooks.apply4(point::z(l), pattern.matmul(v).swap_dims(1, 2))?;
+        let out = if hooks.wants(&point::result(l)) {
+            // result[b, p, h, :] = z[b, p, h, :] @ W_O[h]
+            let w_o = a.w_o.clone().reshape([h, dh, d]);
+            let z_heads = z.permute([2, 0, 1, 3]).reshape([h, batch * seq, dh]);
+            let result = z_heads.matmul(w_o).reshape([h, batch, seq, d]).permute([1, 2, 0, 3]);
+            let result = hooks.apply4(point::result(l), result)?;
+            result.sum_dim(2).reshape([batch, seq, d])
+        } else {
+            linear(z.reshape([batch, seq, h * dh]), &a.w_o, None)
+        };
+        Ok(match &a.b_o {
+            Some(b) => out + b.clone().unsqueeze::<3>(),
+            None => out,
+        })
+    }
+
+    /// Applies rotary embeddings (rotate-half layout) to `[batch, pos, heads, d_head]`.
+    fn rotate(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        let (Some((cos, sin)), Positional::Rotary { rotary_dim, .. }) =
+            (&self.rotary, self.config.positional)
+        else {
+            return x;
+        };
+        let [batch, seq, heads, dh] = x.dims();
+        let cos = cos.clone().slice([start..start + seq]).reshape([1, seq, 1, rotary_dim]);
+        let sin = sin.clone().slice([start..start + seq]).reshape([1, seq, 1, rotary_dim]);
+        let (rot, pass) = if rotary_dim == dh {
+            (x, None)
+        } else {
+            let rot = x.clone().slice([0..batch, 0..seq, 0..heads, 0..rotary_dim]);
+            (rot, Some(x.slice([0..batch, 0..seq, 0..heads, rotary_dim..dh])))
+        };
+        let half = rotary_dim / 2;
+        let x1 = rot.clone().slice([0..batch, 0..seq, 0..heads, 0..half]);
+        let x2 = rot.clone().slice([0..batch, 0..seq, 0..heads, half..rotary_dim]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        let out = rot * cos + rotated * sin;
+        match pass {
+            Some(pass) => Tensor::cat(vec![out, pass], 3),
+            None => out,
+        }
+    }
+}
+
+/// `x @ w + b` over the last dimension of a rank-3 tensor.
+fn linear(x: Tensor<3>, w: &Tensor<2>, b: Option<&Tensor<1>>) -> Tensor<3> {
+    let [batch, seq, d_in] = x.dims();
+    let d_out = w.dims()[1];
+    let y = x.reshape([batch * seq, d_in]).matmul(w.clone());
+    let y = match b {
+        Some(b) => y + b.clone().unsqueeze::<2>(),
+        None => y,
+    };
+    y.reshape([batch, seq, d_out])
+}
+
+/// Projects per-head inputs with each head's own slice of `w`.
+///
+/// `w` is `[d_model, groups * d_head]`; query head `i` uses group `i / rep` (grouped-query
+/// attention, the same order as Hugging Face's `repeat_kv`).
+///
+/// # Shapes
+/// - `x`: `[batch, pos, heads, d_model]`; returns `[batch, pos, heads, d_head]`
+fn project_per_head(
+    x: Tensor<4>,
+    w: &Tensor<2>,
+    b: Option<&Tensor<1>>,
+    heads: usize,
+    rep: usize,
+    dh: usize,
+) -> Tensor<4> {
+    let [batch, seq, _, d] = x.dims();
+    let groups = heads / rep;
+    let w = w.clone().reshape([d, groups, dh]).swap_dims(0, 1); // [groups, d, dh]
+    let w = w.unsqueeze_dim::<4>(1).expand([groups, rep, d, dh]).reshape([heads, d, dh]);
+    let x = x.permute([2, 0, 1, 3]).reshape([heads, batch * seq, d]);
+    let y = x.matmul(w).reshape([heads, batch, seq, dh]).permute([1, 2, 0, 3]);
+    match b {
+        Some(b) => {
+            let b = b.clone().reshape([groups, 1, dh]).expand([groups, rep, dh]);
+            y + b.reshape([1, 1, heads, dh])
+        }
+        None => y,
+    }
+}
+
+/// Repeats key/value heads so each query head has its own: `[b, kv, t, dh] -> [b, heads, t, dh]`.
+fn repeat_kv(x: Tensor<4>, heads: usize) -> Tensor<4> {
+    let [batch, kv, t, dh] = x.dims();
+    if kv == heads {
+        return x;
+    }
+    let rep = heads / kv;
+    x.unsqueeze_dim::<5>(2).expand([batch, kv, rep, t, dh]).reshape([batch, heads, t, dh])
+}
+
+/// cos and sin tables for rotary embeddings, as Hugging Face computes them (rotate-half).
+///
+/// # Shapes
+/// - returns two `[n_ctx, rotary_dim]` tensors
+pub(crate) fn rotary_tables(
+    n_ctx: usize,
+    rotary_dim: usize,
+    theta: f64,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let half = rotary_dim / 2;
+    // inv_freq_i = theta^(-2i / rotary_dim), computed in f32 as transformers does.
+    let inv_freq: Vec<f32> =
+        (0..half).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rotary_dim as f32)).collect();
+    let mut cos = Vec::with_capacity(n_ctx * rotary_dim);
+    let mut sin = Vec::with_capacity(n_ctx * rotary_dim);
+    for pos in 0..n_ctx {
+        // The table is [freqs, freqs]: both halves of a head use the same frequencies.
+        for _half in 0..2 {
+            for f in &inv_freq {
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    let shape = [n_ctx, rotary_dim];
+    (
+        Tensor::from_data(TensorData::new(cos, shape), device),
+        Tensor::from_data(TensorData::new(sin, shape), device),
+    )
+}

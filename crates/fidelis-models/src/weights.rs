@@ -1,0 +1,197 @@
+//! Reading named f32 weights from checkpoint files, one tensor at a time.
+//!
+//! A [`WeightSource`] hands out one tensor as an f32 vector in row-major (PyTorch) order. The
+//! model builder converts each into a Burn tensor before asking for the next, so loading holds at
+//! most the memory-mapped file plus one converted tensor beyond the weights already on the device.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{ModelError, Result};
+
+/// A named tensor in row-major order: its shape and its values as f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Shape, outermost dimension first.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// Checks the shape against what the config implies.
+    pub fn expect_shape(self, name: &str, expected: &[usize]) -> Result<Self> {
+        if self.shape != expected {
+            return Err(ModelError::ShapeMismatch {
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+                found: self.shape,
+            });
+        }
+        Ok(self)
+    }
+
+    /// The transpose of a 2-D tensor (`[r, c]` becomes `[c, r]`).
+    pub fn transposed(&self) -> Self {
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let mut data = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                data[c * rows + r] = self.data[r * cols + c];
+            }
+        }
+        Self { shape: vec![cols, rows], data }
+    }
+
+    /// Columns `start..end` of a 2-D tensor.
+    pub fn columns(&self, start: usize, end: usize) -> Self {
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let mut data = Vec::with_capacity(rows * (end - start));
+        for r in 0..rows {
+            data.extend_from_slice(&self.data[r * cols + start..r * cols + end]);
+        }
+        Self { shape: vec![rows, end - start], data }
+    }
+}
+
+/// Something that can hand out named weights.
+pub trait WeightSource {
+    /// Whether a tensor of this name exists.
+    fn contains(&self, name: &str) -> bool;
+    /// Reads one tensor as f32.
+    fn tensor(&self, name: &str) -> Result<HostTensor>;
+}
+
+/// Memory-mapped safetensors files: one `model.safetensors` or the shards named by
+/// `model.safetensors.index.json`.
+pub struct SafetensorsSource {
+    files: Vec<(PathBuf, Mmap)>,
+    /// tensor name -> index into `files`.
+    index: BTreeMap<String, usize>,
+}
+
+impl SafetensorsSource {
+    /// Opens the weights of a Hugging Face model folder.
+    pub fn open_folder(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if single.exists() {
+            Self::open_files(&[single])
+        } else if index.exists() {
+            let text = read_text(&index)?;
+            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                ModelError::Safetensors { path: index.clone(), message: e.to_string() }
+            })?;
+            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+                ModelError::Safetensors {
+                    path: index.clone(),
+                    message: "no `weight_map` object".into(),
+                }
+            })?;
+            let mut shards: Vec<PathBuf> = Vec::new();
+            for file in map.values() {
+                let name = file.as_str().ok_or_else(|| ModelError::Safetensors {
+                    path: index.clone(),
+                    message: "weight_map values must be file names".into(),
+                })?;
+                let path = dir.join(name);
+                if !shards.contains(&path) {
+                    shards.push(path);
+                }
+            }
+            Self::open_files(&shards)
+        } else {
+            Err(ModelError::MissingFile {
+                path: single,
+                what: "model weights (model.safetensors or model.safetensors.index.json)",
+            })
+        }
+    }
+
+    /// Opens and validates a list of safetensors files.
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut index = BTreeMap::new();
+        for path in paths {
+            let file = File::open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    ModelError::MissingFile { path: path.clone(), what: "safetensors shard" }
+                }
+                _ => ModelError::Io { path: path.clone(), source: e },
+            })?;
+            // SAFETY: the file is opened read-only and not modified by Fidelis while mapped;
+            // a concurrent external write is the same hazard every mmap-based loader accepts.
+            let mmap = unsafe { Mmap::map(&file) }
+                .map_err(|e| ModelError::Io { path: path.clone(), source: e })?;
+            let parsed = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            for name in parsed.names() {
+                index.insert(name.to_string(), files.len());
+            }
+            drop(parsed);
+            files.push((path.clone(), mmap));
+        }
+        Ok(Self { files, index })
+    }
+
+    /// Names of all tensors.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+}
+
+impl WeightSource for SafetensorsSource {
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor> {
+        let &file = self
+            .index
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let (path, mmap) = &self.files[file];
+        let bad = |message: String| ModelError::Safetensors { path: path.clone(), message };
+        let parsed = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
+        let view = parsed.tensor(name).map_err(|e| bad(e.to_string()))?;
+        let bytes = view.data();
+        let data = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| {
+                    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                })
+                .collect(),
+            other => return Err(bad(format!("tensor {name} has unsupported dtype {other:?}"))),
+        };
+        Ok(HostTensor { shape: view.shape().to_vec(), data })
+    }
+}
+
+/// Reads a whole text file with a clear error if it is missing.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            ModelError::MissingFile { path: path.to_path_buf(), what: "text file" }
+        }
+        _ => ModelError::Io { path: path.to_path_buf(), source: e },
+    })
+}
