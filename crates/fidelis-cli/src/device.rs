@@ -91,7 +91,12 @@ mod tests {
         assert!(parse_device("cpu").is_ok());
         let err = parse_device("tpu").unwrap_err().to_string();
         assert!(err.contains("unknown device `tpu`"), "{err}");
-        assert!(parse_device("cuda:x").unwrap_err().to_string().contains("not a number"));
+        assert!(
+            parse_device("cuda:x")
+                .unwrap_err()
+                .to_string()
+                .contains("not a number")
+        );
         if !cfg!(feature = "cuda") {
             let err = parse_device("cuda:0").unwrap_err().to_string();
             assert!(err.contains("`cuda` feature"), "{err}");

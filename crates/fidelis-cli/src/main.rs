@@ -11,7 +11,11 @@ use fidelis_models::fetch::{fetch_smollm2, resolve_model_name, smollm2_path};
 use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
 
 #[derive(Parser)]
-#[command(name = "fidelis", version, about = "Circuits, faithfulness and context attribution for transformer LMs")]
+#[command(
+    name = "fidelis",
+    version,
+    about = "Circuits, faithfulness and context attribution for transformer LMs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -149,7 +153,10 @@ fn main() -> Result<()> {
 }
 
 fn check_model_name(name: &str) -> Result<()> {
-    anyhow::ensure!(name == "smollm2", "unknown model `{name}`; fetchable models: smollm2");
+    anyhow::ensure!(
+        name == "smollm2",
+        "unknown model `{name}`; fetchable models: smollm2"
+    );
     Ok(())
 }
 
@@ -175,7 +182,11 @@ fn graph_size(cfg: &TransformerConfig) -> (usize, usize) {
     for l in 0..layers {
         let before_attn = 1 + l * (heads + 1);
         edges += heads * 3 * before_attn;
-        let before_mlp = if cfg.parallel_attn_mlp { before_attn } else { before_attn + heads };
+        let before_mlp = if cfg.parallel_attn_mlp {
+            before_attn
+        } else {
+            before_attn + heads
+        };
         edges += before_mlp;
     }
     edges += 1 + layers * (heads + 1);
@@ -191,9 +202,23 @@ fn inspect(model: &Model, json: bool) -> Result<()> {
         hook_points.push(point::POS_EMBED.to_string());
     }
     let per_layer = [
-        point::resid_pre, point::q_input, point::k_input, point::v_input, point::q, point::k,
-        point::v, point::attn_scores, point::pattern, point::z, point::result, point::attn_out,
-        point::resid_mid, point::mlp_in, point::mlp_pre, point::mlp_post, point::mlp_out,
+        point::resid_pre,
+        point::q_input,
+        point::k_input,
+        point::v_input,
+        point::q,
+        point::k,
+        point::v,
+        point::attn_scores,
+        point::pattern,
+        point::z,
+        point::result,
+        point::attn_out,
+        point::resid_mid,
+        point::mlp_in,
+        point::mlp_pre,
+        point::mlp_post,
+        point::mlp_out,
         point::resid_post,
     ];
     for l in 0..cfg.n_layers {
@@ -216,11 +241,29 @@ fn inspect(model: &Model, json: bool) -> Result<()> {
     println!("parameters    {params} ({:.1} M)", params as f64 / 1e6);
     println!(
         "shape         n_layers {} · d_model {} · n_heads {} (kv {}) · d_head {} · d_mlp {} · d_vocab {} · n_ctx {}",
-        cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab, cfg.n_ctx
+        cfg.n_layers,
+        cfg.d_model,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.d_head,
+        cfg.d_mlp,
+        cfg.d_vocab,
+        cfg.n_ctx
     );
-    println!("norm          {:?} (eps {}) · mlp {:?}{} · positions {:?}", cfg.norm, cfg.norm_eps, cfg.act_fn,
-        if cfg.gated_mlp { " gated" } else { "" }, cfg.positional);
-    println!("tokens        bos {:?} · eos {:?} · vocab {}", model.tokenizer.bos_id(), model.tokenizer.eos_id(), model.tokenizer.vocab_size());
+    println!(
+        "norm          {:?} (eps {}) · mlp {:?}{} · positions {:?}",
+        cfg.norm,
+        cfg.norm_eps,
+        cfg.act_fn,
+        if cfg.gated_mlp { " gated" } else { "" },
+        cfg.positional
+    );
+    println!(
+        "tokens        bos {:?} · eos {:?} · vocab {}",
+        model.tokenizer.bos_id(),
+        model.tokenizer.eos_id(),
+        model.tokenizer.vocab_size()
+    );
     println!("graph         {nodes} nodes · {edges} edges (EAP-IG edge graph)");
     println!("hook points   {} in all; per layer:", hook_points.len());
     for f in per_layer {

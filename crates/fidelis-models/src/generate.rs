@@ -49,7 +49,9 @@ impl GenerateConfig {
         if let Some(p) = self.top_p
             && !(p > 0.0 && p <= 1.0)
         {
-            return Err(ModelError::InvalidInput(format!("top_p must be in (0, 1], got {p}")));
+            return Err(ModelError::InvalidInput(format!(
+                "top_p must be in (0, 1], got {p}"
+            )));
         }
         if self.top_k == Some(0) {
             return Err(ModelError::InvalidInput("top_k must be at least 1".into()));
@@ -69,7 +71,9 @@ impl Transformer {
     ) -> Result<Vec<u32>> {
         cfg.validate()?;
         if prompt.is_empty() {
-            return Err(ModelError::InvalidInput("generation needs a non-empty prompt".into()));
+            return Err(ModelError::InvalidInput(
+                "generation needs a non-empty prompt".into(),
+            ));
         }
         let budget = self.config().n_ctx.saturating_sub(prompt.len());
         let steps = cfg.max_new_tokens.min(budget);
@@ -82,7 +86,9 @@ impl Transformer {
             let tokens = Tensor::from_data(TensorData::new(ids, [1, input.len()]), self.device());
             let logits = self.forward_cached(tokens, &mut cache)?;
             let [_, seq, vocab] = logits.dims();
-            let last = logits.slice([0..1, seq - 1..seq, 0..vocab]).reshape([vocab]);
+            let last = logits
+                .slice([0..1, seq - 1..seq, 0..vocab])
+                .reshape([vocab]);
             let last: Vec<f32> = last
                 .into_data()
                 .convert::<f32>()
@@ -103,7 +109,9 @@ impl Transformer {
 /// Chooses the next token from one row of logits.
 pub fn pick_token(logits: &[f32], cfg: &GenerateConfig, rng: &mut impl Rng) -> Result<u32> {
     if logits.iter().any(|x| x.is_nan()) {
-        return Err(ModelError::InvalidInput("the model produced NaN logits".into()));
+        return Err(ModelError::InvalidInput(
+            "the model produced NaN logits".into(),
+        ));
     }
     let argmax = || {
         logits
@@ -121,8 +129,10 @@ pub fn pick_token(logits: &[f32], cfg: &GenerateConfig, rng: &mut impl Rng) -> R
         order.truncate(k);
     }
     let max = logits[order[0]];
-    let mut probs: Vec<f32> =
-        order.iter().map(|&i| ((logits[i] - max) / cfg.temperature).exp()).collect();
+    let mut probs: Vec<f32> = order
+        .iter()
+        .map(|&i| ((logits[i] - max) / cfg.temperature).exp())
+        .collect();
     let total: f32 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if let Some(top_p) = cfg.top_p {
@@ -154,13 +164,21 @@ mod tests {
     use super::*;
 
     fn cfg(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> GenerateConfig {
-        GenerateConfig { temperature, top_k, top_p, ..GenerateConfig::default() }
+        GenerateConfig {
+            temperature,
+            top_k,
+            top_p,
+            ..GenerateConfig::default()
+        }
     }
 
     #[test]
     fn greedy_takes_the_argmax() {
         let mut rng = StdRng::seed_from_u64(0);
-        assert_eq!(pick_token(&[0.1, 3.0, -1.0], &cfg(0.0, None, None), &mut rng).unwrap(), 1);
+        assert_eq!(
+            pick_token(&[0.1, 3.0, -1.0], &cfg(0.0, None, None), &mut rng).unwrap(),
+            1
+        );
     }
 
     #[test]

@@ -21,7 +21,12 @@ pub struct GgufSource<'a> {
 impl<'a> GgufSource<'a> {
     /// Wraps an opened GGUF file.
     pub fn new(file: &'a GgufFile, n_heads: usize, n_kv_heads: usize, permuted_qk: bool) -> Self {
-        Self { file, n_heads, n_kv_heads, permuted_qk }
+        Self {
+            file,
+            n_heads,
+            n_kv_heads,
+            permuted_qk,
+        }
     }
 
     /// The GGUF name of a Hugging Face Llama tensor name.
@@ -101,7 +106,10 @@ fn unpermute_rows(t: HostTensor, heads: usize, name: &str) -> Result<HostTensor>
             }
         }
     }
-    Ok(HostTensor { shape: t.shape, data })
+    Ok(HostTensor {
+        shape: t.shape,
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -112,10 +120,19 @@ mod tests {
     fn names_map_to_llama_cpp() {
         let cases = [
             ("model.embed_tokens.weight", "token_embd.weight"),
-            ("model.layers.3.self_attn.q_proj.weight", "blk.3.attn_q.weight"),
+            (
+                "model.layers.3.self_attn.q_proj.weight",
+                "blk.3.attn_q.weight",
+            ),
             ("model.layers.0.self_attn.k_proj.bias", "blk.0.attn_k.bias"),
-            ("model.layers.12.mlp.down_proj.weight", "blk.12.ffn_down.weight"),
-            ("model.layers.1.post_attention_layernorm.weight", "blk.1.ffn_norm.weight"),
+            (
+                "model.layers.12.mlp.down_proj.weight",
+                "blk.12.ffn_down.weight",
+            ),
+            (
+                "model.layers.1.post_attention_layernorm.weight",
+                "blk.1.ffn_norm.weight",
+            ),
             ("lm_head.weight", "output.weight"),
         ];
         for (hf, gguf) in cases {
@@ -127,7 +144,10 @@ mod tests {
     #[test]
     fn unpermute_inverts_the_llama_cpp_permutation() {
         // One head of width 4, one column: HF rows [a0 a1 b0 b1] are stored as [a0 b0 a1 b1].
-        let stored = HostTensor { shape: vec![4, 1], data: vec![10.0, 20.0, 11.0, 21.0] };
+        let stored = HostTensor {
+            shape: vec![4, 1],
+            data: vec![10.0, 20.0, 11.0, 21.0],
+        };
         let hf = unpermute_rows(stored, 1, "q").unwrap();
         assert_eq!(hf.data, vec![10.0, 11.0, 20.0, 21.0]);
     }

@@ -63,7 +63,8 @@ impl Gpt2Config {
     pub fn to_transformer(&self) -> Result<TransformerConfig> {
         if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
             return Err(ModelError::Unsupported(
-                "GPT-2 with scale_attn_weights=false or scale_attn_by_inverse_layer_idx=true".into(),
+                "GPT-2 with scale_attn_weights=false or scale_attn_by_inverse_layer_idx=true"
+                    .into(),
             ));
         }
         if self.n_head == 0 || self.n_embd % self.n_head != 0 {
@@ -78,7 +79,9 @@ impl Gpt2Config {
             "relu" => ActivationFn::Relu,
             "silu" | "swish" => ActivationFn::Silu,
             other => {
-                return Err(ModelError::Unsupported(format!("GPT-2 activation_function {other}")));
+                return Err(ModelError::Unsupported(format!(
+                    "GPT-2 activation_function {other}"
+                )));
             }
         };
         Ok(TransformerConfig {
@@ -108,7 +111,11 @@ impl Gpt2Config {
 /// Builds a GPT-2 from checkpoint tensors named as in `GPT2LMHeadModel` (with or without the
 /// `transformer.` prefix of the LM-head wrapper).
 pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transformer> {
-    let prefix = if w.src.contains("transformer.wte.weight") { "transformer." } else { "" };
+    let prefix = if w.src.contains("transformer.wte.weight") {
+        "transformer."
+    } else {
+        ""
+    };
     let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
     let norm = |name: &str| -> Result<Norm> {
         Ok(Norm {
@@ -127,7 +134,10 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
         let c_attn_b = w.host(&format!("{p}.attn.c_attn.bias"), &[3 * d])?;
         let bias_part = |i: usize| {
             let data = c_attn_b.data[i * d..(i + 1) * d].to_vec();
-            w.upload1(crate::weights::HostTensor { shape: vec![d], data })
+            w.upload1(crate::weights::HostTensor {
+                shape: vec![d],
+                data,
+            })
         };
         let attn = AttentionWeights {
             w_q: w.upload2(c_attn.columns(0, d)),

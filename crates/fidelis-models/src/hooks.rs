@@ -318,7 +318,10 @@ impl Hooks {
 }
 
 fn rank_error(point: &str, rank: usize) -> ModelError {
-    ModelError::Hook { point: point.to_string(), message: format!("expected a rank-{rank} tensor") }
+    ModelError::Hook {
+        point: point.to_string(),
+        message: format!("expected a rank-{rank} tensor"),
+    }
 }
 
 fn check_same_shape(point: &str, x: &Activation, value: &Activation) -> Result<()> {

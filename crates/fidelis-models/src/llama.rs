@@ -11,9 +11,7 @@ use serde::Deserialize;
 use crate::config::{ActivationFn, Architecture, NormKind, Positional, TransformerConfig};
 use crate::error::{ModelError, Result};
 use crate::loader::Loader;
-use crate::transformer::{
-    AttentionWeights, Block, MlpWeights, Norm, Transformer, rotary_tables,
-};
+use crate::transformer::{AttentionWeights, Block, MlpWeights, Norm, Transformer, rotary_tables};
 
 /// The fields of a Hugging Face Llama/Mistral/Qwen2 `config.json` that Fidelis reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,14 +114,19 @@ impl LlamaConfig {
 
     /// The architecture-neutral config, or an error naming the unsupported option.
     pub fn to_transformer(&self) -> Result<TransformerConfig> {
-        for scaling in [&self.rope_scaling, &self.rope_parameters].into_iter().flatten() {
+        for scaling in [&self.rope_scaling, &self.rope_parameters]
+            .into_iter()
+            .flatten()
+        {
             let kind = scaling
                 .get("rope_type")
                 .or_else(|| scaling.get("type"))
                 .and_then(|v| v.as_str())
                 .unwrap_or("default");
             if kind != "default" {
-                return Err(ModelError::Unsupported(format!("rope scaling type `{kind}`")));
+                return Err(ModelError::Unsupported(format!(
+                    "rope scaling type `{kind}`"
+                )));
             }
         }
         let theta = self
@@ -178,7 +181,10 @@ impl LlamaConfig {
             norm_eps: self.rms_norm_eps,
             act_fn,
             gated_mlp: true,
-            positional: Positional::Rotary { theta, rotary_dim: d_head },
+            positional: Positional::Rotary {
+                theta,
+                rotary_dim: d_head,
+            },
             parallel_attn_mlp: false,
             tied_embeddings: self.tie_word_embeddings,
             bos_token_id: self.bos_token_id,

@@ -29,7 +29,11 @@ impl Loader<'_> {
 
     /// A rank-1 weight that may be absent.
     pub fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Tensor<1>>> {
-        if self.src.contains(name) { self.vector(name, len).map(Some) } else { Ok(None) }
+        if self.src.contains(name) {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// A rank-2 weight stored as in the file.

@@ -82,30 +82,41 @@ fn build_with_progress(
         done.set(done.get() + n as u64);
         progress(done.get(), total);
     };
-    let loader = Loader { src, device, on_tensor: &on_tensor };
+    let loader = Loader {
+        src,
+        device,
+        on_tensor: &on_tensor,
+    };
     build(&loader)
 }
 
 fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
     let config_path = dir.join("config.json");
     if !config_path.exists() {
-        return Err(ModelError::MissingFile { path: config_path, what: "model config" });
+        return Err(ModelError::MissingFile {
+            path: config_path,
+            what: "model config",
+        });
     }
     let text = read_text(&config_path)?;
     let bad = |e: serde_json::Error| ModelError::Config {
         path: config_path.clone(),
         message: e.to_string(),
     };
-    let model_type = serde_json::from_str::<ModelType>(&text).map_err(bad)?.model_type;
+    let model_type = serde_json::from_str::<ModelType>(&text)
+        .map_err(bad)?
+        .model_type;
     let model_type = model_type.ok_or_else(|| ModelError::Config {
         path: config_path.clone(),
         message: "no `model_type` field".into(),
     })?;
     let cfg = match model_type.as_str() {
-        "gpt2" => serde_json::from_str::<gpt2::Gpt2Config>(&text).map_err(bad)?.to_transformer()?,
-        "llama" | "mistral" | "qwen2" => {
-            serde_json::from_str::<LlamaConfig>(&text).map_err(bad)?.to_transformer()?
-        }
+        "gpt2" => serde_json::from_str::<gpt2::Gpt2Config>(&text)
+            .map_err(bad)?
+            .to_transformer()?,
+        "llama" | "mistral" | "qwen2" => serde_json::from_str::<LlamaConfig>(&text)
+            .map_err(bad)?
+            .to_transformer()?,
         other => {
             return Err(ModelError::Unsupported(format!(
                 "architecture `{other}` (supported: {})",
@@ -120,13 +131,17 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
     )?;
     let src = SafetensorsSource::open_folder(dir)?;
     let total = estimate_elements(&cfg);
-    let transformer = build_with_progress(&src, device, total, progress, |w| match model_type
-        .as_str()
-    {
-        "gpt2" => gpt2::build(cfg, w),
-        _ => llama::build(cfg, w),
+    let transformer = build_with_progress(&src, device, total, progress, |w| {
+        match model_type.as_str() {
+            "gpt2" => gpt2::build(cfg, w),
+            _ => llama::build(cfg, w),
+        }
     })?;
-    Ok(Model { transformer, tokenizer, source: dir.to_path_buf() })
+    Ok(Model {
+        transformer,
+        tokenizer,
+        source: dir.to_path_buf(),
+    })
 }
 
 fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
@@ -140,13 +155,21 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
     let cfg = gguf_config(&file, &arch)?;
     let special = file.special_tokens();
     let tokenizer = Tokenizer::new(file.tokenizer()?, special.bos, special.eos);
-    let cfg = TransformerConfig { bos_token_id: special.bos, eos_token_id: special.eos, ..cfg };
+    let cfg = TransformerConfig {
+        bos_token_id: special.bos,
+        eos_token_id: special.eos,
+        ..cfg
+    };
     // llama.cpp permutes q/k rows only for models it converts with interleaved rotary.
     let permuted = arch != "qwen2";
     let src = GgufSource::new(&file, cfg.n_heads, cfg.n_kv_heads, permuted);
     let total = estimate_elements(&cfg);
     let transformer = build_with_progress(&src, device, total, progress, |w| llama::build(cfg, w))?;
-    Ok(Model { transformer, tokenizer, source: path.to_path_buf() })
+    Ok(Model {
+        transformer,
+        tokenizer,
+        source: path.to_path_buf(),
+    })
 }
 
 /// The Llama config a GGUF file's metadata describes.
@@ -157,9 +180,10 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
     let d_model = as_usize("embedding_length")?;
     let vocab = match file.get_u64(&key("vocab_size")) {
         Ok(v) => v as usize,
-        Err(_) => file.tensor_info("token_embd.weight").map(|t| t.shape[0]).ok_or_else(|| {
-            ModelError::MissingTensor("token_embd.weight".into())
-        })?,
+        Err(_) => file
+            .tensor_info("token_embd.weight")
+            .map(|t| t.shape[0])
+            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?,
     };
     let hf = LlamaConfig {
         model_type: arch.to_string(),
@@ -172,7 +196,9 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
         head_dim: as_usize("attention.key_length").ok(),
         max_position_embeddings: as_usize("context_length")?,
         rms_norm_eps: f64::from(file.get_f32(&key("attention.layer_norm_rms_epsilon"))?),
-        rope_theta: file.get_f32(&key("rope.freq_base")).map_or(10_000.0, f64::from),
+        rope_theta: file
+            .get_f32(&key("rope.freq_base"))
+            .map_or(10_000.0, f64::from),
         rope_scaling: None,
         rope_parameters: None,
         hidden_act: "silu".into(),

@@ -33,7 +33,10 @@ impl Tokenizer {
     /// Reads a `tokenizer.json`.
     pub fn from_file(path: &Path, bos: Option<u32>, eos: Option<u32>) -> Result<Self> {
         if !path.exists() {
-            return Err(ModelError::MissingFile { path: path.to_path_buf(), what: "tokenizer" });
+            return Err(ModelError::MissingFile {
+                path: path.to_path_buf(),
+                what: "tokenizer",
+            });
         }
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;

@@ -148,16 +148,20 @@ impl Batch {
     pub fn from_sequences(sequences: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Self> {
         let max_len = sequences.iter().map(Vec::len).max().unwrap_or(0);
         if sequences.is_empty() || sequences.iter().any(Vec::is_empty) {
-            return Err(ModelError::InvalidInput("a batch needs non-empty sequences".into()));
+            return Err(ModelError::InvalidInput(
+                "a batch needs non-empty sequences".into(),
+            ));
         }
         let mut ids = Vec::with_capacity(sequences.len() * max_len);
         for seq in sequences {
             ids.extend(seq.iter().map(|&t| i64::from(t)));
             ids.extend(std::iter::repeat_n(i64::from(pad_id), max_len - seq.len()));
         }
-        let tokens =
-            Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device);
-        Ok(Self { tokens, lengths: sequences.iter().map(Vec::len).collect() })
+        let tokens = Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device);
+        Ok(Self {
+            tokens,
+            lengths: sequences.iter().map(Vec::len).collect(),
+        })
     }
 
     /// Number of examples.
@@ -191,7 +195,11 @@ impl Transformer {
         let mut total = n2(&self.embed)
             + self.pos_embed.as_ref().map_or(0, n2)
             + norm(&self.ln_final)
-            + if self.config.tied_embeddings { 0 } else { n2(&self.unembed) };
+            + if self.config.tied_embeddings {
+                0
+            } else {
+                n2(&self.unembed)
+            };
         for b in &self.blocks {
             let a = &b.attn;
             total += norm(&b.ln1) + norm(&b.ln2);
@@ -202,6 +210,17 @@ impl Transformer {
             total += o1(&m.b_in) + o1(&m.b_out);
         }
         total
+    }
+
+    /// The attention output bias `b_O` of layer `l` `[d_model]`, if the model has one. It is
+    /// added once to the sum of the per-head results (`attn.hook_result` excludes it).
+    pub fn attn_output_bias(&self, l: usize) -> Option<Tensor<1>> {
+        self.blocks.get(l)?.attn.b_o.clone()
+    }
+
+    /// The MLP output bias of layer `l` `[d_model]`, if the model has one.
+    pub fn mlp_output_bias(&self, l: usize) -> Option<Tensor<1>> {
+        self.blocks.get(l)?.mlp.b_out.clone()
     }
 
     /// Runs the model on `tokens` with hooks.
@@ -249,7 +268,10 @@ impl Transformer {
         let embed = self.embed.clone().select(0, flat).reshape([batch, seq, d]);
         let mut x = hooks.apply3(point::EMBED, embed)?;
         if let Some(pos) = &self.pos_embed {
-            let pos = pos.clone().slice([start..start + seq]).unsqueeze_dim::<3>(0);
+            let pos = pos
+                .clone()
+                .slice([start..start + seq])
+                .unsqueeze_dim::<3>(0);
             let pos = hooks.apply3(point::POS_EMBED, pos.expand([batch, seq, d]))?;
             x = x + pos;
         }
@@ -262,7 +284,9 @@ impl Transformer {
             c.len += seq;
         }
         let x = hooks.apply3(point::LN_FINAL, self.ln_final.forward(x))?;
-        let logits = x.reshape([batch * seq, d]).matmul(self.unembed.clone().transpose());
+        let logits = x
+            .reshape([batch * seq, d])
+            .matmul(self.unembed.clone().transpose());
         Ok(logits.reshape([batch, seq, self.config.d_vocab]))
     }
 
@@ -313,7 +337,10 @@ impl Transformer {
                 }
             }
         }
-        Some(Tensor::from_data(TensorData::new(mask, [batch, 1, seq, keys]), &self.device))
+        Some(Tensor::from_data(
+            TensorData::new(mask, [batch, 1, seq, keys]),
+            &self.device,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -435,7 +462,10 @@ impl Transformer {
             // result[b, p, h, :] = z[b, p, h, :] @ W_O[h]
             let w_o = a.w_o.clone().reshape([h, dh, d]);
             let z_heads = z.permute([2, 0, 1, 3]).reshape([h, batch * seq, dh]);
-            let result = z_heads.matmul(w_o).reshape([h, batch, seq, d]).permute([1, 2, 0, 3]);
+            let result = z_heads
+                .matmul(w_o)
+                .reshape([h, batch, seq, d])
+                .permute([1, 2, 0, 3]);
             let result = hooks.apply4(point::result(l), result)?;
             result.sum_dim(2).reshape([batch, seq, d])
         } else {
@@ -455,17 +485,28 @@ impl Transformer {
             return x;
         };
         let [batch, seq, heads, dh] = x.dims();
-        let cos = cos.clone().slice([start..start + seq]).reshape([1, seq, 1, rotary_dim]);
-        let sin = sin.clone().slice([start..start + seq]).reshape([1, seq, 1, rotary_dim]);
+        let cos = cos
+            .clone()
+            .slice([start..start + seq])
+            .reshape([1, seq, 1, rotary_dim]);
+        let sin = sin
+            .clone()
+            .slice([start..start + seq])
+            .reshape([1, seq, 1, rotary_dim]);
         let (rot, pass) = if rotary_dim == dh {
             (x, None)
         } else {
             let rot = x.clone().slice([0..batch, 0..seq, 0..heads, 0..rotary_dim]);
-            (rot, Some(x.slice([0..batch, 0..seq, 0..heads, rotary_dim..dh])))
+            (
+                rot,
+                Some(x.slice([0..batch, 0..seq, 0..heads, rotary_dim..dh])),
+            )
         };
         let half = rotary_dim / 2;
         let x1 = rot.clone().slice([0..batch, 0..seq, 0..heads, 0..half]);
-        let x2 = rot.clone().slice([0..batch, 0..seq, 0..heads, half..rotary_dim]);
+        let x2 = rot
+            .clone()
+            .slice([0..batch, 0..seq, 0..heads, half..rotary_dim]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         let out = rot * cos + rotated * sin;
         match pass {
@@ -505,9 +546,15 @@ fn project_per_head(
     let [batch, seq, _, d] = x.dims();
     let groups = heads / rep;
     let w = w.clone().reshape([d, groups, dh]).swap_dims(0, 1); // [groups, d, dh]
-    let w = w.unsqueeze_dim::<4>(1).expand([groups, rep, d, dh]).reshape([heads, d, dh]);
+    let w = w
+        .unsqueeze_dim::<4>(1)
+        .expand([groups, rep, d, dh])
+        .reshape([heads, d, dh]);
     let x = x.permute([2, 0, 1, 3]).reshape([heads, batch * seq, d]);
-    let y = x.matmul(w).reshape([heads, batch, seq, dh]).permute([1, 2, 0, 3]);
+    let y = x
+        .matmul(w)
+        .reshape([heads, batch, seq, dh])
+        .permute([1, 2, 0, 3]);
     match b {
         Some(b) => {
             let b = b.clone().reshape([groups, 1, dh]).expand([groups, rep, dh]);
@@ -524,7 +571,9 @@ fn repeat_kv(x: Tensor<4>, heads: usize) -> Tensor<4> {
         return x;
     }
     let rep = heads / kv;
-    x.unsqueeze_dim::<5>(2).expand([batch, kv, rep, t, dh]).reshape([batch, heads, t, dh])
+    x.unsqueeze_dim::<5>(2)
+        .expand([batch, kv, rep, t, dh])
+        .reshape([batch, heads, t, dh])
 }
 
 /// cos and sin tables for rotary embeddings, as Hugging Face computes them (rotate-half).
@@ -539,8 +588,9 @@ pub(crate) fn rotary_tables(
 ) -> (Tensor<2>, Tensor<2>) {
     let half = rotary_dim / 2;
     // inv_freq_i = theta^(-2i / rotary_dim), computed in f32 as transformers does.
-    let inv_freq: Vec<f32> =
-        (0..half).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rotary_dim as f32)).collect();
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rotary_dim as f32))
+        .collect();
     let mut cos = Vec::with_capacity(n_ctx * rotary_dim);
     let mut sin = Vec::with_capacity(n_ctx * rotary_dim);
     for pos in 0..n_ctx {

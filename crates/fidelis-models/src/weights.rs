@@ -44,7 +44,10 @@ impl HostTensor {
                 data[c * rows + r] = self.data[r * cols + c];
             }
         }
-        Self { shape: vec![cols, rows], data }
+        Self {
+            shape: vec![cols, rows],
+            data,
+        }
     }
 
     /// Columns `start..end` of a 2-D tensor.
@@ -54,7 +57,10 @@ impl HostTensor {
         for r in 0..rows {
             data.extend_from_slice(&self.data[r * cols + start..r * cols + end]);
         }
-        Self { shape: vec![rows, end - start], data }
+        Self {
+            shape: vec![rows, end - start],
+            data,
+        }
     }
 }
 
@@ -83,15 +89,18 @@ impl SafetensorsSource {
             Self::open_files(&[single])
         } else if index.exists() {
             let text = read_text(&index)?;
-            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                ModelError::Safetensors { path: index.clone(), message: e.to_string() }
-            })?;
-            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-                ModelError::Safetensors {
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+                    path: index.clone(),
+                    message: e.to_string(),
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::Safetensors {
                     path: index.clone(),
                     message: "no `weight_map` object".into(),
-                }
-            })?;
+                })?;
             let mut shards: Vec<PathBuf> = Vec::new();
             for file in map.values() {
                 let name = file.as_str().ok_or_else(|| ModelError::Safetensors {
@@ -118,15 +127,21 @@ impl SafetensorsSource {
         let mut index = BTreeMap::new();
         for path in paths {
             let file = File::open(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    ModelError::MissingFile { path: path.clone(), what: "safetensors shard" }
-                }
-                _ => ModelError::Io { path: path.clone(), source: e },
+                std::io::ErrorKind::NotFound => ModelError::MissingFile {
+                    path: path.clone(),
+                    what: "safetensors shard",
+                },
+                _ => ModelError::Io {
+                    path: path.clone(),
+                    source: e,
+                },
             })?;
             // SAFETY: the file is opened read-only and not modified by Fidelis while mapped;
             // a concurrent external write is the same hazard every mmap-based loader accepts.
-            let mmap = unsafe { Mmap::map(&file) }
-                .map_err(|e| ModelError::Io { path: path.clone(), source: e })?;
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
             let parsed = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
                 path: path.clone(),
                 message: e.to_string(),
@@ -157,7 +172,10 @@ impl WeightSource for SafetensorsSource {
             .get(name)
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         let (path, mmap) = &self.files[file];
-        let bad = |message: String| ModelError::Safetensors { path: path.clone(), message };
+        let bad = |message: String| ModelError::Safetensors {
+            path: path.clone(),
+            message,
+        };
         let parsed = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
         let view = parsed.tensor(name).map_err(|e| bad(e.to_string()))?;
         let bytes = view.data();
@@ -180,18 +198,29 @@ impl WeightSource for SafetensorsSource {
                     f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
                 })
                 .collect(),
-            other => return Err(bad(format!("tensor {name} has unsupported dtype {other:?}"))),
+            other => {
+                return Err(bad(format!(
+                    "tensor {name} has unsupported dtype {other:?}"
+                )));
+            }
         };
-        Ok(HostTensor { shape: view.shape().to_vec(), data })
+        Ok(HostTensor {
+            shape: view.shape().to_vec(),
+            data,
+        })
     }
 }
 
 /// Reads a whole text file with a clear error if it is missing.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            ModelError::MissingFile { path: path.to_path_buf(), what: "text file" }
-        }
-        _ => ModelError::Io { path: path.to_path_buf(), source: e },
+        std::io::ErrorKind::NotFound => ModelError::MissingFile {
+            path: path.to_path_buf(),
+            what: "text file",
+        },
+        _ => ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })
 }

@@ -39,21 +39,34 @@ fn check_model(name: &str) {
     for prompt in &exp.prompts {
         let ids = model.tokenizer.encode(&prompt.text).unwrap();
         assert_eq!(ids, prompt.ids, "{name}: token ids of {:?}", prompt.text);
-        let logits = model.transformer.forward(tokens(&ids, &device()), &mut Hooks::new()).unwrap();
+        let logits = model
+            .transformer
+            .forward(tokens(&ids, &device()), &mut Hooks::new())
+            .unwrap();
         let got = values(logits);
         let want: Vec<f32> = prompt.logits.iter().flatten().copied().collect();
         let diff = max_abs_diff(&got, &want);
-        assert!(diff < TOLERANCE, "{name} {:?}: max |Δlogit| = {diff}", prompt.text);
+        assert!(
+            diff < TOLERANCE,
+            "{name} {:?}: max |Δlogit| = {diff}",
+            prompt.text
+        );
     }
     // A right-padded batch gives each example's unpadded logits at its last real position.
     let batch = Batch::from_sequences(&exp.batch.ids, 0, &device()).unwrap();
-    let logits = model.transformer.forward_batch(&batch, &mut Hooks::new()).unwrap();
+    let logits = model
+        .transformer
+        .forward_batch(&batch, &mut Hooks::new())
+        .unwrap();
     let [_, seq, vocab] = logits.dims();
     let all = values(logits);
     for (b, last) in batch.last_positions().into_iter().enumerate() {
         let row = &all[(b * seq + last) * vocab..(b * seq + last + 1) * vocab];
         let diff = max_abs_diff(row, &exp.batch.logits_last[b]);
-        assert!(diff < TOLERANCE, "{name} batch row {b}: max |Δlogit| = {diff}");
+        assert!(
+            diff < TOLERANCE,
+            "{name} batch row {b}: max |Δlogit| = {diff}"
+        );
     }
 }
 

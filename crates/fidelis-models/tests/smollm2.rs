@@ -55,7 +55,10 @@ fn model() -> &'static Model {
 }
 
 fn last_logits(ids: &[u32]) -> Vec<f32> {
-    let logits = model().transformer.forward(tokens(ids, &device()), &mut Hooks::new()).unwrap();
+    let logits = model()
+        .transformer
+        .forward(tokens(ids, &device()), &mut Hooks::new())
+        .unwrap();
     let [_, seq, vocab] = logits.dims();
     values(logits)[(seq - 1) * vocab..].to_vec()
 }
@@ -64,7 +67,14 @@ fn last_logits(ids: &[u32]) -> Vec<f32> {
 fn config_matches_the_published_shape() {
     let cfg = model().config();
     assert_eq!(
-        (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_vocab),
+        (
+            cfg.n_layers,
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.d_head,
+            cfg.d_vocab
+        ),
         (30, 576, 9, 3, 64, 49_152)
     );
     // 134.5M parameters with the tied embedding counted once.
@@ -77,7 +87,11 @@ fn token_ids_match_llama_cpp() {
     for sentence in expected().tokenizer.sentences {
         let ids = model().tokenizer.encode(&sentence.text).unwrap();
         assert_eq!(ids, sentence.ids, "ids of {:?}", sentence.text);
-        assert_eq!(model().tokenizer.decode(&ids).unwrap(), sentence.text, "round trip");
+        assert_eq!(
+            model().tokenizer.decode(&ids).unwrap(),
+            sentence.text,
+            "round trip"
+        );
     }
 }
 
@@ -93,7 +107,9 @@ fn top5_logits_match_transformers() {
                 &prompt.ids[..4]
             );
         }
-        let argmax = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+        let argmax = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .unwrap();
         assert_eq!(argmax as u32, prompt.top5[0].0, "top-1 token");
     }
 }
@@ -101,7 +117,9 @@ fn top5_logits_match_transformers() {
 #[test]
 fn ioi_prompt_prefers_the_indirect_object() {
     let tok = &model().tokenizer;
-    let ids = tok.encode("When Mary and John went to the store, John gave a drink to").unwrap();
+    let ids = tok
+        .encode("When Mary and John went to the store, John gave a drink to")
+        .unwrap();
     let logits = last_logits(&ids);
     let mary = tok.single_token(" Mary").unwrap() as usize;
     let john = tok.single_token(" John").unwrap() as usize;

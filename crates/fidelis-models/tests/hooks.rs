@@ -1,0 +1,255 @@
+//! Hook points: per-head decompositions, replacement, and gradient probes checked against
+//! central finite differences.
+
+mod common;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use common::{device, load, max_abs_diff, tokens, values};
+use fidelis_models::{Activation, Hooks, Model, point};
+
+const PROMPT: &str = "When Mary and John went to the store, John gave";
+
+fn run(model: &Model, hooks: &mut Hooks) -> Tensor<3> {
+    let ids = model.tokenizer.encode(PROMPT).unwrap();
+    model
+        .transformer
+        .forward(tokens(&ids, &device()), hooks)
+        .unwrap()
+}
+
+/// Deterministic pseudo-random values in [-1, 1] (a 64-bit LCG), for directions and noise.
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn like(act: &Activation, data: Vec<f32>) -> Activation {
+    match act {
+        Activation::Rank3(t) => {
+            Tensor::<3>::from_data(TensorData::new(data, t.dims()), &device()).into()
+        }
+        Activation::Rank4(t) => {
+            Tensor::<4>::from_data(TensorData::new(data, t.dims()), &device()).into()
+        }
+    }
+}
+
+fn act_values(act: &Activation) -> Vec<f32> {
+    match act {
+        Activation::Rank3(t) => values(t.clone()),
+        Activation::Rank4(t) => values(t.clone()),
+    }
+}
+
+/// The metric differentiated in the probe tests: logit(a) − logit(b) at the last position.
+fn logit_diff(logits: Tensor<3>) -> Tensor<1> {
+    let [_, seq, _] = logits.dims();
+    let last = logits.slice([0..1, seq - 1..seq]).reshape([-1]);
+    last.clone().slice([5..6]) - last.slice([17..18])
+}
+
+#[test]
+fn per_head_results_plus_bias_sum_to_the_attention_output() {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2"] {
+        let model = load(name);
+        let mut hooks = Hooks::new();
+        for l in 0..model.config().n_layers {
+            hooks.record(point::result(l)).record(point::attn_out(l));
+        }
+        run(&model, &mut hooks);
+        for l in 0..model.config().n_layers {
+            let result = hooks.recorded(&point::result(l)).unwrap().rank4().unwrap();
+            let [b, p, h, d] = result.dims();
+            assert_eq!(
+                h,
+                model.config().n_heads,
+                "{name}: one result per query head"
+            );
+            let mut sum = result.sum_dim(2).reshape([b, p, d]);
+            if let Some(bias) = model.transformer.attn_output_bias(l) {
+                sum = sum + bias.unsqueeze::<3>();
+            }
+            let attn_out = hooks
+                .recorded(&point::attn_out(l))
+                .unwrap()
+                .rank3()
+                .unwrap();
+            let diff = max_abs_diff(&values(sum), &values(attn_out));
+            assert!(
+                diff < 1e-5,
+                "{name} layer {l}: |Σ result + b_O − attn_out| = {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn split_qkv_inputs_give_the_plain_forward() {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2"] {
+        let model = load(name);
+        let plain = values(run(&model, &mut Hooks::new()));
+        let mut hooks = Hooks::new();
+        for l in 0..model.config().n_layers {
+            hooks
+                .record(point::q_input(l))
+                .record(point::k_input(l))
+                .record(point::v_input(l));
+        }
+        let split = values(run(&model, &mut hooks));
+        let diff = max_abs_diff(&plain, &split);
+        assert!(diff < 1e-5, "{name}: split q/k/v changed logits by {diff}");
+        let k_in = hooks.recorded(&point::k_input(0)).unwrap();
+        assert_eq!(
+            k_in.dims()[2],
+            model.config().n_heads,
+            "{name}: a k input per query head"
+        );
+    }
+}
+
+#[test]
+fn replacing_an_activation_with_itself_changes_nothing() {
+    let model = load("tiny-llama-gqa");
+    let points = [
+        point::EMBED.to_string(),
+        point::resid_pre(1),
+        point::q_input(0),
+        point::k_input(1),
+        point::pattern(0),
+        point::result(1),
+        point::mlp_in(0),
+        point::mlp_post(1),
+        point::LN_FINAL.to_string(),
+    ];
+    let mut record = Hooks::new();
+    for p in &points {
+        record.record(p.clone());
+    }
+    let reference = values(run(&model, &mut record));
+    let mut replace = Hooks::new();
+    for p in &points {
+        replace.replace(p.clone(), record.recorded(p).unwrap().clone());
+    }
+    assert_eq!(values(run(&model, &mut replace)), reference);
+}
+
+#[test]
+fn gqa_key_input_of_one_query_head_touches_only_that_head() {
+    let model = load("tiny-llama-gqa");
+    let mut base = Hooks::new();
+    base.record(point::pattern(1)).record(point::k_input(1));
+    run(&model, &mut base);
+    let k_in = base.recorded(&point::k_input(1)).unwrap().clone();
+    let [b, p, h, d] = k_in.rank4().unwrap().dims();
+    // Perturb head 1's key input only (heads 0 and 1 share a kv head under GQA 4/2).
+    let mut delta = vec![0.0; b * p * h * d];
+    for pos in 0..p {
+        for j in 0..d {
+            delta[((pos * h) + 1) * d + j] = noise(1, (pos * d + j) as u64)[0];
+        }
+    }
+    let mut patched = Hooks::new();
+    patched
+        .add(point::k_input(1), like(&k_in, delta))
+        .record(point::pattern(1));
+    run(&model, &mut patched);
+    let before = base.recorded(&point::pattern(1)).unwrap().rank4().unwrap();
+    let after = patched
+        .recorded(&point::pattern(1))
+        .unwrap()
+        .rank4()
+        .unwrap();
+    for head in 0..h {
+        let slice = |t: &Tensor<4>| values(t.clone().slice([0..b, head..head + 1]));
+        let diff = max_abs_diff(&slice(&before), &slice(&after));
+        if head == 1 {
+            assert!(
+                diff > 1e-3,
+                "head 1's pattern should change, changed {diff}"
+            );
+        } else {
+            assert!(
+                diff < 1e-6,
+                "head {head} changed by {diff}; only head 1 was patched"
+            );
+        }
+    }
+}
+
+/// Gradient at `point` from a probe, checked against central finite differences of the metric
+/// along a random direction v: (m(a + εv) − m(a − εv)) / 2ε ≈ ∇m · v.
+fn check_probe(model: &Model, point: &str) {
+    let mut probe = Hooks::new();
+    probe.probe(point).record(point);
+    let metric = logit_diff(run(model, &mut probe));
+    let grads = metric.backward();
+    let grad = act_values(&probe.probe_grad(point, &grads).expect("probe gradient"));
+    let act = probe.recorded(point).unwrap().clone();
+    let direction = noise(grad.len(), 42);
+    let analytic: f64 = grad
+        .iter()
+        .zip(&direction)
+        .map(|(g, v)| f64::from(g * v))
+        .sum();
+    let eps = 1e-2f32;
+    let shifted = |sign: f32| {
+        let delta = direction.iter().map(|v| sign * eps * v).collect();
+        let mut hooks = Hooks::new();
+        hooks.add(point, like(&act, delta));
+        f64::from(values(logit_diff(run(model, &mut hooks)))[0])
+    };
+    let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * f64::from(eps));
+    assert!(
+        numeric.abs() > 1e-3,
+        "{point}: the metric must depend on this activation"
+    );
+    let rel = (analytic - numeric).abs() / numeric.abs();
+    assert!(
+        rel < 1e-2,
+        "{point}: probe {analytic:.6} vs finite difference {numeric:.6} (rel {rel:.2e})"
+    );
+}
+
+#[test]
+fn gradient_probes_match_finite_differences() {
+    for name in ["tiny-gpt2", "tiny-llama-gqa"] {
+        let model = load(name);
+        for point in [
+            point::EMBED.to_string(),
+            point::q_input(1),
+            point::k_input(0),
+            point::v_input(1),
+            point::result(0),
+            point::mlp_in(1),
+            point::resid_pre(1),
+        ] {
+            check_probe(&model, &point);
+        }
+    }
+}
+
+#[test]
+fn hook_errors_name_the_point() {
+    let model = load("tiny-gpt2");
+    let mut hooks = Hooks::new();
+    let wrong = Tensor::<3>::zeros([1, 1, 1], &device());
+    hooks.replace(point::resid_pre(0), wrong);
+    let ids = model.tokenizer.encode(PROMPT).unwrap();
+    let err = model
+        .transformer
+        .forward(tokens(&ids, &device()), &mut hooks)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("blocks.0.hook_resid_pre") && msg.contains("shape"),
+        "{msg}"
+    );
+}
