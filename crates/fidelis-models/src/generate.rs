@@ -75,7 +75,15 @@ impl Transformer {
                 "generation needs a non-empty prompt".into(),
             ));
         }
-        let budget = self.config().n_ctx.saturating_sub(prompt.len());
+        let n_ctx = self.config().n_ctx;
+        if prompt.len() > n_ctx {
+            return Err(ModelError::InvalidInput(format!(
+                "prompt of {} tokens is longer than the model's context of {n_ctx}",
+                prompt.len()
+            )));
+        }
+        // Prompt plus output never exceed the context.
+        let budget = n_ctx - prompt.len();
         let steps = cfg.max_new_tokens.min(budget);
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let mut cache = KvCache::new();

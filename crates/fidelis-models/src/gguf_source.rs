@@ -60,6 +60,22 @@ impl<'a> GgufSource<'a> {
 }
 
 impl WeightSource for GgufSource<'_> {
+    fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        let gguf = Self::gguf_name(name).unwrap_or_default();
+        self.tensor(name)?
+            .expect_shape(name, shape)
+            .map_err(|e| match e {
+                ModelError::ShapeMismatch {
+                    expected, found, ..
+                } => ModelError::ShapeMismatch {
+                    tensor: format!("{gguf} (read as {name})"),
+                    expected,
+                    found,
+                },
+                other => other,
+            })
+    }
+
     fn contains(&self, name: &str) -> bool {
         Self::gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
     }
@@ -70,9 +86,9 @@ impl WeightSource for GgufSource<'_> {
         let mut t = HostTensor { shape, data };
         if self.permuted_qk {
             if name.contains("self_attn.q_proj") {
-                t = unpermute_rows(t, self.n_heads, name)?;
+                t = unpermute_rows(t, self.n_heads);
             } else if name.contains("self_attn.k_proj") {
-                t = unpermute_rows(t, self.n_kv_heads, name)?;
+                t = unpermute_rows(t, self.n_kv_heads);
             }
         }
         Ok(t)
@@ -83,15 +99,12 @@ impl WeightSource for GgufSource<'_> {
 ///
 /// Within each head of width `dh`, Hugging Face row `half * dh/2 + i` was stored at row
 /// `2 * i + half` (interleaved pairs), for `half ∈ {0, 1}` and `i < dh/2`.
-fn unpermute_rows(t: HostTensor, heads: usize, name: &str) -> Result<HostTensor> {
+fn unpermute_rows(t: HostTensor, heads: usize) -> HostTensor {
     let rows = t.shape[0];
     let cols = t.data.len() / rows.max(1);
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
-        return Err(ModelError::ShapeMismatch {
-            tensor: name.to_string(),
-            expected: vec![heads, 2],
-            found: t.shape,
-        });
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
+        // Not head-shaped: leave it to the loader's shape check, which names the shape it wants.
+        return t;
     }
     let dh = rows / heads;
     let half_dh = dh / 2;
@@ -106,10 +119,10 @@ fn unpermute_rows(t: HostTensor, heads: usize, name: &str) -> Result<HostTensor>
             }
         }
     }
-    Ok(HostTensor {
+    HostTensor {
         shape: t.shape,
         data,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -148,7 +161,7 @@ mod tests {
             shape: vec![4, 1],
             data: vec![10.0, 20.0, 11.0, 21.0],
         };
-        let hf = unpermute_rows(stored, 1, "q").unwrap();
+        let hf = unpermute_rows(stored, 1);
         assert_eq!(hf.data, vec![10.0, 11.0, 20.0, 21.0]);
     }
 }

@@ -67,7 +67,7 @@ impl Gpt2Config {
                     .into(),
             ));
         }
-        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return Err(ModelError::Unsupported(format!(
                 "n_embd {} is not divisible by n_head {}",
                 self.n_embd, self.n_head

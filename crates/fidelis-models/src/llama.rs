@@ -143,14 +143,14 @@ impl LlamaConfig {
         };
         let n_heads = self.num_attention_heads;
         let n_kv_heads = self.num_key_value_heads.unwrap_or(n_heads);
-        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+        if n_heads == 0 || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(ModelError::Unsupported(format!(
                 "{n_heads} attention heads cannot be grouped over {n_kv_heads} key/value heads"
             )));
         }
         let d_head = match self.head_dim {
             Some(d) => d,
-            None if self.hidden_size % n_heads == 0 => self.hidden_size / n_heads,
+            None if self.hidden_size.is_multiple_of(n_heads) => self.hidden_size / n_heads,
             None => {
                 return Err(ModelError::Unsupported(format!(
                     "hidden_size {} is not divisible by {n_heads} heads",

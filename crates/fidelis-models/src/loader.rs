@@ -17,7 +17,7 @@ pub(crate) struct Loader<'a> {
 impl Loader<'_> {
     /// The host tensor `name`, checked to have `shape`.
     pub fn host(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
-        let t = self.src.tensor(name)?.expect_shape(name, shape)?;
+        let t = self.src.tensor_shaped(name, shape)?;
         (self.on_tensor)(t.data.len());
         Ok(t)
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde::Deserialize;
 
-use crate::config::TransformerConfig;
+use crate::config::{Architecture, TransformerConfig};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_source::GgufSource;
@@ -14,7 +14,7 @@ use crate::llama::LlamaConfig;
 use crate::loader::Loader;
 use crate::tokenizer::Tokenizer;
 use crate::transformer::Transformer;
-use crate::weights::{SafetensorsSource, WeightSource, read_text};
+use crate::weights::{RandomWeights, SafetensorsSource, WeightSource, read_text};
 use crate::{gpt2, llama};
 
 /// Model families Fidelis can load, by Hugging Face `model_type`.
@@ -170,6 +170,28 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
         tokenizer,
         source: path.to_path_buf(),
     })
+}
+
+impl Transformer {
+    /// A model of the given shape with random weights (seeded), for benchmarks and tests that
+    /// need a model's size rather than its skill.
+    pub fn random(cfg: TransformerConfig, seed: u64, device: &Device) -> Result<Self> {
+        let src = RandomWeights {
+            seed,
+            std: 0.02,
+            biases: cfg.architecture == Architecture::Gpt2,
+            untied_head: !cfg.tied_embeddings,
+        };
+        let loader = Loader {
+            src: &src,
+            device,
+            on_tensor: &|_| {},
+        };
+        match cfg.architecture {
+            Architecture::Gpt2 => gpt2::build(cfg, &loader),
+            Architecture::Llama => llama::build(cfg, &loader),
+        }
+    }
 }
 
 /// The Llama config a GGUF file's metadata describes.

@@ -268,10 +268,7 @@ impl Transformer {
         let embed = self.embed.clone().select(0, flat).reshape([batch, seq, d]);
         let mut x = hooks.apply3(point::EMBED, embed)?;
         if let Some(pos) = &self.pos_embed {
-            let pos = pos
-                .clone()
-                .slice([start..start + seq])
-                .unsqueeze_dim::<3>(0);
+            let pos = pos.clone().slice(start..start + seq).unsqueeze_dim::<3>(0);
             let pos = hooks.apply3(point::POS_EMBED, pos.expand([batch, seq, d]))?;
             x = x + pos;
         }
@@ -487,11 +484,11 @@ impl Transformer {
         let [batch, seq, heads, dh] = x.dims();
         let cos = cos
             .clone()
-            .slice([start..start + seq])
+            .slice(start..start + seq)
             .reshape([1, seq, 1, rotary_dim]);
         let sin = sin
             .clone()
-            .slice([start..start + seq])
+            .slice(start..start + seq)
             .reshape([1, seq, 1, rotary_dim]);
         let (rot, pass) = if rotary_dim == dh {
             (x, None)

@@ -70,6 +70,63 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// Reads one tensor as f32.
     fn tensor(&self, name: &str) -> Result<HostTensor>;
+
+    /// Reads one tensor and checks that it has the shape the config implies.
+    fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        self.tensor(name)?.expect_shape(name, shape)
+    }
+}
+
+/// Random weights of any shape (for benchmarks and tests that need a model's size, not its
+/// skill): matrices uniform with standard deviation `std`, norm scales 1, biases absent.
+#[derive(Debug, Clone)]
+pub struct RandomWeights {
+    /// Seed of the generator; each tensor's values depend on the seed and its name.
+    pub seed: u64,
+    /// Standard deviation of matrix entries.
+    pub std: f32,
+    /// Whether bias tensors exist (GPT-2 needs them).
+    pub biases: bool,
+    /// Whether a separate `lm_head.weight` exists.
+    pub untied_head: bool,
+}
+
+impl WeightSource for RandomWeights {
+    fn contains(&self, name: &str) -> bool {
+        if name.ends_with(".bias") {
+            return self.biases;
+        }
+        name != "lm_head.weight" || self.untied_head
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor> {
+        Err(ModelError::MissingTensor(format!(
+            "{name} (random weights need a shape)"
+        )))
+    }
+
+    fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        use rand::{Rng, SeedableRng};
+        let n: usize = shape.iter().product();
+        let is_norm = name.contains("norm") || name.contains("ln_");
+        let data = if is_norm && name.ends_with(".weight") {
+            vec![1.0; n]
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            let name_hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed ^ name_hash);
+            // Uniform on [-a, a] has standard deviation a / sqrt(3).
+            let a = self.std * 3f32.sqrt();
+            (0..n).map(|_| rng.random_range(-a..a)).collect()
+        };
+        Ok(HostTensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
 }
 
 /// Memory-mapped safetensors files: one `model.safetensors` or the shards named by

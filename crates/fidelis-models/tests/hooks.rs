@@ -53,7 +53,7 @@ fn act_values(act: &Activation) -> Vec<f32> {
 fn logit_diff(logits: Tensor<3>) -> Tensor<1> {
     let [_, seq, _] = logits.dims();
     let last = logits.slice([0..1, seq - 1..seq]).reshape([-1]);
-    last.clone().slice([5..6]) - last.slice([17..18])
+    last.clone().slice(5..6) - last.slice(17..18)
 }
 
 #[test]

@@ -7,8 +7,20 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use fidelis_models::Model;
 
-/// The test device: Burn's flex CPU backend (ndarray when only that is compiled).
+/// The test device: Burn's flex CPU backend (ndarray when only that is compiled), or the GPU
+/// backend named by `FIDELIS_TEST_DEVICE=wgpu|cuda` when that feature is compiled in, so the
+/// same tests run on a GPU.
 pub fn device() -> Device {
+    match std::env::var("FIDELIS_TEST_DEVICE").as_deref() {
+        #[cfg(feature = "wgpu")]
+        Ok("wgpu") => return Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "cuda")]
+        Ok("cuda") => return Device::cuda(0),
+        Ok(other) if !other.is_empty() && other != "cpu" => {
+            panic!("FIDELIS_TEST_DEVICE={other} is not compiled into this test build")
+        }
+        _ => {}
+    }
     #[cfg(feature = "flex")]
     return Device::flex();
     #[cfg(all(not(feature = "flex"), feature = "ndarray"))]

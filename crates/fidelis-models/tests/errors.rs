@@ -1,0 +1,443 @@
+//! Every bad input gives a `ModelError` that names the problem, never a panic: missing or broken
+//! files, unsupported architectures and options, inconsistent shapes, malformed GGUF files and
+//! invalid inputs to the forward pass and the tokenizer.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{device, fixture, load, tokens};
+use fidelis_models::gguf::GgufWriter;
+use fidelis_models::{Hooks, Model, ModelError};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+/// A fresh directory under the system temp dir, removed (with its contents) when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("fidelis-errors-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// A temp dir holding a copy of every file of fixture `name`.
+    fn copy_of(name: &str) -> Self {
+        let dir = TempDir::new(name);
+        for entry in std::fs::read_dir(fixture(name)).expect("fixture dir") {
+            let entry = entry.expect("dir entry");
+            std::fs::copy(entry.path(), dir.0.join(entry.file_name())).expect("copy fixture");
+        }
+        dir
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    fn write(&self, file: &str, contents: impl AsRef<[u8]>) {
+        std::fs::write(self.path(file), contents).expect("write temp file");
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.path(file)).expect("remove temp file");
+    }
+
+    /// Edits `config.json` as JSON.
+    fn edit_config(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let text = std::fs::read_to_string(self.path("config.json")).expect("config");
+        let mut json: serde_json::Value = serde_json::from_str(&text).expect("config json");
+        edit(&mut json);
+        self.write(
+            "config.json",
+            serde_json::to_string_pretty(&json).expect("json"),
+        );
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Loads `path`, expecting an error (a panic inside the loader fails the test by itself).
+fn load_err(path: &Path) -> ModelError {
+    match Model::load(path, &device()) {
+        Ok(_) => panic!("{} loaded although it is broken", path.display()),
+        Err(e) => e,
+    }
+}
+
+/// Asserts that the error's message contains every one of `needles`.
+fn assert_mentions(err: &ModelError, needles: &[&str]) {
+    let msg = err.to_string();
+    for needle in needles {
+        assert!(
+            msg.contains(needle),
+            "error message {msg:?} does not mention {needle:?}"
+        );
+    }
+}
+
+#[test]
+fn missing_model_path() {
+    let path = std::env::temp_dir().join("fidelis-errors-no-such-model");
+    let err = load_err(&path);
+    assert!(
+        matches!(&err, ModelError::MissingFile { path: p, .. } if *p == path),
+        "{err:?}"
+    );
+    assert_mentions(
+        &err,
+        &["missing file", "fidelis-errors-no-such-model", ".gguf"],
+    );
+}
+
+#[test]
+fn folder_without_config() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    dir.remove("config.json");
+    let err = load_err(&dir.0);
+    assert!(
+        matches!(&err, ModelError::MissingFile { path, .. } if path.ends_with("config.json")),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["missing file", "config.json", "model config"]);
+}
+
+#[test]
+fn config_that_is_not_json() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    dir.write(
+        "config.json",
+        "model_type = gpt2 # a TOML file by mistake\n",
+    );
+    let err = load_err(&dir.0);
+    assert!(
+        matches!(&err, ModelError::Config { path, .. } if path.ends_with("config.json")),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["malformed config", "config.json", "line 1"]);
+}
+
+#[test]
+fn config_without_model_type() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    dir.edit_config(|c| {
+        c.as_object_mut().unwrap().remove("model_type");
+    });
+    let err = load_err(&dir.0);
+    assert!(matches!(&err, ModelError::Config { .. }), "{err:?}");
+    assert_mentions(&err, &["config.json", "model_type"]);
+}
+
+#[test]
+fn unsupported_model_type() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    dir.edit_config(|c| c["model_type"] = "mamba".into());
+    let err = load_err(&dir.0);
+    assert!(
+        matches!(&err, ModelError::Unsupported(m) if m.contains("`mamba`")),
+        "{err:?}"
+    );
+    // The message also lists what is supported.
+    assert_mentions(&err, &["unsupported model", "mamba", "gpt2", "llama"]);
+}
+
+#[test]
+fn unsupported_rope_scaling() {
+    // transformers 5 writes `rope_parameters`, transformers 4 `rope_scaling`: both are checked.
+    for key in ["rope_parameters", "rope_scaling"] {
+        let dir = TempDir::copy_of("tiny-llama-gqa");
+        dir.edit_config(|c| {
+            c[key] = serde_json::json!({"rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0});
+        });
+        let err = load_err(&dir.0);
+        assert!(
+            matches!(&err, ModelError::Unsupported(m) if m.contains("yarn")),
+            "{key}: {err:?}"
+        );
+        assert_mentions(&err, &["rope scaling", "yarn"]);
+    }
+}
+
+#[test]
+fn missing_tokenizer() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    dir.remove("tokenizer.json");
+    let err = load_err(&dir.0);
+    assert!(
+        matches!(&err, ModelError::MissingFile { path, .. } if path.ends_with("tokenizer.json")),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["missing file", "tokenizer.json", "tokenizer"]);
+}
+
+#[test]
+fn malformed_tokenizer() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    dir.write("tokenizer.json", "{\"not\": \"a tokenizer\"}");
+    let err = load_err(&dir.0);
+    assert!(matches!(&err, ModelError::Tokenizer(_)), "{err:?}");
+    assert_mentions(&err, &["tokenizer", "tokenizer.json"]);
+}
+
+#[test]
+fn missing_weights() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    dir.remove("model.safetensors");
+    let err = load_err(&dir.0);
+    assert!(
+        matches!(&err, ModelError::MissingFile { path, .. } if path.ends_with("model.safetensors")),
+        "{err:?}"
+    );
+    assert_mentions(
+        &err,
+        &["missing file", "model.safetensors", "model weights"],
+    );
+}
+
+#[test]
+fn truncated_weights() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    let path = dir.path("model.safetensors");
+    let len = std::fs::metadata(&path).expect("weights").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open weights");
+    file.set_len(len / 2).expect("truncate");
+    drop(file);
+    let err = load_err(&dir.0);
+    assert!(
+        matches!(&err, ModelError::Safetensors { path, .. } if path.ends_with("model.safetensors")),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["invalid safetensors file", "model.safetensors"]);
+}
+
+#[test]
+fn weights_disagreeing_with_the_config() {
+    // n_inner = 64 makes the config expect c_fc [32, 64]; the file holds [32, 128].
+    let dir = TempDir::copy_of("tiny-gpt2");
+    dir.edit_config(|c| c["n_inner"] = 64.into());
+    let err = load_err(&dir.0);
+    match &err {
+        ModelError::ShapeMismatch {
+            tensor,
+            expected,
+            found,
+        } => {
+            assert_eq!(tensor, "transformer.h.0.mlp.c_fc.weight");
+            assert_eq!(
+                (expected.as_slice(), found.as_slice()),
+                ([32, 64].as_slice(), [32, 128].as_slice())
+            );
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+    assert_mentions(
+        &err,
+        &["transformer.h.0.mlp.c_fc.weight", "[32, 64]", "[32, 128]"],
+    );
+}
+
+#[test]
+fn tensor_of_the_wrong_shape() {
+    // Rewrites the Llama checkpoint with layer 1's k_proj cut to 8 rows (one kv head instead of 2).
+    let dir = TempDir::copy_of("tiny-llama-gqa");
+    let bytes = std::fs::read(dir.path("model.safetensors")).expect("weights");
+    let parsed = SafeTensors::deserialize(&bytes).expect("fixture safetensors");
+    let bad = "model.layers.1.self_attn.k_proj.weight";
+    let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
+    for (name, view) in parsed.tensors() {
+        let view = if name == bad {
+            assert_eq!(view.dtype(), Dtype::F32);
+            let cols = view.shape()[1];
+            TensorView::new(Dtype::F32, vec![8, cols], &view.data()[..8 * cols * 4]).expect("view")
+        } else {
+            view
+        };
+        views.push((name, view));
+    }
+    let out = safetensors::serialize(views, None).expect("serialize");
+    dir.write("model.safetensors", out);
+    let err = load_err(&dir.0);
+    assert!(
+        matches!(&err, ModelError::ShapeMismatch { tensor, expected, found }
+            if tensor == bad && *expected == [16, 32] && *found == [8, 32]),
+        "{err:?}"
+    );
+    assert_mentions(&err, &[bad, "[16, 32]", "[8, 32]"]);
+}
+
+#[test]
+fn tensor_missing_from_the_checkpoint() {
+    let dir = TempDir::copy_of("tiny-llama-gqa");
+    let bytes = std::fs::read(dir.path("model.safetensors")).expect("weights");
+    let parsed = SafeTensors::deserialize(&bytes).expect("fixture safetensors");
+    let gone = "model.layers.0.mlp.up_proj.weight";
+    let views: Vec<_> = parsed
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != gone)
+        .collect();
+    dir.write(
+        "model.safetensors",
+        safetensors::serialize(views, None).expect("serialize"),
+    );
+    let err = load_err(&dir.0);
+    assert!(
+        matches!(&err, ModelError::MissingTensor(t) if t == gone),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["missing tensor", gone]);
+}
+
+#[test]
+fn gguf_with_bad_magic() {
+    let dir = TempDir::new("bad-magic");
+    let mut w = GgufWriter::new();
+    w.add_string("general.architecture", "llama");
+    let mut bytes = w.to_bytes().expect("gguf bytes");
+    bytes[..4].copy_from_slice(b"GGML");
+    dir.write("model.gguf", &bytes);
+    let err = load_err(&dir.path("model.gguf"));
+    assert!(
+        matches!(&err, ModelError::Gguf { path, .. } if path.ends_with("model.gguf")),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["invalid GGUF file", "model.gguf", "bad magic"]);
+}
+
+#[test]
+fn gguf_that_is_not_gguf_at_all() {
+    // A JSON file given where a model is expected: not a directory, so it is read as GGUF.
+    let err = load_err(&fixture("tiny-gpt2/config.json"));
+    assert!(matches!(&err, ModelError::Gguf { .. }), "{err:?}");
+    assert_mentions(&err, &["config.json", "bad magic"]);
+}
+
+#[test]
+fn gguf_with_unsupported_architecture() {
+    let dir = TempDir::new("mamba-gguf");
+    let mut w = GgufWriter::new();
+    w.add_string("general.architecture", "mamba")
+        .add_u32("mamba.block_count", 1)
+        .add_u32("mamba.embedding_length", 4);
+    w.add_tensor_f32("token_embd.weight", &[2, 4], &[0.0; 8])
+        .expect("tensor");
+    w.write(&dir.path("mamba.gguf")).expect("write gguf");
+    let err = load_err(&dir.path("mamba.gguf"));
+    assert!(
+        matches!(&err, ModelError::Unsupported(m) if m.contains("`mamba`")),
+        "{err:?}"
+    );
+    assert_mentions(
+        &err,
+        &["unsupported model", "GGUF architecture", "mamba", "llama"],
+    );
+}
+
+#[test]
+fn gguf_without_architecture() {
+    let dir = TempDir::new("no-arch-gguf");
+    GgufWriter::new()
+        .write(&dir.path("empty.gguf"))
+        .expect("write gguf");
+    let err = load_err(&dir.path("empty.gguf"));
+    assert!(matches!(&err, ModelError::Gguf { .. }), "{err:?}");
+    assert_mentions(&err, &["empty.gguf", "general.architecture"]);
+}
+
+#[test]
+fn sequence_longer_than_the_context() {
+    let model = load("tiny-gpt2");
+    let n_ctx = model.config().n_ctx;
+    assert_eq!(n_ctx, 64);
+    let ids = vec![1u32; n_ctx + 1];
+    let err = model
+        .transformer
+        .forward(tokens(&ids, &device()), &mut Hooks::new())
+        .unwrap_err();
+    assert!(matches!(&err, ModelError::InvalidInput(_)), "{err:?}");
+    assert_mentions(&err, &["65 tokens", "context of 64"]);
+    // Exactly n_ctx tokens are fine.
+    model
+        .transformer
+        .forward(tokens(&ids[..n_ctx], &device()), &mut Hooks::new())
+        .unwrap();
+}
+
+#[test]
+fn cached_run_past_the_context() {
+    let model = load("tiny-llama-gqa");
+    let mut cache = fidelis_models::KvCache::new();
+    model
+        .transformer
+        .forward_cached(tokens(&[1; 60], &device()), &mut cache)
+        .unwrap();
+    let err = model
+        .transformer
+        .forward_cached(tokens(&[1; 5], &device()), &mut cache)
+        .unwrap_err();
+    assert!(matches!(&err, ModelError::InvalidInput(_)), "{err:?}");
+    assert_mentions(&err, &["65 tokens", "context of 64"]);
+    assert_eq!(
+        cache.len(),
+        60,
+        "a rejected step leaves the cache as it was"
+    );
+}
+
+#[test]
+fn token_id_outside_the_vocabulary() {
+    let model = load("tiny-gpt2");
+    let vocab = model.config().d_vocab as u32;
+    let err = model
+        .transformer
+        .forward(tokens(&[1, vocab, 2], &device()), &mut Hooks::new())
+        .unwrap_err();
+    assert!(matches!(&err, ModelError::InvalidInput(_)), "{err:?}");
+    assert_mentions(&err, &["token id out of range", "0..384", "384"]);
+}
+
+#[test]
+fn empty_token_sequence() {
+    let model = load("tiny-gpt2");
+    let err = model
+        .transformer
+        .forward(tokens(&[], &device()), &mut Hooks::new())
+        .unwrap_err();
+    assert!(matches!(&err, ModelError::InvalidInput(_)), "{err:?}");
+    assert_mentions(&err, &["empty"]);
+}
+
+#[test]
+fn single_token_of_a_multi_token_string() {
+    let model = load("tiny-gpt2");
+    let text = "When Mary and John";
+    let pieces = model.tokenizer.encode_full(text).unwrap().tokens;
+    assert!(pieces.len() > 1, "{pieces:?}");
+    let err = model.tokenizer.single_token(text).unwrap_err();
+    assert!(matches!(&err, ModelError::InvalidInput(_)), "{err:?}");
+    assert_mentions(&err, &["is not a single token", "\"When Mary and John\""]);
+    for piece in &pieces {
+        assert_mentions(&err, &[&format!("{piece:?}")]);
+    }
+    // An empty string is not a single token either.
+    let err = model.tokenizer.single_token("").unwrap_err();
+    assert!(matches!(&err, ModelError::InvalidInput(_)), "{err:?}");
+    // A real single token works.
+    let id = model.tokenizer.single_token(&pieces[0]).unwrap();
+    assert_eq!(
+        model.tokenizer.token_str(id).as_deref(),
+        Some(pieces[0].as_str())
+    );
+}

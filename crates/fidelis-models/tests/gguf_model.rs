@@ -1,0 +1,498 @@
+//! A GGUF file written the way llama.cpp's converter writes one (tensor names, q/k row
+//! permutation, metadata, byte-level BPE vocabulary) loads into the same model as the Hugging
+//! Face folder it was made from: same logits, same token ids.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{device, fixture, load, max_abs_diff, tokens, values};
+use fidelis_models::gguf::GgufWriter;
+use fidelis_models::weights::{HostTensor, SafetensorsSource, WeightSource};
+use fidelis_models::{Hooks, Model, ModelError};
+use serde::Deserialize;
+
+/// The fixture every test here converts: Llama with grouped-query attention (4 query heads over
+/// 2 key/value heads), untied `lm_head`, rope theta 500.
+const FIXTURE: &str = "tiny-llama-gqa";
+
+/// F32 GGUF against the F32 safetensors: the same numbers, so only summation order may differ.
+const F32_TOLERANCE: f32 = 1e-5;
+
+/// A file under the system temp directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(tag: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("fidelis-gguf-model-{}-{n}-{tag}", std::process::id());
+        TempFile(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = if self.0.is_dir() {
+            std::fs::remove_dir_all(&self.0)
+        } else {
+            std::fs::remove_file(&self.0)
+        };
+    }
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    prompts: Vec<Prompt>,
+}
+
+#[derive(Deserialize)]
+struct Prompt {
+    text: String,
+    ids: Vec<u32>,
+}
+
+fn prompts() -> Vec<Prompt> {
+    let text = std::fs::read_to_string(fixture(FIXTURE).join("expected.json")).expect("fixture");
+    serde_json::from_str::<Expected>(&text)
+        .expect("expected.json")
+        .prompts
+}
+
+/// The parts of `config.json` the GGUF metadata is made from.
+#[derive(Deserialize)]
+struct HfConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    head_dim: usize,
+    max_position_embeddings: usize,
+    rms_norm_eps: f32,
+    rope_parameters: RopeParameters,
+    bos_token_id: u32,
+    eos_token_id: u32,
+}
+
+#[derive(Deserialize)]
+struct RopeParameters {
+    rope_theta: f32,
+}
+
+fn hf_config() -> HfConfig {
+    let text = std::fs::read_to_string(fixture(FIXTURE).join("config.json")).expect("config");
+    serde_json::from_str(&text).expect("config.json")
+}
+
+/// The vocabulary of the fixture's `tokenizer.json` as GGUF arrays: tokens by id, token types
+/// (3 = control for added special tokens, 1 = normal) and merges as `"left right"`.
+struct Vocabulary {
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    merges: Vec<String>,
+}
+
+fn vocabulary() -> Vocabulary {
+    let text = std::fs::read_to_string(fixture(FIXTURE).join("tokenizer.json")).expect("tokenizer");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("tokenizer.json");
+    let model = &json["model"];
+    assert_eq!(model["type"], "BPE");
+    let vocab = model["vocab"].as_object().expect("vocab");
+    let mut tokens = vec![String::new(); vocab.len()];
+    for (token, id) in vocab {
+        tokens[id.as_u64().expect("id") as usize] = token.clone();
+    }
+    assert!(
+        tokens.iter().all(|t| !t.is_empty()),
+        "vocabulary ids are dense"
+    );
+    let mut types = vec![1; tokens.len()];
+    for added in json["added_tokens"].as_array().expect("added_tokens") {
+        let id = added["id"].as_u64().expect("id") as usize;
+        assert_eq!(tokens[id], added["content"].as_str().expect("content"));
+        if added["special"].as_bool() == Some(true) {
+            types[id] = 3;
+        }
+    }
+    let merges = model["merges"]
+        .as_array()
+        .expect("merges")
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(pair) => {
+                format!(
+                    "{} {}",
+                    pair[0].as_str().unwrap(),
+                    pair[1].as_str().unwrap()
+                )
+            }
+            other => panic!("unexpected merge {other}"),
+        })
+        .collect();
+    Vocabulary {
+        tokens,
+        types,
+        merges,
+    }
+}
+
+/// llama.cpp's `permute` of q/k rows: within each head of width `dh`, Hugging Face row
+/// `h*dh + half*dh/2 + i` goes to GGUF row `h*dh + 2*i + half`.
+fn permute_rows(t: &HostTensor, heads: usize) -> HostTensor {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let dh = rows / heads;
+    assert_eq!(heads * dh, rows);
+    let mut data = vec![f32::NAN; t.data.len()];
+    for h in 0..heads {
+        for half in 0..2 {
+            for i in 0..dh / 2 {
+                let hf = h * dh + half * dh / 2 + i;
+                let gguf = h * dh + 2 * i + half;
+                data[gguf * cols..(gguf + 1) * cols]
+                    .copy_from_slice(&t.data[hf * cols..(hf + 1) * cols]);
+            }
+        }
+    }
+    assert!(
+        data.iter().all(|v| !v.is_nan()),
+        "the permutation covers every row"
+    );
+    HostTensor {
+        shape: t.shape.clone(),
+        data,
+    }
+}
+
+/// How the tensors of the GGUF are stored.
+#[derive(Clone, Copy, PartialEq)]
+enum Storage {
+    F32,
+    /// Matrices in F16, norm vectors in F32 (what llama.cpp's converter does for `--outtype f16`).
+    F16,
+}
+
+/// A GGUF tensor, with the HF tensor it comes from.
+struct Mapping {
+    gguf: String,
+    hf: String,
+}
+
+fn tensor_mappings(n_layers: usize) -> Vec<Mapping> {
+    let map = |gguf: &str, hf: &str| Mapping {
+        gguf: gguf.into(),
+        hf: hf.into(),
+    };
+    let mut out = vec![map("token_embd.weight", "model.embed_tokens.weight")];
+    for l in 0..n_layers {
+        let p = format!("model.layers.{l}");
+        for (gguf, hf) in [
+            ("attn_norm", "input_layernorm"),
+            ("attn_q", "self_attn.q_proj"),
+            ("attn_k", "self_attn.k_proj"),
+            ("attn_v", "self_attn.v_proj"),
+            ("attn_output", "self_attn.o_proj"),
+            ("ffn_norm", "post_attention_layernorm"),
+            ("ffn_gate", "mlp.gate_proj"),
+            ("ffn_up", "mlp.up_proj"),
+            ("ffn_down", "mlp.down_proj"),
+        ] {
+            out.push(map(
+                &format!("blk.{l}.{gguf}.weight"),
+                &format!("{p}.{hf}.weight"),
+            ));
+        }
+    }
+    out.push(map("output_norm.weight", "model.norm.weight"));
+    out.push(map("output.weight", "lm_head.weight"));
+    out
+}
+
+/// The fixture converted to GGUF as llama.cpp would. `edit` may change a tensor (by GGUF name)
+/// after the permutation, to build broken files.
+fn convert(storage: Storage, edit: impl Fn(&str, HostTensor) -> HostTensor) -> GgufWriter {
+    let cfg = hf_config();
+    let vocab = vocabulary();
+    assert_eq!(vocab.tokens.len(), cfg.vocab_size);
+    let mut w = GgufWriter::new();
+    w.add_string("general.architecture", "llama")
+        .add_string("general.name", "tiny-llama-gqa")
+        .add_u32("llama.block_count", cfg.num_hidden_layers as u32)
+        .add_u32("llama.context_length", cfg.max_position_embeddings as u32)
+        .add_u32("llama.embedding_length", cfg.hidden_size as u32)
+        .add_u32("llama.feed_forward_length", cfg.intermediate_size as u32)
+        .add_u32("llama.attention.head_count", cfg.num_attention_heads as u32)
+        .add_u32(
+            "llama.attention.head_count_kv",
+            cfg.num_key_value_heads as u32,
+        )
+        .add_u32("llama.attention.key_length", cfg.head_dim as u32)
+        .add_u32("llama.attention.value_length", cfg.head_dim as u32)
+        .add_f32("llama.attention.layer_norm_rms_epsilon", cfg.rms_norm_eps)
+        .add_f32("llama.rope.freq_base", cfg.rope_parameters.rope_theta)
+        .add_u32("llama.rope.dimension_count", cfg.head_dim as u32)
+        .add_u32("llama.vocab_size", cfg.vocab_size as u32)
+        .add_string("tokenizer.ggml.model", "gpt2")
+        .add_string("tokenizer.ggml.pre", "gpt-2")
+        .add_string_array("tokenizer.ggml.tokens", &vocab.tokens)
+        .add_i32_array("tokenizer.ggml.token_type", &vocab.types)
+        .add_string_array("tokenizer.ggml.merges", &vocab.merges)
+        .add_u32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
+        .add_u32("tokenizer.ggml.eos_token_id", cfg.eos_token_id)
+        .add_bool("tokenizer.ggml.add_bos_token", false);
+    let src = SafetensorsSource::open_folder(&fixture(FIXTURE)).expect("fixture weights");
+    let mappings = tensor_mappings(cfg.num_hidden_layers);
+    assert_eq!(
+        mappings.len(),
+        src.names().count(),
+        "every HF tensor is converted"
+    );
+    for Mapping { gguf, hf } in mappings {
+        let mut t = src.tensor(&hf).expect("fixture tensor");
+        if gguf.ends_with("attn_q.weight") {
+            t = permute_rows(&t, cfg.num_attention_heads);
+        } else if gguf.ends_with("attn_k.weight") {
+            t = permute_rows(&t, cfg.num_key_value_heads);
+        }
+        let t = edit(&gguf, t);
+        if storage == Storage::F16 && t.shape.len() == 2 {
+            w.add_tensor_f16(&gguf, &t.shape, &t.data)
+                .expect("f16 tensor");
+        } else {
+            w.add_tensor_f32(&gguf, &t.shape, &t.data)
+                .expect("f32 tensor");
+        }
+    }
+    w
+}
+
+fn write_gguf(w: &GgufWriter, tag: &str) -> TempFile {
+    let file = TempFile::new(&format!("{tag}.gguf"));
+    w.write(&file.0).expect("write gguf");
+    file
+}
+
+fn load_path(path: &Path) -> Model {
+    Model::load(path, &device()).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+fn logits(model: &Model, ids: &[u32]) -> Vec<f32> {
+    values(
+        model
+            .transformer
+            .forward(tokens(ids, &device()), &mut Hooks::new())
+            .unwrap(),
+    )
+}
+
+/// The largest |Δlogit| between two models over the fixture prompts, after checking that their
+/// tokenizers agree with each other and with transformers on every prompt.
+fn compare(gguf: &Model, hf: &Model) -> f32 {
+    let mut worst = 0.0f32;
+    for prompt in prompts() {
+        let hf_ids = hf.tokenizer.encode(&prompt.text).unwrap();
+        let gguf_ids = gguf.tokenizer.encode(&prompt.text).unwrap();
+        assert_eq!(hf_ids, prompt.ids, "HF tokenizer on {:?}", prompt.text);
+        assert_eq!(gguf_ids, prompt.ids, "GGUF tokenizer on {:?}", prompt.text);
+        assert_eq!(gguf.tokenizer.decode(&gguf_ids).unwrap(), prompt.text);
+        worst = worst.max(max_abs_diff(
+            &logits(gguf, &prompt.ids),
+            &logits(hf, &prompt.ids),
+        ));
+    }
+    worst
+}
+
+/// The settings both loaders must agree on.
+fn assert_same_config(gguf: &Model, hf: &Model) {
+    let (g, h) = (gguf.config(), hf.config());
+    assert_eq!(g.n_layers, h.n_layers);
+    assert_eq!(g.d_model, h.d_model);
+    assert_eq!(
+        (g.n_heads, g.n_kv_heads, g.d_head),
+        (h.n_heads, h.n_kv_heads, h.d_head)
+    );
+    assert_eq!(g.d_mlp, h.d_mlp);
+    assert_eq!(g.d_vocab, h.d_vocab);
+    assert_eq!(g.n_ctx, h.n_ctx);
+    assert_eq!(g.norm_eps as f32, h.norm_eps as f32);
+    assert_eq!(
+        g.positional, h.positional,
+        "rope theta comes from llama.rope.freq_base"
+    );
+    assert_eq!(g.tied_embeddings, h.tied_embeddings);
+    assert_eq!(
+        (g.bos_token_id, g.eos_token_id),
+        (h.bos_token_id, h.eos_token_id)
+    );
+    assert_eq!(
+        gguf.transformer.parameter_count(),
+        hf.transformer.parameter_count()
+    );
+    assert_eq!(gguf.tokenizer.vocab_size(), hf.tokenizer.vocab_size());
+    assert_eq!(
+        (gguf.tokenizer.bos_id(), gguf.tokenizer.eos_id()),
+        (Some(0), Some(0))
+    );
+}
+
+#[test]
+fn f32_gguf_equals_the_hf_folder() {
+    let hf = load(FIXTURE);
+    let file = write_gguf(&convert(Storage::F32, |_, t| t), "f32");
+    let gguf = load_path(&file.0);
+    assert_same_config(&gguf, &hf);
+    let diff = compare(&gguf, &hf);
+    assert!(
+        diff < F32_TOLERANCE,
+        "F32 GGUF vs HF: max |Δlogit| = {diff}"
+    );
+}
+
+#[test]
+fn f16_gguf_equals_the_hf_folder_with_f16_weights() {
+    // Exact comparison: a HF folder holding the same f16-rounded weights (stored as f32) must give
+    // the GGUF's logits to f32 precision, so F16 decoding and the permutation lose nothing.
+    let rounded = TempFile::new("f16-rounded-hf");
+    std::fs::create_dir_all(&rounded.0).expect("temp dir");
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture(FIXTURE).join(file), rounded.0.join(file)).expect("copy");
+    }
+    let src = SafetensorsSource::open_folder(&fixture(FIXTURE)).expect("fixture weights");
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for name in src.names() {
+        let t = src.tensor(name).unwrap();
+        let round = t.shape.len() == 2;
+        let bytes = t
+            .data
+            .iter()
+            .map(|&v| {
+                if round {
+                    half::f16::from_f32(v).to_f32()
+                } else {
+                    v
+                }
+            })
+            .flat_map(f32::to_le_bytes)
+            .collect();
+        owned.push((name.to_string(), t.shape, bytes));
+    }
+    let views = owned.iter().map(|(name, shape, bytes)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .expect("view");
+        (name.clone(), view)
+    });
+    let st = safetensors::serialize(views, None).expect("serialize");
+    std::fs::write(rounded.0.join("model.safetensors"), st).expect("write safetensors");
+    let hf_rounded = load_path(&rounded.0);
+
+    let f16 = convert(Storage::F16, |_, t| t);
+    let f32_len = convert(Storage::F32, |_, t| t).to_bytes().unwrap().len();
+    assert!(
+        f16.to_bytes().unwrap().len() < f32_len,
+        "the F16 file is smaller"
+    );
+    let file = write_gguf(&f16, "f16");
+    let gguf = load_path(&file.0);
+    assert_same_config(&gguf, &hf_rounded);
+    let diff = compare(&gguf, &hf_rounded);
+    assert!(
+        diff < F32_TOLERANCE,
+        "F16 GGUF vs HF with f16-rounded weights: max |Δlogit| = {diff}"
+    );
+
+    // Against the original f32 weights. Rounding to f16 changes each weight by at most
+    // u = 2^-11 ≈ 4.9e-4 relative. The logits go through 16 rounded matrices (7 per block, the
+    // embedding and the unembedding); if each added a relative error u coherently, a logit of 4.7
+    // (the fixture's largest) would move by 4.7 · 16u ≈ 3.7e-2. Independent rounding errors
+    // mostly cancel, and the measured change is 8.4e-3. 2e-2 sits between the two, while a wrong
+    // permutation or a swapped tensor moves the logits by whole units (see the next test).
+    let hf = load(FIXTURE);
+    let diff = compare(&gguf, &hf);
+    assert!(diff < 2e-2, "F16 GGUF vs HF f32: max |Δlogit| = {diff}");
+    assert!(diff > 0.0, "F16 rounding changes something");
+}
+
+#[test]
+fn unpermuted_q_and_k_change_the_logits() {
+    // Control for the tests above: a GGUF whose q/k rows were NOT permuted loads, but the
+    // loader's un-permutation then scrambles the rotary pairs and the logits move.
+    let cfg = hf_config();
+    let undo = |t: HostTensor, heads: usize| {
+        // The inverse of permute_rows: GGUF row h*dh + 2i + half back to h*dh + half*dh/2 + i.
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let dh = rows / heads;
+        let mut data = vec![0.0; t.data.len()];
+        for h in 0..heads {
+            for half in 0..2 {
+                for i in 0..dh / 2 {
+                    let (hf, gguf) = (h * dh + half * dh / 2 + i, h * dh + 2 * i + half);
+                    data[hf * cols..(hf + 1) * cols]
+                        .copy_from_slice(&t.data[gguf * cols..(gguf + 1) * cols]);
+                }
+            }
+        }
+        HostTensor {
+            shape: t.shape,
+            data,
+        }
+    };
+    let w = convert(Storage::F32, |name, t| {
+        if name.ends_with("attn_q.weight") {
+            undo(t, cfg.num_attention_heads)
+        } else if name.ends_with("attn_k.weight") {
+            undo(t, cfg.num_key_value_heads)
+        } else {
+            t
+        }
+    });
+    let file = write_gguf(&w, "unpermuted");
+    let gguf = load_path(&file.0);
+    let diff = compare(&gguf, &load(FIXTURE));
+    assert!(
+        diff > 0.5,
+        "unpermuted q/k should change the logits, max |Δlogit| = {diff}"
+    );
+}
+
+#[test]
+fn attn_q_of_the_wrong_shape() {
+    // Layer 1's attn_q with 24 output rows (3 heads of 8) instead of 32.
+    let w = convert(Storage::F32, |name, t| {
+        if name == "blk.1.attn_q.weight" {
+            let cols = t.shape[1];
+            HostTensor {
+                shape: vec![24, cols],
+                data: t.data[..24 * cols].to_vec(),
+            }
+        } else {
+            t
+        }
+    });
+    let file = write_gguf(&w, "bad-attn-q");
+    let err = Model::load(&file.0, &device()).expect_err("a malformed attn_q must not load");
+    match &err {
+        ModelError::ShapeMismatch {
+            tensor,
+            expected,
+            found,
+        } => {
+            assert!(
+                tensor.contains("layers.1") && tensor.contains("q_proj"),
+                "{tensor}"
+            );
+            assert_eq!(expected, &[32, 32]);
+            assert_eq!(found, &[24, 32]);
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("[32, 32]") && msg.contains("[24, 32]"),
+        "{msg}"
+    );
+}
