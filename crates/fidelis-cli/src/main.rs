@@ -88,8 +88,18 @@ enum ModelsAction {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line per cause; no backtrace for user errors.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate {
             model,
@@ -251,9 +261,9 @@ fn inspect(model: &Model, json: bool) -> Result<()> {
         cfg.n_ctx
     );
     println!(
-        "norm          {:?} (eps {}) · mlp {:?}{} · positions {:?}",
+        "norm          {:?} (eps {:e}) · mlp {:?}{} · positions {:?}",
         cfg.norm,
-        cfg.norm_eps,
+        cfg.norm_eps as f32,
         cfg.act_fn,
         if cfg.gated_mlp { " gated" } else { "" },
         cfg.positional
