@@ -183,16 +183,7 @@ impl SafetensorsSource {
         let mut files = Vec::new();
         let mut index = BTreeMap::new();
         for path in paths {
-            let file = File::open(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ModelError::MissingFile {
-                    path: path.clone(),
-                    what: "safetensors shard",
-                },
-                _ => ModelError::Io {
-                    path: path.clone(),
-                    source: e,
-                },
-            })?;
+            let file = File::open(path).map_err(io_error(path, "safetensors shard"))?;
             // SAFETY: the file is opened read-only and not modified by Fidelis while mapped;
             // a concurrent external write is the same hazard every mmap-based loader accepts.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::Io {
@@ -268,16 +259,19 @@ impl WeightSource for SafetensorsSource {
     }
 }
 
+/// Maps an I/O error on `path` to `MissingFile` (naming `what` the file holds) or `Io`.
+pub(crate) fn io_error(
+    path: &Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> ModelError {
+    let path = path.to_path_buf();
+    move |e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::MissingFile { path, what },
+        _ => ModelError::Io { path, source: e },
+    }
+}
+
 /// Reads a whole text file with a clear error if it is missing.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::MissingFile {
-            path: path.to_path_buf(),
-            what: "text file",
-        },
-        _ => ModelError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })
+    std::fs::read_to_string(path).map_err(io_error(path, "text file"))
 }
