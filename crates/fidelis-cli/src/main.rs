@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fidelis_cli::{device::parse_device, progress};
+use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::fetch::{fetch_smollm2, resolve_model_name, smollm2_path};
 use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
 
@@ -186,21 +187,12 @@ fn load(args: &ModelArgs) -> Result<Model> {
 /// Nodes and edges of the EAP-IG computational graph (input, heads, MLPs, logits; q/k/v inputs
 /// of each head are separate).
 fn graph_size(cfg: &TransformerConfig) -> (usize, usize) {
-    let (layers, heads) = (cfg.n_layers, cfg.n_heads);
-    let nodes = 2 + layers * (heads + 1);
-    let mut edges = 0;
-    for l in 0..layers {
-        let before_attn = 1 + l * (heads + 1);
-        edges += heads * 3 * before_attn;
-        let before_mlp = if cfg.parallel_attn_mlp {
-            before_attn
-        } else {
-            before_attn + heads
-        };
-        edges += before_mlp;
-    }
-    edges += 1 + layers * (heads + 1);
-    (nodes, edges)
+    let graph = Graph::new(GraphConfig::new(
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.parallel_attn_mlp,
+    ));
+    (graph.n_nodes(), graph.n_edges())
 }
 
 fn inspect(model: &Model, json: bool) -> Result<()> {
