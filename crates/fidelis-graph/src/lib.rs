@@ -593,9 +593,8 @@ impl Graph {
         idx
     }
 
-    /// Replaces the circuit with the `n` edges of highest score (|score| if `absolute`, else the
-    /// signed score); ties go to the lower row-major index. NaN scores rank last.
-    pub fn apply_topn(&mut self, n: usize, absolute: bool) -> Result<(), GraphError> {
+    /// Errors when more edges are asked for than the graph has.
+    fn check_edge_budget(&self, n: usize) -> Result<(), GraphError> {
         let available = self.n_edges();
         if n > available {
             return Err(GraphError::TooManyEdges {
@@ -603,6 +602,13 @@ impl Graph {
                 available,
             });
         }
+        Ok(())
+    }
+
+    /// Replaces the circuit with the `n` edges of highest score (|score| if `absolute`, else the
+    /// signed score); ties go to the lower row-major index. NaN scores rank last.
+    pub fn apply_topn(&mut self, n: usize, absolute: bool) -> Result<(), GraphError> {
+        self.check_edge_budget(n)?;
         let ranked = self.ranked(absolute);
         self.in_graph.fill(false);
         for &i in &ranked[..n] {
@@ -625,13 +631,7 @@ impl Graph {
     /// is already in the graph, and puts that edge's upstream node in the graph. Stops after `n`
     /// edges.
     pub fn apply_greedy(&mut self, n: usize, absolute: bool) -> Result<(), GraphError> {
-        let available = self.n_edges();
-        if n > available {
-            return Err(GraphError::TooManyEdges {
-                requested: n,
-                available,
-            });
-        }
+        self.check_edge_budget(n)?;
         self.in_graph.fill(false);
         let mut reached = vec![false; self.n_nodes()];
         let mut heap = BinaryHeap::new();

