@@ -1,0 +1,422 @@
+//! Edge attribution against independent references on the tiny fixture models: finite
+//! differences (EAP), a separately integrated path gradient (EAP-IG), the quadratic agreement of
+//! EAP and exact patching as Δa → 0, and edge-ablated runs at the two ends.
+#![allow(clippy::needless_range_loop)]
+
+mod common;
+
+use burn::prelude::*;
+use common::*;
+use fidelis_attribution::exact::patch_edges;
+use fidelis_attribution::gradient::{PassContext, clean_run, loss_per_example};
+use fidelis_attribution::{AttributionError, EdgeAttribution, Method, attribute_edges};
+use fidelis_faithfulness::ablation::node_outputs;
+use fidelis_faithfulness::evaluate::evaluate_graph;
+use fidelis_faithfulness::nodes::contract;
+use fidelis_faithfulness::{Ablation, BuiltinMetric, PairBatch, evaluate_baseline};
+use fidelis_graph::Graph;
+use fidelis_models::{Hooks, Transformer, point};
+
+const METRIC: BuiltinMetric = BuiltinMetric::LogitDiff;
+
+fn scores(
+    model: &Transformer,
+    pairs: &[fidelis_faithfulness::PromptPair],
+    opts: &EdgeAttribution,
+) -> (Graph, Vec<f32>) {
+    let mut graph = graph_of(model);
+    let s = attribute_edges(model, &mut graph, pairs, &METRIC, opts, &mut |_, _| {}).unwrap();
+    (graph, s)
+}
+
+/// A spread of edges: every reader kind, upstream nodes from input, heads and MLPs.
+fn sample_edges(graph: &Graph) -> Vec<(usize, usize)> {
+    let nb = graph.n_backward();
+    let all: Vec<usize> = graph.edge_indices().collect();
+    let step = (all.len() / 23).max(1);
+    all.iter()
+        .step_by(step)
+        .map(|&i| (i / nb, i % nb))
+        .collect()
+}
+
+fn assert_close(what: &str, got: f64, want: f64, rel: f64, abs: f64) {
+    assert!(
+        (got - want).abs() <= abs + rel * want.abs(),
+        "{what}: got {got}, want {want}"
+    );
+}
+
+fn eap_matches_finite_differences_on(name: &str) {
+    let model = load(name).transformer;
+    let pairs = random_pairs(6, 300, 7);
+    let (graph, s) = scores(&model, &pairs, &EdgeAttribution::new(Method::Eap));
+    let device = model.device();
+    let clean = node_outputs_host(&model, &batch_of(&pairs, false, device));
+    let corrupted = node_outputs_host(&model, &batch_of(&pairs, true, device));
+    let delta: Vec<f32> = corrupted.iter().zip(&clean).map(|(c, a)| c - a).collect();
+    let eps = 1e-2;
+    let nb = graph.n_backward();
+    for (f, b) in sample_edges(&graph) {
+        let plus = loss_with_added(&model, &graph, &pairs, &delta, f, b, eps);
+        let minus = loss_with_added(&model, &graph, &pairs, &delta, f, b, -eps);
+        let taylor = (plus - minus) / (2.0 * f64::from(eps)) / pairs.len() as f64;
+        let edge = graph.edge_name(f, b);
+        assert_close(&edge, f64::from(s[f * nb + b]), taylor, 2e-2, 2e-4);
+    }
+}
+
+#[test]
+fn eap_equals_first_order_taylor_prediction_gpt2() {
+    eap_matches_finite_differences_on("tiny-gpt2");
+}
+
+#[test]
+fn eap_equals_first_order_taylor_prediction_llama_gqa() {
+    eap_matches_finite_differences_on("tiny-llama-gqa");
+}
+
+#[test]
+fn eap_agrees_with_exact_to_first_order_as_delta_shrinks() {
+    let model = load("tiny-gpt2").transformer;
+    let pairs = random_pairs(4, 300, 11);
+    let graph = graph_of(&model);
+    let batch = PairBatch::new(&model, &pairs).unwrap();
+    let clean = clean_run(&model, &batch.clean).unwrap();
+    let delta = node_outputs(&model, &batch.corrupted).unwrap() - clean.outputs.clone();
+    let ctx = PassContext {
+        model: &model,
+        metric: &METRIC,
+        clean_logits: clean.last_logits.clone(),
+        targets: &batch.targets,
+    };
+    let g = ctx.reader_grads(&batch.clean, 1, |_| {}).unwrap();
+    let base = loss_per_example(
+        &METRIC,
+        clean.last_logits.clone(),
+        clean.last_logits.clone(),
+        &batch.targets,
+    );
+    let edges = sample_edges(&graph);
+    let nb = graph.n_backward();
+    let mut errors = Vec::new();
+    let unit = values(contract(delta.clone(), g.clone()));
+    let scale = edges
+        .iter()
+        .fold(0f64, |m, &(f, b)| m.max(f64::from(unit[f * nb + b].abs())));
+    for t in [0.1f32, 0.01] {
+        let scaled = delta.clone() * t;
+        let eap = values(contract(scaled.clone(), g.clone()));
+        let exact = patch_edges(
+            &model,
+            &graph,
+            &batch,
+            &METRIC,
+            &scaled,
+            &clean.last_logits,
+            &base,
+            &edges,
+        )
+        .unwrap();
+        let err: f64 = edges
+            .iter()
+            .zip(&exact)
+            .map(|(&(f, b), &e)| f64::from((eap[f * nb + b] - e).abs()) / f64::from(t))
+            .fold(0.0, f64::max);
+        errors.push(err);
+    }
+    // Relative to the scale t, the gap is O(t): ten times smaller Δa, about ten times smaller gap.
+    eprintln!("gaps per unit Δa {errors:?}, largest score per unit Δa {scale}");
+    assert!(
+        errors[1] < errors[0] / 4.0,
+        "EAP − exact gaps per unit Δa: {errors:?}"
+    );
+    assert!(
+        errors[1] < 0.02 * scale,
+        "gap at t = 0.01: {} (scale {scale})",
+        errors[1]
+    );
+}
+
+/// The path integral of ∂L/∂in_v with the input embedding moving from corrupted to clean,
+/// computed with plain probes and Simpson's rule on `n` intervals, contracted with Δa.
+fn path_integral_scores(
+    model: &Transformer,
+    graph: &Graph,
+    pairs: &[fidelis_faithfulness::PromptPair],
+    n: usize,
+) -> Vec<f64> {
+    let device = model.device();
+    let (clean_b, corrupt_b) = (
+        batch_of(pairs, false, device),
+        batch_of(pairs, true, device),
+    );
+    let clean = node_outputs_host(model, &clean_b);
+    let corrupted = node_outputs_host(model, &corrupt_b);
+    let [bsz, p] = clean_b.tokens.dims();
+    let (d, nf, nb) = (
+        model.config().d_model,
+        graph.n_forward(),
+        graph.n_backward(),
+    );
+    let input = |acts: &[f32]| -> Vec<f32> {
+        (0..bsz * p)
+            .flat_map(|i| acts[i * nf * d..i * nf * d + d].to_vec())
+            .collect()
+    };
+    let (x1, x0) = (input(&clean), input(&corrupted));
+    let mut grad_sum = vec![0f64; bsz * p * nb * d];
+    for j in 0..=n {
+        let alpha = j as f32 / n as f32;
+        let weight = if j == 0 || j == n {
+            1.0
+        } else if j % 2 == 1 {
+            4.0
+        } else {
+            2.0
+        } / (3.0 * n as f64);
+        let x: Vec<f32> = x0
+            .iter()
+            .zip(&x1)
+            .map(|(a, b)| a + alpha * (b - a))
+            .collect();
+        let mut hooks = Hooks::new();
+        hooks.replace(
+            point::resid_pre(0),
+            Tensor::<3>::from_data(TensorData::new(x, [bsz, p, d]), device),
+        );
+        fidelis_faithfulness::nodes::probe_node_inputs(&mut hooks, model.config().n_layers);
+        let logits = model.forward_batch(&clean_b, &mut hooks).unwrap();
+        let batch = PairBatch::new(model, pairs).unwrap();
+        let last = fidelis_faithfulness::metric::last_position_logits(logits, &batch.last);
+        let loss = loss_per_example(&METRIC, last.clone(), last, &batch.targets).sum();
+        let grads = loss.backward();
+        let g = values(fidelis_faithfulness::nodes::stack_input_grads(
+            &hooks,
+            &grads,
+            model.config(),
+            [bsz, p, d],
+            device,
+        ));
+        for (acc, v) in grad_sum.iter_mut().zip(g) {
+            *acc += weight * f64::from(v);
+        }
+    }
+    let mut out = vec![0f64; nf * nb];
+    for i in 0..bsz * p {
+        for f in 0..nf {
+            for b in 0..nb {
+                let mut dot = 0f64;
+                for k in 0..d {
+                    let da =
+                        f64::from(corrupted[(i * nf + f) * d + k] - clean[(i * nf + f) * d + k]);
+                    dot += da * grad_sum[(i * nb + b) * d + k];
+                }
+                out[f * nb + b] += dot / pairs.len() as f64;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn eap_ig_inputs_with_64_steps_matches_an_independent_path_integral() {
+    let model = load("tiny-gpt2").transformer;
+    let pairs = random_pairs(4, 300, 5);
+    let mut opts = EdgeAttribution::new(Method::EapIgInputs);
+    opts.steps = 64;
+    opts.steps_per_pass = 16;
+    let (graph, s) = scores(&model, &pairs, &opts);
+    let reference = path_integral_scores(&model, &graph, &pairs, 64);
+    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let mut worst = 0f64;
+    for i in graph.edge_indices() {
+        worst = worst.max((f64::from(s[i]) - reference[i]).abs() / scale);
+    }
+    // The library uses the reference's left Riemann sum; its error against the integral is
+    // O(1/m), about 1% of the largest score at m = 64.
+    assert!(
+        worst < 0.02,
+        "largest gap {worst} of the largest score {scale}"
+    );
+}
+
+#[test]
+fn eap_ig_inputs_with_one_step_is_the_corrupted_half_of_clean_corrupted() {
+    let model = load("tiny-gpt2").transformer;
+    let pairs = random_pairs(5, 300, 3);
+    let (_, eap) = scores(&model, &pairs, &EdgeAttribution::new(Method::Eap));
+    let (_, cc) = scores(
+        &model,
+        &pairs,
+        &EdgeAttribution::new(Method::CleanCorrupted),
+    );
+    let mut ig1 = EdgeAttribution::new(Method::EapIgInputs);
+    ig1.steps = 1;
+    let (_, ig) = scores(&model, &pairs, &ig1);
+    for i in 0..eap.len() {
+        assert_close(
+            &format!("edge {i}"),
+            f64::from(ig[i]),
+            f64::from(2.0 * cc[i] - eap[i]),
+            1e-3,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn stacking_steps_in_one_pass_does_not_change_scores() {
+    let model = load("tiny-llama-gqa").transformer;
+    let pairs = random_pairs(3, 300, 9);
+    let mut opts = EdgeAttribution::new(Method::EapIgActivations);
+    opts.steps = 3;
+    let (_, one) = scores(&model, &pairs, &opts);
+    opts.steps_per_pass = 3;
+    opts.batch_size = 2;
+    let (_, stacked) = scores(&model, &pairs, &opts);
+    for i in 0..one.len() {
+        assert_close(
+            &format!("edge {i}"),
+            f64::from(stacked[i]),
+            f64::from(one[i]),
+            1e-3,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn kl_has_zero_eap_gradient_at_the_clean_point_but_not_eap_ig() {
+    let model = load("tiny-gpt2").transformer;
+    let pairs = random_pairs(4, 300, 13);
+    let run = |method| {
+        let mut graph = graph_of(&model);
+        let opts = EdgeAttribution::new(method);
+        attribute_edges(
+            &model,
+            &mut graph,
+            &pairs,
+            &BuiltinMetric::Kl,
+            &opts,
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let max_abs = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(max_abs(&run(Method::Eap)) < 1e-5);
+    assert!(max_abs(&run(Method::EapIgInputs)) > 1e-3);
+}
+
+#[test]
+fn exact_scores_equal_single_edge_ablated_runs() {
+    let model = load("tiny-gpt2").transformer;
+    let pairs = random_pairs(3, 300, 17);
+    let mut graph = graph_of(&model);
+    let edges = sample_edges(&graph);
+    let mut opts = EdgeAttribution::new(Method::Exact);
+    opts.exact_subset = Some(edges.clone());
+    opts.exact_edges_per_pass = 5;
+    let s = attribute_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut |_, _| {}).unwrap();
+    let base = evaluate_baseline(&model, &pairs, &METRIC, 8).unwrap();
+    let clean_loss: f64 =
+        -base.clean.iter().map(|&x| f64::from(x)).sum::<f64>() / pairs.len() as f64;
+    let nb = graph.n_backward();
+    for &(f, b) in &edges {
+        let mut g = graph_of(&model);
+        for i in g.edge_indices().collect::<Vec<_>>() {
+            g.set_in_graph(i / nb, i % nb, true);
+        }
+        g.set_in_graph(f, b, false);
+        let m = evaluate_graph(&model, &g, &pairs, &METRIC, &Ablation::Patching, 8).unwrap();
+        let loss: f64 = -m.iter().map(|&x| f64::from(x)).sum::<f64>() / pairs.len() as f64;
+        assert_close(
+            &graph.edge_name(f, b),
+            f64::from(s[f * nb + b]),
+            loss - clean_loss,
+            1e-3,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn ablating_every_edge_gives_the_corrupted_run_and_none_the_clean_run() {
+    for name in ["tiny-gpt2", "tiny-llama-gqa"] {
+        let model = load(name).transformer;
+        let pairs = random_pairs(5, 300, 23);
+        let base = evaluate_baseline(&model, &pairs, &METRIC, 3).unwrap();
+        let mut graph = graph_of(&model);
+        let empty =
+            evaluate_graph(&model, &graph, &pairs, &METRIC, &Ablation::Patching, 3).unwrap();
+        let nb = graph.n_backward();
+        for i in graph.edge_indices().collect::<Vec<_>>() {
+            graph.set_in_graph(i / nb, i % nb, true);
+        }
+        for ablation in [Ablation::Patching, Ablation::Zero] {
+            let full = evaluate_graph(&model, &graph, &pairs, &METRIC, &ablation, 3).unwrap();
+            for i in 0..pairs.len() {
+                assert_close(
+                    "full graph",
+                    f64::from(full[i]),
+                    f64::from(base.clean[i]),
+                    0.0,
+                    1e-4,
+                );
+            }
+        }
+        for i in 0..pairs.len() {
+            assert_close(
+                "empty graph",
+                f64::from(empty[i]),
+                f64::from(base.corrupted[i]),
+                0.0,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_options_and_data_are_named() {
+    let model = load("tiny-gpt2").transformer;
+    let mut pairs = random_pairs(2, 300, 1);
+    let mut graph = graph_of(&model);
+    let mut opts = EdgeAttribution::new(Method::EapIgInputs);
+    opts.ablation = Ablation::Zero;
+    let err =
+        attribute_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, AttributionError::Options(_)), "{err}");
+    assert!(err.to_string().contains("eap-ig-inputs"), "{err}");
+    pairs[1].corrupted.push(5);
+    let err = attribute_edges(
+        &model,
+        &mut graph,
+        &pairs,
+        &METRIC,
+        &EdgeAttribution::new(Method::Eap),
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("example 1") && err.contains("equal lengths"),
+        "{err}"
+    );
+    pairs[1].corrupted.pop();
+    pairs[0].correct = vec![100_000];
+    let err = attribute_edges(
+        &model,
+        &mut graph,
+        &pairs,
+        &METRIC,
+        &EdgeAttribution::new(Method::Eap),
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("100000") && err.contains("vocabulary"),
+        "{err}"
+    );
+}

@@ -1,0 +1,124 @@
+//! Where the graph's nodes live in the hooked forward.
+//!
+//! Forward nodes (residual writers) and their hook points, in graph row order:
+//! `input` = `blocks.0.hook_resid_pre` (embeddings plus positions), then per layer the heads
+//! `a{l}.h{h}` = `blocks.{l}.attn.hook_result[:, :, h]` and the MLP `m{l}` =
+//! `blocks.{l}.hook_mlp_out`.
+//!
+//! Backward nodes (reader inputs) in graph column order: per layer the q inputs of all heads
+//! (`blocks.{l}.hook_q_input`), the k inputs, the v inputs, the MLP input
+//! (`blocks.{l}.hook_mlp_in`); last the logits, whose input is the final residual
+//! (`blocks.{L-1}.hook_resid_post`, before `ln_final`).
+
+use burn::prelude::*;
+use burn::tensor::Gradients;
+use fidelis_models::{Activation, Hooks, ModelError, TransformerConfig, point};
+
+use crate::Result;
+
+/// Hook point of the `input` node's output.
+pub fn input_point() -> String {
+    point::resid_pre(0)
+}
+
+/// Hook point of the logits node's input.
+pub fn logits_input_point(n_layers: usize) -> String {
+    point::resid_post(n_layers - 1)
+}
+
+/// Registers recording of every forward node's output.
+pub fn record_node_outputs(hooks: &mut Hooks, n_layers: usize) {
+    hooks.record(input_point());
+    for l in 0..n_layers {
+        hooks.record(point::result(l)).record(point::mlp_out(l));
+    }
+}
+
+fn missing(point: &str) -> ModelError {
+    ModelError::Hook {
+        point: point.to_string(),
+        message: "activation was not recorded".into(),
+    }
+}
+
+fn as3(a: Option<&Activation>, point: &str) -> Result<Tensor<3>> {
+    Ok(a.and_then(Activation::rank3)
+        .ok_or_else(|| missing(point))?)
+}
+
+fn as4(a: Option<&Activation>, point: &str) -> Result<Tensor<4>> {
+    Ok(a.and_then(Activation::rank4)
+        .ok_or_else(|| missing(point))?)
+}
+
+/// Stacks the recorded node outputs in graph row order.
+///
+/// # Shapes
+/// - returns `[batch, pos, n_forward, d_model]`, detached from any autodiff graph
+pub fn stack_node_outputs(hooks: &Hooks, n_layers: usize) -> Result<Tensor<4>> {
+    let input = input_point();
+    let mut parts = vec![as3(hooks.recorded(&input), &input)?.unsqueeze_dim::<4>(2)];
+    for l in 0..n_layers {
+        let (r, m) = (point::result(l), point::mlp_out(l));
+        parts.push(as4(hooks.recorded(&r), &r)?);
+        parts.push(as3(hooks.recorded(&m), &m)?.unsqueeze_dim::<4>(2));
+    }
+    Ok(Tensor::cat(parts, 2).detach())
+}
+
+/// Registers gradient probes at every backward node's input.
+pub fn probe_node_inputs(hooks: &mut Hooks, n_layers: usize) {
+    for l in 0..n_layers {
+        hooks
+            .probe(point::q_input(l))
+            .probe(point::k_input(l))
+            .probe(point::v_input(l))
+            .probe(point::mlp_in(l));
+    }
+    hooks.probe(logits_input_point(n_layers));
+}
+
+/// ∂loss/∂input of every backward node, stacked in graph column order. A probe the loss does
+/// not depend on gives zeros.
+///
+/// # Shapes
+/// - `shape`: `[batch, pos, d_model]` of the run
+/// - returns `[batch, pos, n_backward, d_model]` on the model's (non-autodiff) device
+pub fn stack_input_grads(
+    hooks: &Hooks,
+    grads: &Gradients,
+    cfg: &TransformerConfig,
+    shape: [usize; 3],
+    device: &Device,
+) -> Tensor<4> {
+    let [b, p, d] = shape;
+    let h = cfg.n_heads;
+    let grad4 = |pt: String, n: usize| match hooks.probe_grad(&pt, grads) {
+        Some(Activation::Rank4(g)) => g,
+        Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
+        None => Tensor::zeros([b, p, n, d], device),
+    };
+    let mut parts = Vec::with_capacity(4 * cfg.n_layers + 1);
+    for l in 0..cfg.n_layers {
+        parts.push(grad4(point::q_input(l), h));
+        parts.push(grad4(point::k_input(l), h));
+        parts.push(grad4(point::v_input(l), h));
+        parts.push(grad4(point::mlp_in(l), 1));
+    }
+    parts.push(grad4(logits_input_point(cfg.n_layers), 1));
+    Tensor::cat(parts, 2)
+}
+
+/// `Σ_{batch, pos, d} a[b, p, f, d] · g[b, p, c, d]` for every row f and column c: the EAP
+/// score matrix of one batch as a single matrix product.
+///
+/// # Shapes
+/// - `a`: `[batch, pos, n_forward, d]`, `g`: `[batch, pos, n_backward, d]`
+/// - returns `[n_forward, n_backward]`
+pub fn contract(a: Tensor<4>, g: Tensor<4>) -> Tensor<2> {
+    let [b, p, f, d] = a.dims();
+    let [_, _, c, _] = g.dims();
+    let a = a.permute([2, 0, 1, 3]).reshape([f, b * p * d]);
+    let g = g.permute([0, 1, 3, 2]).reshape([b * p * d, c]);
+    a.matmul(g)
+}
