@@ -40,6 +40,8 @@ fn gpt2_small_counts() {
     }
     assert_eq!(g.edge_index("a0.h3->m2").unwrap(), (4, 2 * 37 + 36));
     assert_eq!(g.edge_index("input->a1.h0<q>").unwrap(), (0, 37));
+    assert_eq!(g.edge_index("a0.h2->a1.h5<k>").unwrap(), (3, 37 + 12 + 5));
+    assert_eq!(g.edge_index("m0->a1.h5<v>").unwrap(), (13, 37 + 24 + 5));
     assert!(g.edge_index("m3->logits").is_ok());
     // Not edges: reading a later/same-layer head, or an MLP into the same layer's head.
     assert!(g.edge_index("a1.h0->a1.h2<q>").is_err());
@@ -53,12 +55,13 @@ fn gpt2_small_counts() {
 fn tiny_graph_lists_all_edges() {
     let g = tiny();
     let names: Vec<String> = g.edges().map(|e| e.name).collect();
+    // Columns: all q inputs, then all k inputs, then all v inputs, then the MLP, then logits.
     let expected = [
         "input->a0.h0<q>",
-        "input->a0.h0<k>",
-        "input->a0.h0<v>",
         "input->a0.h1<q>",
+        "input->a0.h0<k>",
         "input->a0.h1<k>",
+        "input->a0.h0<v>",
         "input->a0.h1<v>",
         "input->m0",
         "input->logits",
@@ -124,7 +127,7 @@ fn topn_absolute_vs_signed() {
     g.apply_topn(3, false).unwrap();
     assert_eq!(
         in_names(&g),
-        ["a0.h1->logits", "input->a0.h0<k>", "m0->logits"]
+        ["a0.h1->logits", "input->a0.h1<q>", "m0->logits"]
     );
     assert!(matches!(
         g.apply_topn(14, true),
@@ -215,7 +218,8 @@ fn json_round_trip() {
     assert_eq!(v["cfg"]["n_layers"], 2);
     assert_eq!(v["cfg"]["d_model"], 64);
     assert_eq!(v["cfg"]["parallel_attn_mlp"], false);
-    assert!(v["nodes"]["logits"].is_boolean());
+    assert!(v["nodes"]["logits"]["in_graph"].is_boolean());
+    assert!(v["nodes"]["a0.h1"].get("score").is_none());
     assert!(v["edges"]["input->a1.h2<v>"]["score"].is_number());
     assert_eq!(v["edges"].as_object().unwrap().len(), g.n_edges());
     let back = Graph::from_json_str(&s).unwrap();
@@ -279,4 +283,319 @@ fn dot_contains_edges() {
     );
     assert!(dot.contains("  \"a0.h0\";"));
     assert!(!dot.contains("\"m0\""));
+}
+
+/// Reader names in the order of the reference's `Graph.get_dst_nodes`.
+fn reference_dst_nodes(cfg: &GraphConfig) -> Vec<String> {
+    let mut names = Vec::new();
+    for layer in 0..cfg.n_layers {
+        for letter in ['q', 'k', 'v'] {
+            for head in 0..cfg.n_heads {
+                names.push(format!("a{layer}.h{head}<{letter}>"));
+            }
+        }
+        names.push(format!("m{layer}"));
+    }
+    names.push("logits".into());
+    names
+}
+
+#[test]
+fn reader_order_matches_reference() {
+    for cfg in [
+        GraphConfig::new(12, 12, false),
+        GraphConfig::new(3, 1, true),
+        GraphConfig::new(2, 5, false),
+    ] {
+        let g = Graph::new(cfg);
+        let ours: Vec<String> = (0..g.n_backward()).map(|b| g.reader(b).name()).collect();
+        assert_eq!(ours, reference_dst_nodes(&cfg));
+        for b in 0..g.n_backward() {
+            assert_eq!(g.backward_index(g.reader(b)), Some(b));
+        }
+    }
+}
+
+#[test]
+fn layer_ranges_for_per_layer_tensors() {
+    let g = Graph::new(GraphConfig::new(12, 12, false));
+    let cols = g.reader_columns(1);
+    assert_eq!(
+        cols,
+        LayerColumns {
+            q: 37..49,
+            k: 49..61,
+            v: 61..73,
+            mlp: 73
+        }
+    );
+    for qkv in Qkv::ALL {
+        for (head, b) in cols.qkv(qkv).enumerate() {
+            let r = g.reader(b);
+            assert_eq!(r.node, Node::Head { layer: 1, head });
+            assert_eq!(r.qkv, Some(qkv));
+        }
+    }
+    assert_eq!(g.reader(cols.mlp).node, Node::Mlp(1));
+    assert_eq!(g.logits_column(), 444);
+    assert_eq!(g.reader(444).node, Node::Logits);
+    assert_eq!(g.forward_range_of_layer(1), 14..26);
+    for (head, f) in g.forward_range_of_layer(1).enumerate() {
+        assert_eq!(g.forward_node(f), Node::Head { layer: 1, head });
+    }
+    assert_eq!(g.mlp_row(1), 26);
+    assert_eq!(g.forward_node(26), Node::Mlp(1));
+    // Visible prefixes: heads of layer 1 see input and layer 0; m1 also sees layer 1's heads.
+    assert_eq!(g.visible_forward(cols.q.start), 14);
+    assert_eq!(g.visible_forward(cols.mlp), 26);
+    assert_eq!(g.visible_forward(g.logits_column()), g.n_forward());
+    let parallel = Graph::new(GraphConfig::new(12, 12, true));
+    assert_eq!(parallel.visible_forward(cols.mlp), 14);
+}
+
+#[test]
+fn top_edges_sorted_with_index_ties() {
+    let mut g = tiny();
+    set(&mut g, "a0.h1->logits", 3.0);
+    set(&mut g, "input->a0.h0<k>", -3.0);
+    set(&mut g, "m0->logits", f32::NAN);
+    set(&mut g, "a0.h0->m0", 1.0);
+    let names = |v: Vec<Edge>| v.into_iter().map(|e| e.name).collect::<Vec<_>>();
+    // |3| ties: input row comes first.
+    assert_eq!(
+        names(g.top_edges(3, true)),
+        ["input->a0.h0<k>", "a0.h1->logits", "a0.h0->m0"]
+    );
+    assert_eq!(names(g.top_edges(2, false)), ["a0.h1->logits", "a0.h0->m0"]);
+    let all = g.top_edges(100, false);
+    assert_eq!(all.len(), g.n_edges());
+    assert_eq!(all.last().unwrap().name, "m0->logits"); // NaN ranks last
+    assert_eq!(all[all.len() - 2].name, "input->a0.h0<k>");
+}
+
+#[test]
+fn node_scores_from_edges_sums_rows() {
+    let mut g = tiny();
+    set(&mut g, "input->a0.h0<q>", 1.0);
+    set(&mut g, "input->logits", 2.5);
+    set(&mut g, "a0.h1->m0", -1.0);
+    set(&mut g, "a0.h1->logits", f32::NAN);
+    assert_eq!(g.node_scores_from_edges(), [3.5, 0.0, -1.0, 0.0]);
+}
+
+#[test]
+fn node_topn_selects_nodes_and_edges_between_them() {
+    let mut g = tiny();
+    assert_eq!(g.apply_node_topn(1, true), Err(GraphError::NoNodeScores));
+    assert!(matches!(
+        g.set_node_scores(&[1.0]),
+        Err(GraphError::LengthMismatch { .. })
+    ));
+    // input, a0.h0, a0.h1, m0 (unscored: always kept).
+    g.set_node_scores(&[1.0, 5.0, -0.5, f32::NAN]).unwrap();
+    g.apply_node_topn(2, true).unwrap();
+    assert_eq!(node_names(&g), ["input", "a0.h0", "m0", "logits"]);
+    assert_eq!(
+        in_names(&g),
+        [
+            "a0.h0->logits",
+            "a0.h0->m0",
+            "input->a0.h0<k>",
+            "input->a0.h0<q>",
+            "input->a0.h0<v>",
+            "input->logits",
+            "input->m0",
+            "m0->logits"
+        ]
+    );
+    g.apply_node_topn(1, false).unwrap();
+    assert_eq!(node_names(&g), ["a0.h0", "m0", "logits"]);
+    g.prune(); // nothing reaches from input
+    assert_eq!(g.n_edges_in_graph(), 0);
+    assert_eq!(
+        g.apply_node_topn(4, true),
+        Err(GraphError::TooManyNodes {
+            requested: 4,
+            available: 3
+        })
+    );
+}
+
+fn neuron_graph() -> Graph {
+    let mut g = Graph::new(GraphConfig {
+        d_model: Some(3),
+        ..GraphConfig::new(1, 2, false)
+    });
+    let (r, d) = (g.n_forward(), 3);
+    let scores: Vec<f32> = (0..r * d).map(|i| i as f32 - 4.5).collect();
+    g.set_neuron_scores(&scores, r, d).unwrap();
+    let mask: Vec<bool> = (0..r * d).map(|i| i % 2 == 0).collect();
+    g.set_neurons_in_graph(&mask, r, d).unwrap();
+    g.set_node_scores(&[0.5, f32::NAN, f32::INFINITY, -1.0])
+        .unwrap();
+    g
+}
+
+#[test]
+fn neuron_level_needs_d_model() {
+    let mut g = tiny();
+    assert_eq!(g.enable_neurons(), Err(GraphError::NoDModel));
+    let mut n = neuron_graph();
+    assert!(n.is_neuron_level());
+    assert!(matches!(
+        n.set_neuron_scores(&[0.0; 6], 2, 3),
+        Err(GraphError::ShapeMismatch { .. })
+    ));
+    n.clear_neurons();
+    assert!(n.neuron_scores().is_none() && !n.is_neuron_level());
+}
+
+#[test]
+fn json_round_trips_node_and_neuron_data() {
+    let mut g = neuron_graph();
+    set(&mut g, "input->logits", f32::NEG_INFINITY);
+    let s = g.to_json_string();
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    // Heads carry their layer's [n_heads, d_model] block, like the reference writes.
+    assert_eq!(v["nodes"]["a0.h1"]["neurons"].as_array().unwrap().len(), 2);
+    assert_eq!(v["nodes"]["a0.h1"]["neurons_scores"][1][0], 1.5);
+    assert_eq!(
+        v["nodes"]["m0"]["neurons"],
+        serde_json::json!([false, true, false])
+    );
+    assert!(v["nodes"]["a0.h0"]["score"].is_null());
+    assert_eq!(v["nodes"]["a0.h1"]["score"], 1e39);
+    assert!(v["nodes"]["logits"].get("score").is_none());
+    let back = Graph::from_json_str(&s).unwrap();
+    assert_eq!(back.to_json_string(), s);
+    assert_eq!(back.neurons_in_graph(), g.neurons_in_graph());
+    assert_eq!(back.neuron_scores(), g.neuron_scores());
+    let ns = back.node_scores().unwrap();
+    assert!(ns[1].is_nan() && ns[2] == f32::INFINITY && ns[3] == -1.0);
+    let (f, b) = back.edge_index("input->logits").unwrap();
+    assert_eq!(back.score(f, b), f32::NEG_INFINITY);
+}
+
+#[test]
+fn json_reads_python_literals_and_single_rows() {
+    let text = r#"{"cfg": {"n_layers": 1, "n_heads": 2, "parallel_attn_mlp": false, "d_model": 3},
+        "nodes": {"input": {"in_graph": true, "score": NaN},
+                  "a0.h1": {"in_graph": true, "score": -Infinity,
+                            "neurons": [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]],
+                            "neurons_scores": [[1, 2, 3], [4, NaN, Infinity]]},
+                  "m0": {"in_graph": false, "neurons": [false, true, false]},
+                  "logits": {"in_graph": true}},
+        "edges": {"input->a0.h1<q>": {"score": 0.25, "in_graph": true},
+                  "a0.h1->logits": {"score": NaN, "in_graph": true}}}"#;
+    let g = Graph::from_json_str(text).unwrap();
+    assert_eq!(in_names(&g), ["a0.h1->logits", "input->a0.h1<q>"]);
+    assert_eq!(node_names(&g), ["input", "a0.h1", "logits"]);
+    let ns = g.node_scores().unwrap();
+    assert!(ns[0].is_nan() && ns[1].is_nan() && ns[3].is_nan());
+    assert_eq!(ns[2], f32::NEG_INFINITY);
+    let mask = g.neurons_in_graph().unwrap();
+    assert_eq!(&mask[6..9], [false, true, true]); // row of a0.h1 from its layer block
+    assert_eq!(&mask[9..12], [false, true, false]);
+    assert_eq!(&mask[0..3], [false; 3]); // absent: out of the circuit
+    let scores = g.neuron_scores().unwrap();
+    assert_eq!(scores[6], 4.0);
+    assert!(scores[7].is_nan() && scores[0].is_nan());
+    assert_eq!(scores[8], f32::INFINITY);
+    // A string containing NaN is left alone.
+    let bad = r#"{"cfg": {"n_layers": 1, "n_heads": 2, "parallel_attn_mlp": false},
+        "nodes": {"NaN": true}}"#;
+    assert_eq!(
+        Graph::from_json_str(bad),
+        Err(GraphError::UnknownNode("NaN".into()))
+    );
+    // Neuron data needs d_model.
+    let no_d = r#"{"cfg": {"n_layers": 1, "n_heads": 2, "parallel_attn_mlp": false},
+        "nodes": {"m0": {"in_graph": true, "neurons": [true]}}}"#;
+    assert_eq!(Graph::from_json_str(no_d), Err(GraphError::NoDModel));
+}
+
+#[test]
+fn prune_drops_neuronless_nodes_and_their_neurons() {
+    let mut g = neuron_graph();
+    let d = 3;
+    let mut mask = vec![true; g.n_forward() * d];
+    mask[2 * d..3 * d].fill(false); // a0.h1 has no neuron left
+    g.set_neurons_in_graph(&mask, g.n_forward(), d).unwrap();
+    for name in [
+        "input->a0.h1<q>",
+        "a0.h1->logits",
+        "input->a0.h0<v>",
+        "a0.h0->m0",
+        "m0->logits",
+    ] {
+        let (f, b) = g.edge_index(name).unwrap();
+        g.set_in_graph(f, b, true);
+    }
+    g.prune();
+    assert_eq!(in_names(&g), ["a0.h0->m0", "input->a0.h0<v>", "m0->logits"]);
+    assert_eq!(node_names(&g), ["input", "a0.h0", "m0", "logits"]);
+    // Make m0 drop out too: its input edge goes, and so do its neurons.
+    let (f, b) = g.edge_index("a0.h0->m0").unwrap();
+    g.set_in_graph(f, b, false);
+    g.prune();
+    assert_eq!(g.n_edges_in_graph(), 0);
+    assert!(g.neurons_in_graph().unwrap().iter().all(|x| !x));
+}
+
+#[test]
+fn svg_draws_circuit_nodes_and_edges() {
+    let mut g = tiny();
+    set(&mut g, "input->a0.h0<q>", 2.0);
+    set(&mut g, "a0.h0->logits", -4.0);
+    g.apply_topn(2, true).unwrap();
+    let svg = g.to_svg(&SvgOptions::default());
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    assert!(svg.ends_with("</svg>\n"));
+    assert_eq!(svg.matches("<g class=\"node\">").count(), 3);
+    assert_eq!(svg.matches("<title>").count(), 3 + 2);
+    assert_eq!(svg.matches("</title>").count(), 3 + 2);
+    assert_eq!(svg.matches("<path ").count(), 2);
+    assert_eq!(svg.matches("<g").count(), svg.matches("</g>").count());
+    assert!(
+        svg.contains("<title>input-&gt;a0.h0&lt;q&gt; (score 2)</title>"),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("stroke=\"#b2182b\" stroke-width=\"6.00\""),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("stroke=\"#2166ac\" stroke-width=\"3.00\""),
+        "{svg}"
+    );
+    assert!(!svg.contains(">m0<"));
+    // Bottom to top: input below a0.h0 below logits (SVG y grows downwards).
+    let y_of = |name: &str| -> f32 {
+        let at = svg.find(&format!("<title>{name}</title><rect")).unwrap();
+        let rest = &svg[at..];
+        let y = rest.split("y=\"").nth(1).unwrap();
+        y[..y.find('"').unwrap()].parse().unwrap()
+    };
+    assert!(y_of("input") > y_of("a0.h0") && y_of("a0.h0") > y_of("logits"));
+    // An empty circuit is still a valid document.
+    g.clear();
+    let empty = g.to_svg(&SvgOptions::default());
+    assert!(empty.starts_with("<svg") && !empty.contains("<title>"));
+}
+
+#[test]
+fn dot_renders_when_graphviz_is_installed() {
+    let mut g = tiny();
+    set(&mut g, "a0.h0->logits", 1.0);
+    g.apply_topn(1, true).unwrap();
+    match render_svg_with_dot(&g.to_dot()) {
+        None => {} // `dot` not on PATH
+        Some(result) => assert!(result.unwrap().contains("<svg")),
+    }
+    if let Some(result) = render_svg_with_dot("digraph {") {
+        assert!(matches!(result, Err(GraphError::Render(_))));
+    }
 }
