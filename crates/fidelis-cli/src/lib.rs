@@ -1,8 +1,10 @@
 //! # fidelis-cli
 //!
-//! The `fidelis` command-line tool, plus the small pieces binaries share: choosing a Burn device
-//! from a `--device` string and drawing progress bars. This is the one crate (with xtask,
-//! benches and tests) that names concrete backends.
+//! The `fidelis` command-line tool, plus the pieces binaries share: choosing a Burn device from a
+//! `--device` string, drawing progress bars, and the circuit commands (`circuit discover`,
+//! `circuit show`) as library functions so that xtask experiments and tests call the same code.
+//! This is the one crate (with xtask, benches and tests) that names concrete backends.
 
+pub mod circuit;
 pub mod device;
 pub mod progress;

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fidelis_cli::{device::parse_device, progress};
+use fidelis_attribution::Method;
+use fidelis_cli::{circuit, device::parse_device, progress};
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::fetch::{fetch_smollm2, resolve_model_name, smollm2_path};
 use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
@@ -68,11 +69,93 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Circuit discovery: score every edge for a task, look at saved graphs.
+    Circuit {
+        #[command(subcommand)]
+        action: CircuitAction,
+    },
     /// Download models (the only command that uses the network).
     Models {
         #[command(subcommand)]
         action: ModelsAction,
     },
+}
+
+#[derive(Subcommand)]
+enum CircuitAction {
+    /// Score every edge of the model's graph on clean/corrupted pairs and write the EAP-IG JSON.
+    Discover(Box<DiscoverArgs>),
+    /// Summarize a saved graph JSON: sizes, top edges, optional SVG picture.
+    Show {
+        /// A graph JSON (EAP-IG format).
+        graph: PathBuf,
+        /// How many top edges (by |score|) to list.
+        #[arg(long, default_value_t = 50)]
+        top: usize,
+        /// Write an SVG picture of the circuit (or of the top edges when none is marked).
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DiscoverArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A generated task: ioi, greater-than, sva, gender-bias, country-capital, hypernymy.
+    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    task: Option<String>,
+    /// An EAP-IG CSV (clean, corrupted, correct_idx, incorrect_idx) or a JSONL with text answers.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Number of generated examples (with --task).
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Seed of the task generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// eap, eap-ig-inputs, eap-ig-activations, clean-corrupted or exact.
+    #[arg(long, default_value = "eap-ig-inputs")]
+    method: String,
+    /// Interpolation steps of the EAP-IG methods.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// The loss: logit-diff, prob-diff, kl or js.
+    #[arg(long, default_value = "logit-diff")]
+    loss: String,
+    /// What Δa is measured against: patching (corrupted prompts), mean or zero.
+    #[arg(long, default_value = "patching")]
+    ablation: String,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Interpolation steps stacked into one forward/backward (more memory, fewer passes).
+    #[arg(long, default_value_t = 1)]
+    steps_per_pass: usize,
+    /// Average scores over d_model instead of summing.
+    #[arg(long)]
+    mean_aggregation: bool,
+    /// Do not prepend the BOS token to prompts.
+    #[arg(long)]
+    no_bos: bool,
+    /// With --method exact: score only the top edges of this earlier graph JSON.
+    #[arg(long)]
+    exact_from: Option<PathBuf>,
+    /// With --exact-from: how many of its top edges.
+    #[arg(long, default_value_t = 200)]
+    exact_top: usize,
+    /// With --method exact: edges patched per forward.
+    #[arg(long, default_value_t = 32)]
+    exact_per_pass: usize,
+    /// Mark the top-n edges as the circuit (pruned) in the written graph.
+    #[arg(long)]
+    top_n: Option<usize>,
+    /// How many top edges to print.
+    #[arg(long, default_value_t = 20)]
+    print_top: usize,
+    /// Where to write the graph JSON.
+    #[arg(long, default_value = "graph.json")]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +229,14 @@ fn run(cli: Cli) -> Result<()> {
             let loaded = load(&model)?;
             inspect(&loaded, json)?;
         }
+        Command::Circuit { action } => match action {
+            CircuitAction::Discover(args) => {
+                let loaded = load(&args.model)?;
+                let opts = discover_options(*args)?;
+                circuit::discover(&loaded, &opts)?;
+            }
+            CircuitAction::Show { graph, top, svg } => circuit::show(&graph, top, svg.as_deref())?,
+        },
         Command::Models { action } => match action {
             ModelsAction::Fetch { name } => {
                 check_model_name(&name)?;
@@ -161,6 +252,40 @@ fn run(cli: Cli) -> Result<()> {
         },
     }
     Ok(())
+}
+
+fn discover_options(args: DiscoverArgs) -> Result<circuit::DiscoverOptions> {
+    let data = match (args.task, args.data) {
+        (Some(task), _) => circuit::DataSource::Task {
+            task: task.parse()?,
+            n: args.n,
+            seed: args.seed,
+        },
+        (None, Some(path)) => circuit::DataSource::File(path),
+        (None, None) => anyhow::bail!("give --task NAME or --data FILE"),
+    };
+    let method: Method = args.method.parse().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        args.exact_from.is_none() || method == Method::Exact,
+        "--exact-from only applies to --method exact"
+    );
+    Ok(circuit::DiscoverOptions {
+        data,
+        method,
+        steps: args.steps,
+        loss: args.loss.parse().map_err(anyhow::Error::msg)?,
+        ablation: args.ablation,
+        batch_size: args.batch_size,
+        steps_per_pass: args.steps_per_pass,
+        mean_aggregation: args.mean_aggregation,
+        add_bos: !args.no_bos,
+        exact_from: args.exact_from,
+        exact_top: args.exact_top,
+        exact_per_pass: args.exact_per_pass,
+        top_n: args.top_n,
+        print_top: args.print_top,
+        out: args.out,
+    })
 }
 
 fn check_model_name(name: &str) -> Result<()> {

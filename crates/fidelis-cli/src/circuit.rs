@@ -1,0 +1,247 @@
+//! `fidelis circuit discover` and `fidelis circuit show`: score every edge of a model's graph
+//! for a task, write the EAP-IG graph JSON, and look at a saved graph.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use fidelis_attribution::{Aggregation, EdgeAttribution, Method, attribute_edges};
+use fidelis_faithfulness::{Ablation, BuiltinMetric, NodeMeans, PromptPair};
+use fidelis_graph::{Graph, GraphConfig, SvgOptions};
+use fidelis_models::Model;
+use fidelis_tasks::{Example, Task, TextTokenizer};
+
+use crate::progress;
+
+/// Where the examples come from.
+#[derive(Debug, Clone)]
+pub enum DataSource {
+    /// A generated task (`ioi`, `greater-than`, ...): how many examples, with which seed.
+    Task {
+        /// The task.
+        task: Task,
+        /// Number of examples.
+        n: usize,
+        /// Generator seed.
+        seed: u64,
+    },
+    /// An EAP-IG CSV (`clean, corrupted, correct_idx, incorrect_idx`) or a JSONL with text
+    /// answers.
+    File(PathBuf),
+}
+
+/// Options of `fidelis circuit discover`.
+#[derive(Debug, Clone)]
+pub struct DiscoverOptions {
+    /// The examples.
+    pub data: DataSource,
+    /// Attribution method.
+    pub method: Method,
+    /// EAP-IG interpolation steps.
+    pub steps: usize,
+    /// The loss (`logit-diff`, `prob-diff`, `kl`, `js`).
+    pub loss: BuiltinMetric,
+    /// `patching`, `mean` or `zero`.
+    pub ablation: String,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Interpolation steps stacked per pass.
+    pub steps_per_pass: usize,
+    /// Mean instead of sum over d_model.
+    pub mean_aggregation: bool,
+    /// Prepend BOS to every prompt.
+    pub add_bos: bool,
+    /// Exact: only the top edges of this previously scored graph.
+    pub exact_from: Option<PathBuf>,
+    /// Exact: how many of its top edges (by |score|).
+    pub exact_top: usize,
+    /// Exact: edges patched per forward.
+    pub exact_per_pass: usize,
+    /// Mark the top-n edges as the circuit (then prune) in the written graph.
+    pub top_n: Option<usize>,
+    /// Number of edges to print.
+    pub print_top: usize,
+    /// Where to write the graph JSON.
+    pub out: PathBuf,
+}
+
+/// The model's tokenizer as the tasks crate wants it.
+fn task_tokenizer(model: &Model) -> impl TextTokenizer + '_ {
+    |text: &str| model.tokenizer.encode(text).map_err(|e| e.to_string())
+}
+
+/// Loads or generates the examples.
+pub fn load_examples(model: &Model, data: &DataSource) -> Result<Vec<Example>> {
+    let tok = task_tokenizer(model);
+    Ok(match data {
+        DataSource::Task { task, n, seed } => fidelis_tasks::generate(*task, &tok, *n, *seed)?,
+        DataSource::File(path) => {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            match ext {
+                "csv" => fidelis_tasks::load_csv(path, &tok)?,
+                "jsonl" | "json" => fidelis_tasks::load_jsonl(path, &tok)?,
+                _ => bail!(
+                    "{}: expected a .csv (EAP-IG columns) or .jsonl file",
+                    path.display()
+                ),
+            }
+        }
+    })
+}
+
+/// Tokenizes examples into prompt pairs (BOS prepended when `add_bos` and the model has one).
+pub fn tokenize(model: &Model, examples: &[Example], add_bos: bool) -> Result<Vec<PromptPair>> {
+    examples
+        .iter()
+        .enumerate()
+        .map(|(i, ex)| {
+            let enc = |text: &str| {
+                model
+                    .tokenizer
+                    .encode_prompt(text, add_bos)
+                    .with_context(|| format!("example {i}: tokenizing {text:?}"))
+            };
+            Ok(PromptPair {
+                clean: enc(&ex.clean)?,
+                corrupted: enc(&ex.corrupted)?,
+                correct: ex.correct.clone(),
+                incorrect: ex.incorrect.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The graph of `model`'s shape.
+pub fn graph_for(model: &Model) -> Graph {
+    let c = model.config();
+    let mut cfg = GraphConfig::new(c.n_layers, c.n_heads, c.parallel_attn_mlp);
+    cfg.d_model = Some(c.d_model);
+    Graph::new(cfg)
+}
+
+fn ablation(model: &Model, name: &str, pairs: &[PromptPair], batch: usize) -> Result<Ablation> {
+    Ok(match name {
+        "patching" => Ablation::Patching,
+        "zero" => Ablation::Zero,
+        "mean" => {
+            let prompts: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
+            Ablation::Mean(Box::new(NodeMeans::compute(
+                &model.transformer,
+                &prompts,
+                batch,
+            )?))
+        }
+        other => bail!("unknown ablation {other:?} (expected patching, mean or zero)"),
+    })
+}
+
+/// The top `n` edges (by |score|) of a saved graph, as `(row, column)` of `graph`.
+fn top_edges_of(path: &Path, graph: &Graph, n: usize) -> Result<Vec<(usize, usize)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved =
+        Graph::from_json_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    saved
+        .top_edges(n, true)
+        .iter()
+        .map(|e| Ok(graph.edge_index(&e.name)?))
+        .collect()
+}
+
+/// Runs `fidelis circuit discover`; returns the scored graph.
+pub fn discover(model: &Model, opts: &DiscoverOptions) -> Result<Graph> {
+    let examples = load_examples(model, &opts.data)?;
+    let pairs = tokenize(model, &examples, opts.add_bos)?;
+    let mut graph = graph_for(model);
+    let mut attribution = EdgeAttribution::new(opts.method);
+    attribution.steps = opts.steps;
+    attribution.batch_size = opts.batch_size;
+    attribution.steps_per_pass = opts.steps_per_pass;
+    attribution.exact_edges_per_pass = opts.exact_per_pass;
+    attribution.ablation = ablation(model, &opts.ablation, &pairs, opts.batch_size)?;
+    if opts.mean_aggregation {
+        attribution.aggregation = Aggregation::Mean;
+    }
+    if let Some(from) = &opts.exact_from {
+        attribution.exact_subset = Some(top_edges_of(from, &graph, opts.exact_top)?);
+    }
+    eprintln!(
+        "{} examples · {} edges · method {} · loss {} · ablation {}",
+        pairs.len(),
+        graph.n_edges(),
+        opts.method.name(),
+        fidelis_faithfulness::Metric::name(&opts.loss),
+        attribution.ablation.name()
+    );
+    let bar = progress::bar(1, opts.method.name());
+    let start = Instant::now();
+    attribute_edges(
+        &model.transformer,
+        &mut graph,
+        &pairs,
+        &opts.loss,
+        &attribution,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(n) = opts.top_n {
+        graph.apply_topn(n.min(graph.n_edges()), true)?;
+        graph.prune();
+    }
+    std::fs::write(&opts.out, graph.to_json_string())
+        .with_context(|| format!("writing {}", opts.out.display()))?;
+    println!("scored {} edges in {secs:.1} s", graph.n_edges());
+    print_top(&graph, opts.print_top);
+    println!("wrote {}", opts.out.display());
+    Ok(graph)
+}
+
+/// Prints the top `n` edges by |score|.
+pub fn print_top(graph: &Graph, n: usize) {
+    if n == 0 {
+        return;
+    }
+    println!("{:>4}  {:<28} {:>12}  in circuit", "rank", "edge", "score");
+    for (rank, e) in graph.top_edges(n, true).iter().enumerate() {
+        let mark = if e.in_graph { "yes" } else { "" };
+        println!("{:>4}  {:<28} {:>12.5}  {mark}", rank + 1, e.name, e.score);
+    }
+}
+
+/// Runs `fidelis circuit show`.
+pub fn show(path: &Path, top: usize, svg: Option<&Path>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let graph =
+        Graph::from_json_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let cfg = graph.cfg();
+    println!(
+        "{}: {} layers × {} heads · {} nodes · {} edges · {} edges and {} nodes in the circuit",
+        path.display(),
+        cfg.n_layers,
+        cfg.n_heads,
+        graph.n_nodes(),
+        graph.n_edges(),
+        graph.n_edges_in_graph(),
+        graph.nodes_in_graph().iter().filter(|n| **n).count()
+    );
+    print_top(&graph, top);
+    if let Some(out) = svg {
+        let picture = if graph.n_edges_in_graph() == 0 {
+            let mut shown = graph.clone();
+            shown.apply_topn(top.min(shown.n_edges()), true)?;
+            shown.prune();
+            eprintln!("no circuit marked in the file; drawing its top {top} edges");
+            shown.to_svg(&SvgOptions::default())
+        } else {
+            graph.to_svg(&SvgOptions::default())
+        };
+        std::fs::write(out, picture).with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
