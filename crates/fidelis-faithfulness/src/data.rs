@@ -123,3 +123,34 @@ pub fn repeat_batch<const D: usize>(t: Tensor<D>, k: usize) -> Tensor<D> {
     }
     Tensor::cat(vec![t; k], 0)
 }
+
+/// `n` synthetic pairs for tests and benchmarks: prompts of 4 to 7 random tokens below `vocab`
+/// (so batches are padded), corrupted prompts differing at two positions after the first, one
+/// correct and one different incorrect answer token. Deterministic in `seed`.
+pub fn synthetic_pairs(n: usize, vocab: u32, seed: u64) -> Vec<PromptPair> {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(seed);
+    let vocab = vocab.max(3);
+    (0..n)
+        .map(|i| {
+            let len = 4 + i % 4;
+            let clean: Vec<u32> = (0..len).map(|_| rng.random_range(1..vocab)).collect();
+            let mut corrupted = clean.clone();
+            for _ in 0..2 {
+                let p = rng.random_range(1..len);
+                corrupted[p] = rng.random_range(1..vocab);
+            }
+            let correct = rng.random_range(1..vocab);
+            let mut incorrect = rng.random_range(1..vocab);
+            while incorrect == correct {
+                incorrect = rng.random_range(1..vocab);
+            }
+            PromptPair {
+                clean,
+                corrupted,
+                correct: vec![correct],
+                incorrect: vec![incorrect],
+            }
+        })
+        .collect()
+}

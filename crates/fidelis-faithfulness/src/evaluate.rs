@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use burn::prelude::*;
 use fidelis_graph::Graph;
-use fidelis_models::{Activation, Hooks, Transformer, TransformerConfig, point};
+use fidelis_models::{Activation, Batch, Hooks, Transformer, TransformerConfig, point};
 
 use crate::data::{PairBatch, PromptPair, batches, check_pairs};
 use crate::metric::{Metric, last_position_logits};
@@ -91,44 +91,64 @@ pub fn mix_rows(diff: Tensor<4>, weights: Tensor<2>) -> Tensor<4> {
         .permute([0, 1, 3, 2])
 }
 
-/// State shared by the hooks of one ablated run.
+/// State shared by the hooks of one ablated run of `k` stacked circuits.
 struct AblatedRun {
-    /// This run's node outputs so far, `[batch, pos, k, d]` chunks in row order.
+    /// This run's node outputs so far, `[k × batch, pos, n, d]` chunks in row order.
     outputs: Vec<Tensor<4>>,
-    /// `[batch, pos, n_forward, d]` ablation values.
+    /// `[batch, pos, n_forward, d]` ablation values (the same for every circuit).
     ablated: Tensor<4>,
-    /// `[n_forward, n_backward]`: 1 where a valid edge is ablated.
-    ablate: Tensor<2>,
+    /// `[k, n_forward, n_backward]`: 1 where a valid edge is ablated in circuit k.
+    ablate: Tensor<3>,
 }
 
 impl AblatedRun {
+    /// What reader group `g` must add: `Σ_f (ã_f − a_f(run)) · ablate[k, f, c]` per circuit k.
     fn correction(&self, g: ReaderGroup) -> Tensor<4> {
-        let run = Tensor::cat(self.outputs.clone(), 2);
-        let run = run.slice_dim(2, 0..g.visible);
-        let diff = self.ablated.clone().slice_dim(2, 0..g.visible) - run;
+        let [k, _, _] = self.ablate.dims();
+        let run = Tensor::cat(self.outputs.clone(), 2).slice_dim(2, 0..g.visible);
+        let [rows, p, vis, d] = run.dims();
+        let b = rows / k;
+        let ablated = self
+            .ablated
+            .clone()
+            .slice_dim(2, 0..vis)
+            .unsqueeze_dim::<5>(0)
+            .expand([k, b, p, vis, d])
+            .reshape([rows, p, vis, d]);
         let weights = self
             .ablate
             .clone()
-            .slice([0..g.visible, g.col..g.col + g.width]);
-        mix_rows(diff, weights)
+            .slice([0..k, 0..vis, g.col..g.col + g.width]);
+        (ablated - run)
+            .reshape([k, b * p, vis, d])
+            .permute([0, 1, 3, 2])
+            .reshape([k, b * p * d, vis])
+            .matmul(weights)
+            .reshape([k, b, p, d, g.width])
+            .permute([0, 1, 2, 4, 3])
+            .reshape([rows, p, g.width, d])
     }
 }
 
-/// Registers the hooks of an edge-ablated run. `ablated` is `[batch, pos, n_forward, d]`;
-/// `ablate` is the `[n_forward, n_backward]` boolean mask (row-major) of ablated edges.
+/// Registers the hooks of an edge-ablated run of `masks.len()` circuits stacked along the batch
+/// (copy k of the batch runs circuit k). `ablated` is `[batch, pos, n_forward, d]`; each mask is
+/// a row-major `[n_forward, n_backward]` boolean matrix of *ablated* edges.
 pub fn ablation_hooks(
     model: &Transformer,
     graph: &Graph,
     ablated: Tensor<4>,
-    ablate: &[bool],
+    masks: &[Vec<bool>],
 ) -> Hooks {
     let cfg = model.config();
-    let (nf, nb) = (graph.n_forward(), graph.n_backward());
-    let mask: Vec<f32> = ablate.iter().map(|&a| f32::from(u8::from(a))).collect();
+    let (nf, nb, k) = (graph.n_forward(), graph.n_backward(), masks.len());
+    let flat: Vec<f32> = masks
+        .iter()
+        .flat_map(|m| m.iter().map(|&a| f32::from(u8::from(a))))
+        .collect();
     let state = Arc::new(Mutex::new(AblatedRun {
         outputs: Vec::new(),
         ablated,
-        ablate: Tensor::from_data(TensorData::new(mask, [nf, nb]), model.device()),
+        ablate: Tensor::from_data(TensorData::new(flat, [k, nf, nb]), model.device()),
     }));
     let mut hooks = Hooks::new();
     let record = |hooks: &mut Hooks, pt: String| {
@@ -148,8 +168,9 @@ pub fn ablation_hooks(
         record(&mut hooks, point::mlp_out(l));
     }
     for (pt, g) in reader_groups(cfg, graph.cfg().parallel_attn_mlp) {
-        let any = (0..g.visible).any(|f| (g.col..g.col + g.width).any(|c| ablate[f * nb + c]));
-        if !any {
+        let touched =
+            |m: &Vec<bool>| (0..g.visible).any(|f| (g.col..g.col + g.width).any(|c| m[f * nb + c]));
+        if !masks.iter().any(touched) {
             continue;
         }
         let st = state.clone();
@@ -239,31 +260,98 @@ pub fn evaluate_graph(
     ablation: &Ablation,
     batch_size: usize,
 ) -> Result<Vec<f32>> {
+    let circuit = graph.in_graph().to_vec();
+    let mut out = evaluate_circuits(
+        model,
+        graph,
+        &[circuit],
+        pairs,
+        metric,
+        ablation,
+        batch_size,
+        1,
+    )?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// The metric per example for each circuit (an `in_graph` mask over `graph`'s
+/// `[n_forward, n_backward]` matrix), `circuits_per_pass` circuits stacked into one forward.
+///
+/// A curve of k circuit sizes therefore costs about `k / circuits_per_pass` forwards of
+/// `circuits_per_pass × batch` rows per batch, plus one clean and one corrupted forward — not k
+/// independent evaluations. Returns `[circuit][example]`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_circuits(
+    model: &Transformer,
+    graph: &Graph,
+    circuits: &[Vec<bool>],
+    pairs: &[PromptPair],
+    metric: &dyn Metric,
+    ablation: &Ablation,
+    batch_size: usize,
+    circuits_per_pass: usize,
+) -> Result<Vec<Vec<f32>>> {
     check_graph_fits(model, graph)?;
     check_pairs(
         pairs,
         model.config().d_vocab,
         matches!(ablation, Ablation::Patching),
     )?;
-    let ablate: Vec<bool> = graph
-        .valid_mask()
+    let n = graph.n_forward() * graph.n_backward();
+    if let Some(bad) = circuits.iter().position(|c| c.len() != n) {
+        return Err(FaithError::Data(format!(
+            "circuit {bad} has {} entries, the graph's matrix has {n}",
+            circuits[bad].len()
+        )));
+    }
+    let masks: Vec<Vec<bool>> = circuits
         .iter()
-        .zip(graph.in_graph())
-        .map(|(&v, &i)| v && !i)
+        .map(|c| {
+            graph
+                .valid_mask()
+                .iter()
+                .zip(c)
+                .map(|(&v, &i)| v && !i)
+                .collect()
+        })
         .collect();
-    let mut out = Vec::with_capacity(pairs.len());
+    let mut out = vec![Vec::with_capacity(pairs.len()); circuits.len()];
     for (i, batch) in batches(model, pairs, batch_size).enumerate() {
         let batch = batch?;
         let clean = clean_last_logits(model, &batch)?;
         let ablated = ablation.node_values(model, &batch)?;
-        let mut hooks = ablation_hooks(model, graph, ablated, &ablate);
-        let logits = model.forward_batch(&batch.clean, &mut hooks)?;
-        let logits = last_position_logits(logits, &batch.last);
-        let vals = values(metric.per_example(logits, clean, &batch.targets));
-        check_finite(metric, &vals, i)?;
-        out.extend(vals);
+        for (c0, chunk) in masks.chunks(circuits_per_pass.max(1)).enumerate() {
+            let k = chunk.len();
+            let mut hooks = ablation_hooks(model, graph, ablated.clone(), chunk);
+            let tokens = repeat_batch_of(&batch.clean, k);
+            let logits = model.forward_batch(&tokens, &mut hooks)?;
+            let logits = last_position_logits(logits, &tokens.last_positions());
+            let clean_k = crate::data::repeat_batch(clean.clone(), k);
+            let targets = if k == 1 {
+                batch.targets.clone()
+            } else {
+                batch.targets.repeat(k)
+            };
+            let vals = values(metric.per_example(logits, clean_k, &targets));
+            check_finite(metric, &vals, i)?;
+            let b = batch.size();
+            for (j, v) in vals.chunks(b).enumerate() {
+                out[c0 * circuits_per_pass.max(1) + j].extend_from_slice(v);
+            }
+        }
     }
     Ok(out)
+}
+
+/// A batch repeated `k` times along the batch dimension.
+fn repeat_batch_of(batch: &Batch, k: usize) -> Batch {
+    if k == 1 {
+        return batch.clone();
+    }
+    Batch {
+        tokens: Tensor::cat(vec![batch.tokens.clone(); k], 0),
+        lengths: batch.lengths.repeat(k),
+    }
 }
 
 /// Errors unless `graph` was built for `model`'s layer and head counts.

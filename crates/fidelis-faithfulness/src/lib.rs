@@ -13,7 +13,10 @@
 //! - [`ablation`]: what an ablated edge carries: the corrupted output (patching), a dataset
 //!   mean, or zero.
 //! - [`evaluate`]: edge-ablated runs ([`evaluate_graph`]), the clean/corrupted baseline and
-//!   normalized faithfulness `(m(C) − m(∅)) / (m(full) − m(∅))`.
+//!   normalized faithfulness `(m(C) − m(∅)) / (m(full) − m(∅))`; several circuits stacked into
+//!   one forward ([`evaluate_circuits`]).
+//! - [`curve`]: faithfulness curves over circuit size (absolute counts or the MIB fractions)
+//!   with CPR and CMD, completeness (the circuit's complement), and edge/node overlap and IoU.
 //!
 //! ```no_run
 //! use burn::prelude::*;
@@ -35,6 +38,7 @@
 //! ```
 
 pub mod ablation;
+pub mod curve;
 pub mod data;
 mod error;
 pub mod evaluate;
@@ -42,7 +46,13 @@ pub mod metric;
 pub mod nodes;
 
 pub use ablation::{Ablation, NodeMeans};
+pub use curve::{
+    Completeness, Curve, CurvePoint, EvalOptions, MIB_FRACTIONS, Overlap, completeness,
+    faithfulness_curve, mib_sizes, overlap,
+};
 pub use data::{PairBatch, PromptPair, check_pairs};
 pub use error::{FaithError, Result};
-pub use evaluate::{Baseline, evaluate_baseline, evaluate_graph, normalized_faithfulness};
+pub use evaluate::{
+    Baseline, evaluate_baseline, evaluate_circuits, evaluate_graph, normalized_faithfulness,
+};
 pub use metric::{BuiltinMetric, Metric, Targets};

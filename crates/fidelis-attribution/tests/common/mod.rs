@@ -7,7 +7,6 @@ use burn::prelude::*;
 use fidelis_faithfulness::PromptPair;
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::{Activation, Batch, Hooks, Model, Transformer, point};
-use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// The test device (CPU unless `FIDELIS_TEST_DEVICE` names a compiled GPU backend).
 pub fn device() -> Device {
@@ -44,32 +43,9 @@ pub fn graph_of(model: &Transformer) -> Graph {
     Graph::new(cfg)
 }
 
-/// `n` random pairs: prompts of 4..=7 tokens (some of unequal length across pairs, so batches
-/// are padded), corrupted prompts differ in a few positions, one correct and one incorrect token.
+/// `n` random pairs (see [`fidelis_faithfulness::data::synthetic_pairs`]).
 pub fn random_pairs(n: usize, vocab: u32, seed: u64) -> Vec<PromptPair> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|i| {
-            let len = 4 + i % 4;
-            let clean: Vec<u32> = (0..len).map(|_| rng.random_range(1..vocab)).collect();
-            let mut corrupted = clean.clone();
-            for _ in 0..2 {
-                let p = rng.random_range(1..len);
-                corrupted[p] = rng.random_range(1..vocab);
-            }
-            let correct = rng.random_range(1..vocab);
-            let mut incorrect = rng.random_range(1..vocab);
-            while incorrect == correct {
-                incorrect = rng.random_range(1..vocab);
-            }
-            PromptPair {
-                clean,
-                corrupted,
-                correct: vec![correct],
-                incorrect: vec![incorrect],
-            }
-        })
-        .collect()
+    fidelis_faithfulness::data::synthetic_pairs(n, vocab, seed)
 }
 
 /// Values of a float tensor.

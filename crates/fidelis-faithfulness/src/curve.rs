@@ -1,0 +1,257 @@
+//! Faithfulness curves over circuit size, their areas (CPR, CMD), completeness, and overlap
+//! between circuits.
+//!
+//! A curve point takes the top-n edges of a scored graph by |score| (then prunes dangling
+//! nodes, as the EAP-IG reference does before evaluating) and measures normalized faithfulness
+//! `(m(C) − m(∅)) / (m(full) − m(∅))`. The MIB benchmark (Mueller et al. 2025) summarizes a curve
+//! by CPR, the area under it, and CMD, the area between it and 1; both are taken here with the
+//! trapezoid rule over the edge fraction and divided by the fraction range covered, so a curve
+//! that is 1 everywhere has CPR 1 and CMD 0.
+
+use fidelis_graph::Graph;
+use fidelis_models::Transformer;
+use serde::Serialize;
+
+use crate::evaluate::{evaluate_baseline, evaluate_circuits, mean};
+use crate::{Ablation, FaithError, Metric, PromptPair, Result};
+
+/// The edge fractions at which MIB evaluates circuits: 0.1 % … 100 %.
+pub const MIB_FRACTIONS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+
+/// One point of a faithfulness curve.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CurvePoint {
+    /// Edges asked for (top-n by |score|).
+    pub requested_edges: usize,
+    /// Edges left after pruning.
+    pub edges: usize,
+    /// `edges / n_edges`.
+    pub fraction: f64,
+    /// Mean metric with every other edge ablated.
+    pub metric: f32,
+    /// Normalized faithfulness of the mean metric.
+    pub faithfulness: f32,
+}
+
+/// A faithfulness curve with its baseline and areas.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Curve {
+    /// Mean metric on the clean prompts.
+    pub clean: f32,
+    /// Mean metric with every edge ablated (the empty circuit).
+    pub empty: f32,
+    /// The points, by increasing size.
+    pub points: Vec<CurvePoint>,
+    /// Area under the curve over the edge fraction (higher is better).
+    pub cpr: f64,
+    /// Area between the curve and 1 (lower is better).
+    pub cmd: f64,
+}
+
+impl Curve {
+    /// The smallest circuit whose faithfulness reaches `level`, if any.
+    pub fn first_reaching(&self, level: f32) -> Option<&CurvePoint> {
+        self.points.iter().find(|p| p.faithfulness >= level)
+    }
+}
+
+/// Circuit sizes (edge counts) for the MIB fractions of `n_edges`, at least one edge each.
+pub fn mib_sizes(n_edges: usize) -> Vec<usize> {
+    MIB_FRACTIONS
+        .iter()
+        .map(|f| ((f * n_edges as f64).round() as usize).clamp(1, n_edges))
+        .collect()
+}
+
+/// The pruned top-`n` circuit of a scored graph.
+pub fn top_circuit(scored: &Graph, n: usize) -> Result<Graph> {
+    let mut g = scored.clone();
+    g.apply_topn(n.min(g.n_edges()), true)?;
+    g.prune();
+    Ok(g)
+}
+
+/// Options shared by curve and completeness evaluations.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// What ablated edges carry.
+    pub ablation: Ablation,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Circuits stacked into one forward.
+    pub circuits_per_pass: usize,
+}
+
+/// The faithfulness curve of `scored` at the given sizes.
+pub fn faithfulness_curve(
+    model: &Transformer,
+    scored: &Graph,
+    pairs: &[PromptPair],
+    metric: &dyn Metric,
+    sizes: &[usize],
+    opts: &EvalOptions,
+) -> Result<Curve> {
+    if sizes.is_empty() {
+        return Err(FaithError::Data("no circuit sizes to evaluate".into()));
+    }
+    let mut sizes = sizes.to_vec();
+    sizes.sort_unstable();
+    let n_edges = scored.n_edges();
+    let circuits: Vec<Graph> = sizes
+        .iter()
+        .map(|&n| top_circuit(scored, n))
+        .collect::<Result<_>>()?;
+    let mut masks: Vec<Vec<bool>> = circuits.iter().map(|g| g.in_graph().to_vec()).collect();
+    masks.push(vec![false; masks[0].len()]);
+    let values = evaluate_circuits(
+        model,
+        scored,
+        &masks,
+        pairs,
+        metric,
+        &opts.ablation,
+        opts.batch_size,
+        opts.circuits_per_pass,
+    )?;
+    let clean = mean(&evaluate_baseline(model, pairs, metric, opts.batch_size)?.clean);
+    let empty = mean(&values[sizes.len()]);
+    let points: Vec<CurvePoint> = sizes
+        .iter()
+        .zip(&circuits)
+        .zip(&values)
+        .map(|((&requested_edges, g), v)| {
+            let m = mean(v);
+            CurvePoint {
+                requested_edges,
+                edges: g.n_edges_in_graph(),
+                fraction: g.n_edges_in_graph() as f64 / n_edges as f64,
+                metric: m,
+                faithfulness: (m - empty) / (clean - empty),
+            }
+        })
+        .collect();
+    let (cpr, cmd) = areas(&points);
+    Ok(Curve {
+        clean,
+        empty,
+        points,
+        cpr,
+        cmd,
+    })
+}
+
+/// CPR and CMD of a curve (trapezoids over the edge fraction, divided by the range).
+pub fn areas(points: &[CurvePoint]) -> (f64, f64) {
+    let (mut under, mut between) = (0.0, 0.0);
+    for w in points.windows(2) {
+        let dx = w[1].fraction - w[0].fraction;
+        let (f0, f1) = (f64::from(w[0].faithfulness), f64::from(w[1].faithfulness));
+        under += dx * (f0 + f1) / 2.0;
+        between += dx * ((1.0 - f0).abs() + (1.0 - f1).abs()) / 2.0;
+    }
+    let range = match (points.first(), points.last()) {
+        (Some(a), Some(b)) if b.fraction > a.fraction => b.fraction - a.fraction,
+        _ => return (0.0, 0.0),
+    };
+    (under / range, between / range)
+}
+
+/// How much of the behaviour the rest of the model carries without the circuit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Completeness {
+    /// Mean metric of the circuit alone.
+    pub circuit_metric: f32,
+    /// Normalized faithfulness of the circuit.
+    pub circuit_faithfulness: f32,
+    /// Mean metric of the full model with the circuit's own edges ablated (the complement).
+    pub complement_metric: f32,
+    /// Normalized faithfulness of the complement: near 0 when the circuit is complete (nothing
+    /// outside it does the task), near 1 when the model does the task without it.
+    pub complement_faithfulness: f32,
+}
+
+/// Evaluates a circuit (`circuit.in_graph()`) and its complement in one stacked pass.
+pub fn completeness(
+    model: &Transformer,
+    circuit: &Graph,
+    pairs: &[PromptPair],
+    metric: &dyn Metric,
+    opts: &EvalOptions,
+) -> Result<Completeness> {
+    let inside = circuit.in_graph().to_vec();
+    let complement: Vec<bool> = circuit
+        .valid_mask()
+        .iter()
+        .zip(&inside)
+        .map(|(&v, &i)| v && !i)
+        .collect();
+    let empty = vec![false; inside.len()];
+    let v = evaluate_circuits(
+        model,
+        circuit,
+        &[inside, complement, empty],
+        pairs,
+        metric,
+        &opts.ablation,
+        opts.batch_size,
+        opts.circuits_per_pass,
+    )?;
+    let clean = mean(&evaluate_baseline(model, pairs, metric, opts.batch_size)?.clean);
+    let (c, k, e) = (mean(&v[0]), mean(&v[1]), mean(&v[2]));
+    Ok(Completeness {
+        circuit_metric: c,
+        circuit_faithfulness: (c - e) / (clean - e),
+        complement_metric: k,
+        complement_faithfulness: (k - e) / (clean - e),
+    })
+}
+
+/// Overlap of two circuits' edges and nodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Overlap {
+    /// Edges in both circuits.
+    pub shared_edges: usize,
+    /// Edges in either circuit.
+    pub union_edges: usize,
+    /// `shared / union` of edges (1 when both are empty).
+    pub edge_iou: f64,
+    /// Nodes in both circuits.
+    pub shared_nodes: usize,
+    /// Nodes in either circuit.
+    pub union_nodes: usize,
+    /// `shared / union` of nodes (1 when both are empty).
+    pub node_iou: f64,
+    /// Edges only in the first circuit.
+    pub only_first: usize,
+    /// Edges only in the second circuit.
+    pub only_second: usize,
+}
+
+/// Edge and node overlap of the circuits of two graphs of the same shape.
+pub fn overlap(a: &Graph, b: &Graph) -> Result<Overlap> {
+    if a.cfg() != b.cfg() {
+        return Err(FaithError::Data(format!(
+            "graphs of different shapes: {:?} vs {:?}",
+            a.cfg(),
+            b.cfg()
+        )));
+    }
+    let count = |x: &[bool], y: &[bool], f: fn(bool, bool) -> bool| {
+        x.iter().zip(y).filter(|(p, q)| f(**p, **q)).count()
+    };
+    let (ea, eb) = (a.in_graph(), b.in_graph());
+    let (na, nb) = (a.nodes_in_graph(), b.nodes_in_graph());
+    let iou = |s: usize, u: usize| if u == 0 { 1.0 } else { s as f64 / u as f64 };
+    let (shared_edges, union_edges) = (count(ea, eb, |p, q| p && q), count(ea, eb, |p, q| p || q));
+    let (shared_nodes, union_nodes) = (count(na, nb, |p, q| p && q), count(na, nb, |p, q| p || q));
+    Ok(Overlap {
+        shared_edges,
+        union_edges,
+        edge_iou: iou(shared_edges, union_edges),
+        shared_nodes,
+        union_nodes,
+        node_iou: iou(shared_nodes, union_nodes),
+        only_first: count(ea, eb, |p, q| p && !q),
+        only_second: count(ea, eb, |p, q| !p && q),
+    })
+}
