@@ -245,3 +245,163 @@ pub fn show(path: &Path, top: usize, svg: Option<&Path>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Options of `fidelis circuit evaluate`.
+#[derive(Debug, Clone)]
+pub struct EvaluateOptions {
+    /// The examples.
+    pub data: DataSource,
+    /// The metric (`logit-diff`, `prob-diff`, `kl`, `js`, `correct-prob`).
+    pub metric: BuiltinMetric,
+    /// `patching`, `mean` or `zero`.
+    pub ablation: String,
+    /// Circuit sizes (top-n edges of the graph's scores); empty = the graph's own circuit.
+    pub sizes: Vec<usize>,
+    /// Use the MIB edge fractions as sizes.
+    pub mib: bool,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Circuits stacked into one forward.
+    pub circuits_per_pass: usize,
+    /// Prepend BOS.
+    pub add_bos: bool,
+    /// Write the curve as CSV here.
+    pub csv: Option<PathBuf>,
+    /// Write the result as JSON here.
+    pub json: Option<PathBuf>,
+}
+
+/// Reads a graph JSON.
+pub fn read_graph(path: &Path) -> Result<Graph> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Graph::from_json_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The curve as CSV (`requested_edges,edges,fraction,metric,faithfulness`).
+pub fn curve_csv(curve: &fidelis_faithfulness::Curve) -> String {
+    let mut out = String::from("requested_edges,edges,fraction,metric,faithfulness\n");
+    for p in &curve.points {
+        out.push_str(&format!(
+            "{},{},{:.6},{},{}\n",
+            p.requested_edges, p.edges, p.fraction, p.metric, p.faithfulness
+        ));
+    }
+    out
+}
+
+/// Runs `fidelis circuit evaluate`: a faithfulness curve over sizes, or the file's own circuit
+/// with its completeness.
+pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Result<()> {
+    use fidelis_faithfulness::{EvalOptions, completeness, faithfulness_curve, mib_sizes};
+    let graph = read_graph(graph_path)?;
+    let examples = load_examples(model, &opts.data)?;
+    let pairs = tokenize(model, &examples, opts.add_bos)?;
+    let eval = EvalOptions {
+        ablation: ablation(model, &opts.ablation, &pairs, opts.batch_size)?,
+        batch_size: opts.batch_size,
+        circuits_per_pass: opts.circuits_per_pass,
+    };
+    let metric = &opts.metric;
+    let start = Instant::now();
+    let sizes = if opts.mib {
+        mib_sizes(graph.n_edges())
+    } else {
+        opts.sizes.clone()
+    };
+    let result = if sizes.is_empty() {
+        anyhow::ensure!(
+            graph.n_edges_in_graph() > 0,
+            "{} marks no circuit; give --sizes or --mib to evaluate its top edges",
+            graph_path.display()
+        );
+        let c = completeness(&model.transformer, &graph, &pairs, metric, &eval)?;
+        println!(
+            "circuit of {} edges ({} ablation)",
+            graph.n_edges_in_graph(),
+            eval.ablation.name()
+        );
+        println!(
+            "  metric {:.4} · faithfulness {:.3}",
+            c.circuit_metric, c.circuit_faithfulness
+        );
+        println!(
+            "  complement (full model without the circuit): metric {:.4} · faithfulness {:.3}",
+            c.complement_metric, c.complement_faithfulness
+        );
+        serde_json::to_value(&c)?
+    } else {
+        let curve = faithfulness_curve(&model.transformer, &graph, &pairs, metric, &sizes, &eval)?;
+        println!(
+            "clean {:.4} · empty circuit {:.4} ({} ablation, {} examples)",
+            curve.clean,
+            curve.empty,
+            eval.ablation.name(),
+            pairs.len()
+        );
+        println!(
+            "{:>10} {:>10} {:>9} {:>10} {:>13}",
+            "requested", "edges", "fraction", "metric", "faithfulness"
+        );
+        for p in &curve.points {
+            println!(
+                "{:>10} {:>10} {:>8.3}% {:>10.4} {:>13.3}",
+                p.requested_edges,
+                p.edges,
+                100.0 * p.fraction,
+                p.metric,
+                p.faithfulness
+            );
+        }
+        println!("CPR {:.3} · CMD {:.3}", curve.cpr, curve.cmd);
+        if let Some(csv) = &opts.csv {
+            std::fs::write(csv, curve_csv(&curve))
+                .with_context(|| format!("writing {}", csv.display()))?;
+            println!("wrote {}", csv.display());
+        }
+        serde_json::to_value(&curve)?
+    };
+    eprintln!("evaluated in {:.1} s", start.elapsed().as_secs_f64());
+    if let Some(json) = &opts.json {
+        std::fs::write(json, serde_json::to_string_pretty(&result)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+        println!("wrote {}", json.display());
+    }
+    Ok(())
+}
+
+/// Runs `fidelis circuit compare`: edge and node overlap of two circuits (each the file's
+/// circuit, or its top `top` edges when given).
+pub fn compare(a: &Path, b: &Path, top: Option<usize>) -> Result<()> {
+    let select = |path: &Path| -> Result<Graph> {
+        let g = read_graph(path)?;
+        match top {
+            Some(n) => Ok(fidelis_faithfulness::curve::top_circuit(&g, n)?),
+            None => {
+                anyhow::ensure!(
+                    g.n_edges_in_graph() > 0,
+                    "{} marks no circuit; give --top N to compare top edges",
+                    path.display()
+                );
+                Ok(g)
+            }
+        }
+    };
+    let (ga, gb) = (select(a)?, select(b)?);
+    let o = fidelis_faithfulness::overlap(&ga, &gb)?;
+    println!(
+        "edges: {} shared of {} in either (IoU {:.3}); {} only in {}, {} only in {}",
+        o.shared_edges,
+        o.union_edges,
+        o.edge_iou,
+        o.only_first,
+        a.display(),
+        o.only_second,
+        b.display()
+    );
+    println!(
+        "nodes: {} shared of {} in either (IoU {:.3})",
+        o.shared_nodes, o.union_nodes, o.node_iou
+    );
+    Ok(())
+}

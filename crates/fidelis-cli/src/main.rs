@@ -96,12 +96,57 @@ enum CircuitAction {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
+    /// Run the model with edges ablated: a faithfulness curve over circuit sizes (--sizes,
+    /// --mib), or the file's own circuit with its completeness.
+    Evaluate(Box<EvaluateArgs>),
+    /// Edge and node overlap (IoU) of two circuits.
+    Compare {
+        /// First graph JSON.
+        a: PathBuf,
+        /// Second graph JSON.
+        b: PathBuf,
+        /// Compare the top N edges (by |score|) of each instead of their marked circuits.
+        #[arg(long)]
+        top: Option<usize>,
+    },
 }
 
 #[derive(clap::Args)]
-struct DiscoverArgs {
+struct EvaluateArgs {
+    /// A graph JSON with scores (from `circuit discover`) or a marked circuit.
+    graph: PathBuf,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The metric: logit-diff, prob-diff, kl, js or correct-prob.
+    #[arg(long, default_value = "logit-diff")]
+    metric: String,
+    /// What ablated edges carry: patching (corrupted prompts), mean or zero.
+    #[arg(long, default_value = "patching")]
+    ablation: String,
+    /// Circuit sizes (edge counts, comma-separated) taken as the top edges by |score|.
+    #[arg(long, value_delimiter = ',', conflicts_with = "mib")]
+    sizes: Vec<usize>,
+    /// Use the MIB edge fractions (0.1 % … 100 %) as sizes.
+    #[arg(long)]
+    mib: bool,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Circuits stacked into one forward (memory × this, fewer passes).
+    #[arg(long, default_value_t = 4)]
+    circuits_per_pass: usize,
+    /// Write the curve as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write the result as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DataArgs {
     /// A generated task: ioi, greater-than, sva, gender-bias, country-capital, hypernymy.
     #[arg(long, conflicts_with = "data", required_unless_present = "data")]
     task: Option<String>,
@@ -114,6 +159,31 @@ struct DiscoverArgs {
     /// Seed of the task generator.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Do not prepend the BOS token to prompts.
+    #[arg(long)]
+    no_bos: bool,
+}
+
+impl DataArgs {
+    fn source(&self) -> Result<circuit::DataSource> {
+        Ok(match (&self.task, &self.data) {
+            (Some(task), _) => circuit::DataSource::Task {
+                task: task.parse()?,
+                n: self.n,
+                seed: self.seed,
+            },
+            (None, Some(path)) => circuit::DataSource::File(path.clone()),
+            (None, None) => anyhow::bail!("give --task NAME or --data FILE"),
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct DiscoverArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
     /// eap, eap-ig-inputs, eap-ig-activations, clean-corrupted or exact.
     #[arg(long, default_value = "eap-ig-inputs")]
     method: String,
@@ -135,9 +205,6 @@ struct DiscoverArgs {
     /// Average scores over d_model instead of summing.
     #[arg(long)]
     mean_aggregation: bool,
-    /// Do not prepend the BOS token to prompts.
-    #[arg(long)]
-    no_bos: bool,
     /// With --method exact: score only the top edges of this earlier graph JSON.
     #[arg(long)]
     exact_from: Option<PathBuf>,
@@ -236,6 +303,23 @@ fn run(cli: Cli) -> Result<()> {
                 circuit::discover(&loaded, &opts)?;
             }
             CircuitAction::Show { graph, top, svg } => circuit::show(&graph, top, svg.as_deref())?,
+            CircuitAction::Evaluate(args) => {
+                let loaded = load(&args.model)?;
+                let opts = circuit::EvaluateOptions {
+                    data: args.data.source()?,
+                    metric: args.metric.parse().map_err(anyhow::Error::msg)?,
+                    ablation: args.ablation.clone(),
+                    sizes: args.sizes.clone(),
+                    mib: args.mib,
+                    batch_size: args.batch_size,
+                    circuits_per_pass: args.circuits_per_pass,
+                    add_bos: !args.data.no_bos,
+                    csv: args.csv.clone(),
+                    json: args.json.clone(),
+                };
+                circuit::evaluate(&loaded, &args.graph, &opts)?;
+            }
+            CircuitAction::Compare { a, b, top } => circuit::compare(&a, &b, top)?,
         },
         Command::Models { action } => match action {
             ModelsAction::Fetch { name } => {
@@ -255,15 +339,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn discover_options(args: DiscoverArgs) -> Result<circuit::DiscoverOptions> {
-    let data = match (args.task, args.data) {
-        (Some(task), _) => circuit::DataSource::Task {
-            task: task.parse()?,
-            n: args.n,
-            seed: args.seed,
-        },
-        (None, Some(path)) => circuit::DataSource::File(path),
-        (None, None) => anyhow::bail!("give --task NAME or --data FILE"),
-    };
+    let data = args.data.source()?;
     let method: Method = args.method.parse().map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         args.exact_from.is_none() || method == Method::Exact,
@@ -278,7 +354,7 @@ fn discover_options(args: DiscoverArgs) -> Result<circuit::DiscoverOptions> {
         batch_size: args.batch_size,
         steps_per_pass: args.steps_per_pass,
         mean_aggregation: args.mean_aggregation,
-        add_bos: !args.no_bos,
+        add_bos: !args.data.no_bos,
         exact_from: args.exact_from,
         exact_top: args.exact_top,
         exact_per_pass: args.exact_per_pass,

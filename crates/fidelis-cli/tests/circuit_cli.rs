@@ -102,6 +102,74 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
         "{text}"
     );
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+
+    // The last discover marked a 20-edge circuit: evaluate it (with completeness), then a curve.
+    let m = model.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let run = fidelis(&[
+        "circuit",
+        "evaluate",
+        out.to_str().unwrap(),
+        "--model",
+        m,
+        "--data",
+        d,
+    ]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() && text.contains("complement"),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (csv, json) = (dir.join("curve.csv"), dir.join("curve.json"));
+    let run = fidelis(&[
+        "circuit",
+        "evaluate",
+        out.to_str().unwrap(),
+        "--model",
+        m,
+        "--data",
+        d,
+        "--sizes",
+        "5,50,100000",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() && text.contains("CPR"),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rows: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let last: Vec<&str> = rows[3].split(',').collect();
+    assert_eq!(
+        last[2], "1.000000",
+        "the largest size is the whole graph: {rows:?}"
+    );
+    let faithfulness: f32 = last[4].parse().unwrap();
+    assert!((faithfulness - 1.0).abs() < 1e-3, "{rows:?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(summary["cpr"].is_number() && summary["points"].as_array().unwrap().len() == 3);
+
+    let run = fidelis(&[
+        "circuit",
+        "compare",
+        out.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--top",
+        "10",
+    ]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success() && text.contains("IoU 1.000"), "{text}");
 }
 
 #[test]
