@@ -11,6 +11,9 @@
 //!   mean or zero activations; scores aggregate over d_model by sum or mean.
 //! - [`exact`]: true single-edge patching, many edges per forward.
 //! - [`gradient`]: the recording and probed passes the gradient methods share.
+//! - [`token`]: token attribution for one prediction (saliency, input×gradient, integrated
+//!   gradients, attention, occlusion) over probability, log-probability, logit, entropy,
+//!   contrastive, KL and P-CXMI targets, with word aggregation; `fidelis-context` builds on it.
 //!
 //! Efficiency: one recording pass gathers Δa for every node of a batch, one backward gives the
 //! gradients at every reader input, and the batch's whole score block is one matrix product
@@ -40,6 +43,7 @@ pub mod edge;
 mod error;
 pub mod exact;
 pub mod gradient;
+pub mod token;
 
 pub use edge::{Aggregation, EdgeAttribution, Method, attribute_edges};
 pub use error::{AttributionError, Result};

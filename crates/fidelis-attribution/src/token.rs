@@ -1,0 +1,759 @@
+//! Token attribution: how much each input token contributed to one prediction.
+//!
+//! The attributed quantity is a [`Target`] read from the logits at the last position of a token
+//! sequence (the prediction of the next token): its probability, log-probability, logit, the
+//! entropy of the distribution, a contrastive probability or logit difference, the KL
+//! divergence to a reference distribution, or the pointwise conditional cross-mutual information
+//! (P-CXMI, Fernandes et al. 2021). The methods ([`TokenMethod`]) are those Inseq offers for
+//! context attribution (Sarti et al. 2023, 2024):
+//!
+//! - **saliency**: `|∂f/∂e|`, the gradient at the token embeddings e (Simonyan et al. 2014);
+//! - **input × gradient**: `e ⊙ ∂f/∂e` (Shrikumar et al. 2017);
+//! - **integrated gradients**: `(e − e') ⊙ ∫₀¹ ∂f/∂e(e' + α(e − e')) dα` with a zero or token
+//!   baseline e' and the midpoint rule over `ig_steps` points (Sundararajan et al. 2017); the
+//!   attributions sum to `f(e) − f(e')` (completeness) up to the quadrature error. On RMSNorm
+//!   models without positional embeddings the zero baseline's path crosses a near-singular point
+//!   (`x/√(mean x² + ε)` jumps near α = 0) that no coarse quadrature resolves; prefer a token
+//!   baseline there;
+//! - **attention**: the attention pattern row of the last query position, per layer and head
+//!   and averaged over a selection (`blocks.{l}.attn.hook_pattern`);
+//! - **occlusion**: `f(e) − f(e with token i's embedding replaced by the baseline)`, one rerun
+//!   per token, batched.
+//!
+//! Gradient methods give per-dimension attributions `[pos, d_model]`, reduced per token by the
+//! L2 norm or the sum ([`EmbeddingAggregation`]). [`normalize`] rescales scores to unit L1 mass
+//! and [`aggregate_words`] merges subword tokens into words using the tokenizer's byte offsets.
+//!
+//! Embeddings are the token embeddings at `hook_embed`; for models with learned positions the
+//! positional embedding is added after that point and is not attributed, as in Inseq.
+
+use std::ops::Range;
+use std::str::FromStr;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::activation::{log_softmax, softmax};
+use fidelis_models::{Activation, Hooks, Transformer, point};
+
+use crate::{AttributionError, Result};
+
+/// The scalar function of the next-token logits that is attributed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetFunction {
+    /// `p(t)`.
+    Probability,
+    /// `log p(t)`.
+    LogProbability,
+    /// The logit `z_t`.
+    Logit,
+    /// Entropy of the next-token distribution, `−Σ p log p` (nats).
+    Entropy,
+    /// `p(t) − q(c)`: q is the contrast distribution when given, else p itself.
+    ContrastProbDiff,
+    /// `z_t − z'_c`: z' are the contrast logits when given, else z itself.
+    ContrastLogitDiff,
+    /// `KL(p ‖ q)` to the (constant) contrast distribution q, in nats.
+    KlDivergence,
+    /// P-CXMI `log p(t) − log q(t)` with q the contrast distribution.
+    Pcxmi,
+}
+
+impl TargetFunction {
+    /// Every function, with its command-line name.
+    pub const ALL: [(&'static str, TargetFunction); 8] = [
+        ("probability", Self::Probability),
+        ("log-probability", Self::LogProbability),
+        ("logit", Self::Logit),
+        ("entropy", Self::Entropy),
+        ("contrast-prob-diff", Self::ContrastProbDiff),
+        ("contrast-logit-diff", Self::ContrastLogitDiff),
+        ("kl", Self::KlDivergence),
+        ("pcxmi", Self::Pcxmi),
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// Whether the function needs a contrast distribution (from a contrast input).
+    pub fn needs_contrast_logits(self) -> bool {
+        matches!(self, Self::KlDivergence | Self::Pcxmi)
+    }
+}
+
+impl FromStr for TargetFunction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown target function `{s}` (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// What is attributed: a function of the next-token logits at the last position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The function.
+    pub function: TargetFunction,
+    /// The predicted token t.
+    pub token: u32,
+    /// The contrast token c of the contrastive functions (defaults to t when contrast logits
+    /// are given).
+    pub contrast_token: Option<u32>,
+    /// Next-token logits of a contrast run `[d_vocab]`, a constant (no gradient flows into it).
+    pub contrast_logits: Option<Vec<f32>>,
+}
+
+impl Target {
+    /// A target without contrast.
+    pub fn new(function: TargetFunction, token: u32) -> Self {
+        Self {
+            function,
+            token,
+            contrast_token: None,
+            contrast_logits: None,
+        }
+    }
+
+    /// Checks ids against the vocabulary and that contrastive functions have their contrast.
+    pub fn validate(&self, d_vocab: usize) -> Result<()> {
+        let check = |id: u32, what: &str| {
+            if id as usize >= d_vocab {
+                return Err(AttributionError::Options(format!(
+                    "{what} id {id} is outside the vocabulary of {d_vocab}"
+                )));
+            }
+            Ok(())
+        };
+        check(self.token, "target token")?;
+        if let Some(c) = self.contrast_token {
+            check(c, "contrast token")?;
+        }
+        if let Some(l) = &self.contrast_logits
+            && l.len() != d_vocab
+        {
+            return Err(AttributionError::Options(format!(
+                "contrast logits have {} entries, the vocabulary has {d_vocab}",
+                l.len()
+            )));
+        }
+        let f = self.function;
+        if f.needs_contrast_logits() && self.contrast_logits.is_none() {
+            return Err(AttributionError::Options(format!(
+                "target `{}` needs a contrast input (its next-token distribution)",
+                f.name()
+            )));
+        }
+        if matches!(
+            f,
+            TargetFunction::ContrastProbDiff | TargetFunction::ContrastLogitDiff
+        ) && self.contrast_token.is_none()
+            && self.contrast_logits.is_none()
+        {
+            return Err(AttributionError::Options(format!(
+                "target `{}` needs a contrast token or a contrast input",
+                f.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Evaluates the target on a batch of next-token logits.
+    ///
+    /// # Shapes
+    /// - `logits`: `[k, d_vocab]`; returns `[k]`
+    pub fn evaluate(&self, logits: Tensor<2>) -> Tensor<1> {
+        let [k, vocab] = logits.dims();
+        let device = logits.device();
+        let t = self.token as usize;
+        let c = self.contrast_token.map_or(t, |c| c as usize);
+        let column = |x: Tensor<2>, i: usize| x.slice([0..k, i..i + 1]).reshape([k]);
+        // The contrast run's logits as a constant `[k, vocab]`.
+        let contrast = || {
+            let l = self.contrast_logits.clone().unwrap_or_default();
+            Tensor::<2>::from_data(TensorData::new(l, [1, vocab]), &device).expand([k, vocab])
+        };
+        match self.function {
+            TargetFunction::Probability => column(softmax(logits, 1), t),
+            TargetFunction::LogProbability => column(log_softmax(logits, 1), t),
+            TargetFunction::Logit => column(logits, t),
+            TargetFunction::Entropy => {
+                let logp = log_softmax(logits, 1);
+                -(logp.clone().exp() * logp).sum_dim(1).reshape([k])
+            }
+            TargetFunction::ContrastProbDiff => {
+                let other = match self.contrast_logits {
+                    Some(_) => column(softmax(contrast(), 1), c),
+                    None => column(softmax(logits.clone(), 1), c),
+                };
+                column(softmax(logits, 1), t) - other
+            }
+            TargetFunction::ContrastLogitDiff => {
+                let other = match self.contrast_logits {
+                    Some(_) => column(contrast(), c),
+                    None => column(logits.clone(), c),
+                };
+                column(logits, t) - other
+            }
+            TargetFunction::KlDivergence => {
+                let logp = log_softmax(logits, 1);
+                let logq = log_softmax(contrast(), 1);
+                (logp.clone().exp() * (logp - logq)).sum_dim(1).reshape([k])
+            }
+            TargetFunction::Pcxmi => {
+                column(log_softmax(logits, 1), t) - column(log_softmax(contrast(), 1), t)
+            }
+        }
+    }
+}
+
+/// How attributions are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMethod {
+    /// `|∂f/∂e|`.
+    Saliency,
+    /// `e ⊙ ∂f/∂e`.
+    InputXGradient,
+    /// Integrated gradients from a baseline.
+    IntegratedGradients,
+    /// Attention weights of the last query position.
+    Attention,
+    /// Output change when one token's embedding is replaced by the baseline.
+    Occlusion,
+}
+
+impl TokenMethod {
+    /// Every method, with its command-line name.
+    pub const ALL: [(&'static str, TokenMethod); 5] = [
+        ("saliency", Self::Saliency),
+        ("ixg", Self::InputXGradient),
+        ("ig", Self::IntegratedGradients),
+        ("attention", Self::Attention),
+        ("occlusion", Self::Occlusion),
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+impl FromStr for TokenMethod {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let alias = match s {
+            "input-x-gradient" | "input_x_gradient" => "ixg",
+            "integrated-gradients" | "integrated_gradients" => "ig",
+            other => other,
+        };
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == alias)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                format!("unknown attribution method `{s}` (expected saliency, ixg, ig, attention or occlusion)")
+            })
+    }
+}
+
+/// The reference input of integrated gradients and the replacement of occlusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Baseline {
+    /// The zero embedding.
+    #[default]
+    Zero,
+    /// The embedding of this token (e.g. a pad or UNK token) at every position.
+    Token(u32),
+}
+
+/// How per-dimension attributions `[pos, d_model]` are reduced to one score per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbeddingAggregation {
+    /// The L2 norm over d_model (Inseq's default; always ≥ 0).
+    #[default]
+    L2Norm,
+    /// The signed sum over d_model (completeness holds for IG under this one).
+    Sum,
+}
+
+impl FromStr for EmbeddingAggregation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "l2" | "l2-norm" | "norm" => Ok(Self::L2Norm),
+            "sum" => Ok(Self::Sum),
+            _ => Err(format!("unknown aggregation `{s}` (expected l2 or sum)")),
+        }
+    }
+}
+
+/// Which attention weights the attention method reports as the token scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttentionSelection {
+    /// One layer, or `None` for the mean over layers.
+    pub layer: Option<usize>,
+    /// One head, or `None` for the mean over heads.
+    pub head: Option<usize>,
+}
+
+/// Default number of integrated-gradient points (Captum and Inseq use 50).
+pub const DEFAULT_IG_STEPS: usize = 50;
+/// Default number of stacked copies per forward/backward (IG points, occluded variants).
+pub const DEFAULT_ROWS_PER_PASS: usize = 16;
+
+/// Options of [`attribute_tokens`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenAttributionConfig {
+    /// The method.
+    pub method: TokenMethod,
+    /// Integration points of integrated gradients (midpoint rule).
+    pub ig_steps: usize,
+    /// Baseline of integrated gradients and occlusion.
+    pub baseline: Baseline,
+    /// Reduction of per-dimension attributions to token scores.
+    pub aggregation: EmbeddingAggregation,
+    /// Attention weights reported by the attention method.
+    pub attention: AttentionSelection,
+    /// Stacked copies per forward (IG points, occluded variants): memory against passes.
+    pub rows_per_pass: usize,
+}
+
+impl TokenAttributionConfig {
+    /// Defaults for `method`: 50 IG steps, zero baseline, L2 norm, mean attention.
+    pub fn new(method: TokenMethod) -> Self {
+        Self {
+            method,
+            ig_steps: DEFAULT_IG_STEPS,
+            baseline: Baseline::Zero,
+            aggregation: EmbeddingAggregation::L2Norm,
+            attention: AttentionSelection::default(),
+            rows_per_pass: DEFAULT_ROWS_PER_PASS,
+        }
+    }
+}
+
+/// The attribution of one prediction to the tokens before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenAttribution {
+    /// One score per input position `[pos]`.
+    pub scores: Vec<f32>,
+    /// Per-dimension attributions `[pos, d_model]` (gradient methods only).
+    pub per_dim: Option<Vec<f32>>,
+    /// `d_model`, the row length of `per_dim`.
+    pub d_model: usize,
+    /// The target at the input, `f(e)`.
+    pub target_value: f32,
+    /// The target at the baseline, `f(e')` (integrated gradients only).
+    pub baseline_value: Option<f32>,
+    /// Attention pattern rows of the last query position `[n_layers, n_heads, pos]`
+    /// (attention method only).
+    pub attention: Option<Vec<f32>>,
+}
+
+/// Attributes `target`, read at the last position of `ids`, to every position of `ids`.
+///
+/// # Shapes
+/// - `ids`: `[pos]`; the returned scores are `[pos]`
+pub fn attribute_tokens(
+    model: &Transformer,
+    ids: &[u32],
+    target: &Target,
+    cfg: &TokenAttributionConfig,
+) -> Result<TokenAttribution> {
+    let mc = model.config();
+    check_inputs(model, ids, target, cfg)?;
+    let (d, pos) = (mc.d_model, ids.len());
+    let device = model.device();
+    let tokens = token_tensor(ids, device);
+    let embed = embeddings(model, &tokens)?;
+    let mut out = TokenAttribution {
+        scores: Vec::new(),
+        per_dim: None,
+        d_model: d,
+        target_value: 0.0,
+        baseline_value: None,
+        attention: None,
+    };
+    match cfg.method {
+        TokenMethod::Saliency | TokenMethod::InputXGradient => {
+            let (value, grad) = gradient_at(model, &tokens, &[embed.clone()], target)?;
+            out.target_value = value[0];
+            let per_dim: Vec<f32> = if cfg.method == TokenMethod::Saliency {
+                grad.iter().map(|g| g.abs()).collect()
+            } else {
+                grad.iter().zip(&embed).map(|(g, x)| g * x).collect()
+            };
+            out.scores = aggregate_dims(&per_dim, d, cfg.aggregation);
+            out.per_dim = Some(per_dim);
+        }
+        TokenMethod::IntegratedGradients => {
+            let base = baseline_embeddings(model, cfg.baseline, pos)?;
+            let m = cfg.ig_steps;
+            let mut mean_grad = vec![0f32; pos * d];
+            let alphas: Vec<f32> = (0..m).map(|k| (k as f32 + 0.5) / m as f32).collect();
+            for chunk in alphas.chunks(cfg.rows_per_pass) {
+                let points: Vec<Vec<f32>> = chunk
+                    .iter()
+                    .map(|a| {
+                        base.iter()
+                            .zip(&embed)
+                            .map(|(b, x)| b + a * (x - b))
+                            .collect()
+                    })
+                    .collect();
+                let (_, g) = gradient_at(model, &tokens, &points, target)?;
+                for row in g.chunks(pos * d) {
+                    for (acc, gi) in mean_grad.iter_mut().zip(row) {
+                        *acc += gi / m as f32;
+                    }
+                }
+            }
+            let per_dim: Vec<f32> = mean_grad
+                .iter()
+                .zip(embed.iter().zip(&base))
+                .map(|(g, (x, b))| g * (x - b))
+                .collect();
+            let values = target_values(model, &tokens, &[embed.clone(), base], target)?;
+            out.target_value = values[0];
+            out.baseline_value = Some(values[1]);
+            out.scores = aggregate_dims(&per_dim, d, cfg.aggregation);
+            out.per_dim = Some(per_dim);
+        }
+        TokenMethod::Attention => {
+            let mut hooks = Hooks::new();
+            for l in 0..mc.n_layers {
+                hooks.record(point::pattern(l));
+            }
+            let logits = model.forward(tokens, &mut hooks)?;
+            out.target_value = to_vec(target.evaluate(last_logits(logits)))[0];
+            let mut rows = Vec::with_capacity(mc.n_layers * mc.n_heads * pos);
+            for l in 0..mc.n_layers {
+                let p = recorded4(&hooks, &point::pattern(l))?;
+                let [_, h, q, k] = p.dims();
+                rows.extend(to_vec(
+                    p.slice([0..1, 0..h, q - 1..q, 0..k]).reshape([h * k]),
+                ));
+            }
+            out.scores = select_attention(&rows, mc.n_layers, mc.n_heads, pos, cfg.attention);
+            out.attention = Some(rows);
+        }
+        TokenMethod::Occlusion => {
+            let base = baseline_embeddings(model, cfg.baseline, pos)?;
+            let full = target_values(model, &tokens, &[embed.clone()], target)?[0];
+            let mut scores = Vec::with_capacity(pos);
+            let positions: Vec<usize> = (0..pos).collect();
+            for chunk in positions.chunks(cfg.rows_per_pass) {
+                let variants: Vec<Vec<f32>> = chunk
+                    .iter()
+                    .map(|&i| {
+                        let mut e = embed.clone();
+                        e[i * d..(i + 1) * d].copy_from_slice(&base[i * d..(i + 1) * d]);
+                        e
+                    })
+                    .collect();
+                let values = target_values(model, &tokens, &variants, target)?;
+                scores.extend(values.iter().map(|v| full - v));
+            }
+            out.target_value = full;
+            out.scores = scores;
+        }
+    }
+    Ok(out)
+}
+
+fn check_inputs(
+    model: &Transformer,
+    ids: &[u32],
+    target: &Target,
+    cfg: &TokenAttributionConfig,
+) -> Result<()> {
+    let mc = model.config();
+    let bad = |m: String| Err(AttributionError::Options(m));
+    if ids.is_empty() {
+        return bad("token attribution needs a non-empty input".into());
+    }
+    if ids.len() > mc.n_ctx {
+        return bad(format!(
+            "input of {} tokens is longer than the model's context of {}",
+            ids.len(),
+            mc.n_ctx
+        ));
+    }
+    if let Some(id) = ids.iter().find(|&&i| i as usize >= mc.d_vocab) {
+        return bad(format!(
+            "input token id {id} is outside the vocabulary of {}",
+            mc.d_vocab
+        ));
+    }
+    target.validate(mc.d_vocab)?;
+    if cfg.ig_steps == 0 {
+        return bad("integrated gradients needs at least 1 step".into());
+    }
+    if cfg.rows_per_pass == 0 {
+        return bad("rows per pass must be at least 1".into());
+    }
+    if let Baseline::Token(id) = cfg.baseline
+        && id as usize >= mc.d_vocab
+    {
+        return bad(format!(
+            "baseline token id {id} is outside the vocabulary of {}",
+            mc.d_vocab
+        ));
+    }
+    if let Some(l) = cfg.attention.layer
+        && l >= mc.n_layers
+    {
+        return bad(format!(
+            "attention layer {l} does not exist (the model has {} layers)",
+            mc.n_layers
+        ));
+    }
+    if let Some(h) = cfg.attention.head
+        && h >= mc.n_heads
+    {
+        return bad(format!(
+            "attention head {h} does not exist (the model has {} heads)",
+            mc.n_heads
+        ));
+    }
+    Ok(())
+}
+
+/// Mean of the selected layers and heads of `[n_layers, n_heads, pos]` attention rows.
+fn select_attention(
+    rows: &[f32],
+    n_layers: usize,
+    n_heads: usize,
+    pos: usize,
+    sel: AttentionSelection,
+) -> Vec<f32> {
+    let layers: Vec<usize> = sel
+        .layer
+        .map_or_else(|| (0..n_layers).collect(), |l| vec![l]);
+    let heads: Vec<usize> = sel.head.map_or_else(|| (0..n_heads).collect(), |h| vec![h]);
+    let n = (layers.len() * heads.len()) as f32;
+    let mut out = vec![0f32; pos];
+    for &l in &layers {
+        for &h in &heads {
+            let row = &rows[(l * n_heads + h) * pos..(l * n_heads + h + 1) * pos];
+            for (o, r) in out.iter_mut().zip(row) {
+                *o += r / n;
+            }
+        }
+    }
+    out
+}
+
+/// Reduces `[pos, d]` per-dimension attributions to `[pos]`.
+pub fn aggregate_dims(per_dim: &[f32], d: usize, how: EmbeddingAggregation) -> Vec<f32> {
+    per_dim
+        .chunks(d)
+        .map(|row| match how {
+            EmbeddingAggregation::L2Norm => row.iter().map(|x| x * x).sum::<f32>().sqrt(),
+            EmbeddingAggregation::Sum => row.iter().sum(),
+        })
+        .collect()
+}
+
+/// Scales scores so that their absolute values sum to 1 (Inseq's normalization); all-zero
+/// scores stay zero.
+pub fn normalize(scores: &[f32]) -> Vec<f32> {
+    let total: f32 = scores.iter().map(|s| s.abs()).sum();
+    if total == 0.0 || !total.is_finite() {
+        return scores.to_vec();
+    }
+    scores.iter().map(|s| s / total).collect()
+}
+
+/// A word: consecutive subword tokens, with the summed score of its tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    /// The word's text (its tokens' span, whitespace trimmed).
+    pub text: String,
+    /// The token positions it covers.
+    pub tokens: Range<usize>,
+    /// The sum of its tokens' scores.
+    pub score: f32,
+}
+
+/// Merges subword tokens into words using byte offsets into `text`: a token starts a new word
+/// when whitespace precedes or begins it, or when its span is empty (special tokens); every
+/// other token continues the previous word. Scores are summed.
+///
+/// # Shapes
+/// - `offsets`, `scores`: `[pos]`
+pub fn aggregate_words(
+    text: &str,
+    offsets: &[(usize, usize)],
+    scores: &[f32],
+) -> Result<Vec<Word>> {
+    if offsets.len() != scores.len() {
+        return Err(AttributionError::Options(format!(
+            "{} token offsets but {} scores",
+            offsets.len(),
+            scores.len()
+        )));
+    }
+    let span = |s: usize, e: usize| {
+        text.get(s..e).ok_or_else(|| {
+            AttributionError::Options(format!(
+                "offsets {s}..{e} are not character boundaries of a text of {} bytes",
+                text.len()
+            ))
+        })
+    };
+    let mut words: Vec<Word> = Vec::new();
+    let mut prev_end: Option<usize> = None;
+    for (i, (&(s, e), &score)) in offsets.iter().zip(scores).enumerate() {
+        let piece = span(s, e)?;
+        let gap = match prev_end {
+            Some(p) if p <= s => span(p, s)?,
+            _ => "",
+        };
+        let starts_word = words.is_empty()
+            || s == e
+            || prev_end.is_none()
+            || piece.starts_with(char::is_whitespace)
+            || gap.chars().any(char::is_whitespace)
+            || words.last().is_some_and(|w| w.text.is_empty());
+        if starts_word {
+            words.push(Word {
+                text: piece.trim().to_string(),
+                tokens: i..i + 1,
+                score,
+            });
+        } else if let Some(w) = words.last_mut() {
+            let start = offsets[w.tokens.start].0;
+            w.text = span(start, e)?.trim().to_string();
+            w.tokens.end = i + 1;
+            w.score += score;
+        }
+        prev_end = if s == e { None } else { Some(e) };
+    }
+    Ok(words)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passes.
+
+fn token_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// Next-token logits at the last position `[k, d_vocab]` of `[k, pos, d_vocab]` logits.
+fn last_logits(logits: Tensor<3>) -> Tensor<2> {
+    let [k, pos, vocab] = logits.dims();
+    logits
+        .slice([0..k, pos - 1..pos, 0..vocab])
+        .reshape([k, vocab])
+}
+
+fn recorded3(hooks: &Hooks, point: &str) -> Result<Tensor<3>> {
+    hooks
+        .recorded(point)
+        .and_then(Activation::rank3)
+        .ok_or_else(|| AttributionError::Options(format!("no rank-3 activation at {point}")))
+}
+
+fn recorded4(hooks: &Hooks, point: &str) -> Result<Tensor<4>> {
+    hooks
+        .recorded(point)
+        .and_then(Activation::rank4)
+        .ok_or_else(|| AttributionError::Options(format!("no rank-4 activation at {point}")))
+}
+
+/// The token embeddings of `tokens` `[pos · d_model]` (row-major).
+fn embeddings(model: &Transformer, tokens: &Tensor<2, Int>) -> Result<Vec<f32>> {
+    let mut hooks = Hooks::new();
+    hooks.record(point::EMBED);
+    model.forward(tokens.clone(), &mut hooks)?;
+    Ok(to_vec(recorded3(&hooks, point::EMBED)?))
+}
+
+/// The baseline embeddings `[pos · d_model]`.
+fn baseline_embeddings(model: &Transformer, baseline: Baseline, pos: usize) -> Result<Vec<f32>> {
+    let d = model.config().d_model;
+    match baseline {
+        Baseline::Zero => Ok(vec![0.0; pos * d]),
+        Baseline::Token(id) => {
+            let one = embeddings(model, &token_tensor(&[id], model.device()))?;
+            Ok(one.repeat(pos))
+        }
+    }
+}
+
+/// `k` copies of `tokens` whose embeddings are replaced by `rows` (each `[pos · d]`).
+fn replaced_embeddings(
+    model: &Transformer,
+    tokens: &Tensor<2, Int>,
+    rows: &[Vec<f32>],
+) -> (Tensor<2, Int>, Tensor<3>) {
+    let [_, pos] = tokens.dims();
+    let d = model.config().d_model;
+    let k = rows.len();
+    let data: Vec<f32> = rows.iter().flatten().copied().collect();
+    let embed = Tensor::from_data(TensorData::new(data, [k, pos, d]), model.device());
+    (Tensor::cat(vec![tokens.clone(); k], 0), embed)
+}
+
+/// The target with the embeddings replaced by each of `rows`, without gradients.
+fn target_values(
+    model: &Transformer,
+    tokens: &Tensor<2, Int>,
+    rows: &[Vec<f32>],
+    target: &Target,
+) -> Result<Vec<f32>> {
+    let (tokens, embed) = replaced_embeddings(model, tokens, rows);
+    let mut hooks = Hooks::new();
+    hooks.replace(point::EMBED, embed);
+    let logits = model.forward(tokens, &mut hooks)?;
+    Ok(to_vec(target.evaluate(last_logits(logits))))
+}
+
+/// Target values and ∂target/∂embedding for each of `rows` (`[k · pos · d]`).
+fn gradient_at(
+    model: &Transformer,
+    tokens: &Tensor<2, Int>,
+    rows: &[Vec<f32>],
+    target: &Target,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (tokens, embed) = replaced_embeddings(model, tokens, rows);
+    let mut hooks = Hooks::new();
+    hooks.replace(point::EMBED, embed).probe(point::EMBED);
+    let logits = model.forward(tokens, &mut hooks)?;
+    let values = target.evaluate(last_logits(logits));
+    // Rows are independent copies, so the gradient of the sum is each row's own gradient.
+    let grads = values.clone().sum().backward();
+    let grad = hooks
+        .probe_grad(point::EMBED, &grads)
+        .and_then(|a| a.rank3())
+        .ok_or_else(|| {
+            AttributionError::Options(
+                "the target does not depend on the embeddings (no gradient)".into(),
+            )
+        })?;
+    Ok((to_vec(values), to_vec(grad)))
+}
