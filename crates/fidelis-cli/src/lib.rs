@@ -5,6 +5,9 @@
 //! `circuit show`) as library functions so that xtask experiments and tests call the same code.
 //! This is the one crate (with xtask, benches and tests) that names concrete backends.
 
+pub mod attribute;
 pub mod circuit;
+pub mod context;
 pub mod device;
+pub mod model_args;
 pub mod progress;

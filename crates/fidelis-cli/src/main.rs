@@ -74,6 +74,10 @@ enum Command {
         #[command(subcommand)]
         action: CircuitAction,
     },
+    /// Token attribution: which prompt tokens a prediction relied on.
+    Attribute(Box<fidelis_cli::attribute::AttributeArgs>),
+    /// Context attribution (PECoRe): which answer tokens used the context, and which cues.
+    Context(Box<fidelis_cli::context::ContextArgs>),
     /// Download models (the only command that uses the network).
     Models {
         #[command(subcommand)]
@@ -321,6 +325,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             CircuitAction::Compare { a, b, top } => circuit::compare(&a, &b, top)?,
         },
+        Command::Attribute(args) => fidelis_cli::attribute::run(&args)?,
+        Command::Context(args) => fidelis_cli::context::run(&args)?,
         Command::Models { action } => match action {
             ModelsAction::Fetch { name } => {
                 check_model_name(&name)?;

@@ -1,0 +1,382 @@
+//! `fidelis attribute`: token attribution of a model's next-token predictions to the prompt.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use fidelis_attribution::token::{
+    AttentionSelection, Baseline, Target, TargetFunction, TokenAttributionConfig, TokenMethod,
+    Word, aggregate_words, attribute_tokens, normalize,
+};
+use fidelis_models::{GenerateConfig, Hooks, Model};
+use serde::Serialize;
+
+use crate::model_args::{ModelFlags, load_model};
+
+/// Arguments of `fidelis attribute`.
+#[derive(clap::Args, Debug)]
+pub struct AttributeArgs {
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// A continuation to attribute token by token (forced); without it the model's own greedy
+    /// continuation of --max-new-tokens tokens is used.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Tokens generated when no --output is given.
+    #[arg(long, default_value_t = 1)]
+    pub max_new_tokens: usize,
+    /// saliency, ixg, ig, attention or occlusion.
+    #[arg(long, default_value = "saliency")]
+    pub method: String,
+    /// probability, log-probability, logit, entropy, contrast-prob-diff, contrast-logit-diff,
+    /// kl or pcxmi.
+    #[arg(long, default_value = "probability")]
+    pub target: String,
+    /// The token whose prediction is attributed (one token; with one output step only).
+    #[arg(long)]
+    pub target_token: Option<String>,
+    /// The contrast token of contrast-prob-diff / contrast-logit-diff (one token).
+    #[arg(long)]
+    pub contrast_token: Option<String>,
+    /// A contrast prompt: its next-token distribution is the reference of kl, pcxmi and the
+    /// contrastive targets.
+    #[arg(long)]
+    pub contrast_prompt: Option<String>,
+    /// Integrated-gradient steps.
+    #[arg(long, default_value_t = 50)]
+    pub ig_steps: usize,
+    /// Baseline of ig and occlusion: `zero` or a text that is one token (e.g. an UNK or pad).
+    #[arg(long, default_value = "zero")]
+    pub baseline: String,
+    /// Reduction over embedding dimensions: l2 or sum.
+    #[arg(long, default_value = "l2")]
+    pub aggregation: String,
+    /// Attention method: one layer (default: mean over layers).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Attention method: one head (default: mean over heads).
+    #[arg(long)]
+    pub head: Option<usize>,
+    /// Scale each step's scores to unit L1 mass.
+    #[arg(long)]
+    pub normalize: bool,
+    /// Also report scores per word of the prompt (subword tokens summed).
+    #[arg(long)]
+    pub words: bool,
+    /// Do not prepend the BOS token.
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Write a self-contained HTML heatmap here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Write the scores as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The attribution of every output step, as written to JSON.
+#[derive(Debug, Serialize)]
+pub struct AttributeReport {
+    /// The prompt.
+    pub prompt: String,
+    /// The method.
+    pub method: String,
+    /// The target function.
+    pub target: String,
+    /// Display strings of the prompt tokens (BOS included when added).
+    pub prompt_tokens: Vec<String>,
+    /// The attributed output tokens.
+    pub output_tokens: Vec<String>,
+    /// One entry per output token.
+    pub steps: Vec<Step>,
+}
+
+/// One output token's attribution.
+#[derive(Debug, Serialize)]
+pub struct Step {
+    /// The predicted token.
+    pub token: String,
+    /// The target's value.
+    pub target_value: f32,
+    /// The target at the baseline (integrated gradients).
+    pub baseline_value: Option<f32>,
+    /// Scores of every earlier token (prompt, then earlier output tokens).
+    pub scores: Vec<f32>,
+    /// Scores per prompt word, with --words.
+    pub words: Option<Vec<WordScore>>,
+}
+
+/// A word of the prompt and its score.
+#[derive(Debug, Serialize)]
+pub struct WordScore {
+    /// The word.
+    pub word: String,
+    /// The summed score of its tokens.
+    pub score: f32,
+}
+
+fn one_token(model: &Model, text: &str, what: &str) -> Result<u32> {
+    model
+        .tokenizer
+        .single_token(text)
+        .with_context(|| format!("{what} must be one token"))
+}
+
+/// Runs `fidelis attribute`.
+pub fn run(args: &AttributeArgs) -> Result<()> {
+    let model = load_model(&args.model.model, &args.model.device)?;
+    let report = attribute(&model, args)?;
+    print!(
+        "{}",
+        terminal(
+            &report,
+            std::io::IsTerminal::is_terminal(&std::io::stdout())
+        )
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Computes the report of `fidelis attribute` on a loaded model.
+pub fn attribute(model: &Model, args: &AttributeArgs) -> Result<AttributeReport> {
+    if args.prompt.is_empty() {
+        bail!("--prompt is empty");
+    }
+    let method: TokenMethod = args.method.parse().map_err(anyhow::Error::msg)?;
+    let function: TargetFunction = args.target.parse().map_err(anyhow::Error::msg)?;
+    let mut cfg = TokenAttributionConfig::new(method);
+    cfg.ig_steps = args.ig_steps;
+    cfg.aggregation = args.aggregation.parse().map_err(anyhow::Error::msg)?;
+    cfg.attention = AttentionSelection {
+        layer: args.layer,
+        head: args.head,
+    };
+    cfg.baseline = match args.baseline.as_str() {
+        "zero" => Baseline::Zero,
+        text => Baseline::Token(one_token(model, text, "--baseline")?),
+    };
+    let tok = &model.tokenizer;
+    let prompt_ids = tok.encode_prompt(&args.prompt, !args.no_bos)?;
+    let output_ids = match &args.output {
+        Some(text) if text.is_empty() => bail!("--output is empty"),
+        Some(text) => tok.encode(text)?,
+        None if args.target_token.is_some() => Vec::new(),
+        None => {
+            let gen_cfg = GenerateConfig {
+                max_new_tokens: args.max_new_tokens.max(1),
+                ..GenerateConfig::default()
+            };
+            model.transformer.generate(&prompt_ids, &gen_cfg, |_| {})?
+        }
+    };
+    let output_ids = match &args.target_token {
+        Some(_) if output_ids.len() > 1 => bail!(
+            "--target-token names one token but --output has {} tokens",
+            output_ids.len()
+        ),
+        Some(t) => vec![one_token(model, t, "--target-token")?],
+        None => output_ids,
+    };
+    let contrast_token = match &args.contrast_token {
+        Some(t) => Some(one_token(model, t, "--contrast-token")?),
+        None => None,
+    };
+    if function.needs_contrast_logits() && args.contrast_prompt.is_none() {
+        bail!(
+            "--target {} needs --contrast-prompt (the reference distribution)",
+            function.name()
+        );
+    }
+    let contrast_prompt = match &args.contrast_prompt {
+        Some(p) if p.is_empty() => bail!("--contrast-prompt is empty"),
+        Some(p) => Some(tok.encode_prompt(p, !args.no_bos)?),
+        None => None,
+    };
+    let show = |id: u32| fidelis_context::prompt::display_token(tok, id);
+    let mut steps = Vec::new();
+    let bar = crate::progress::bar(output_ids.len() as u64, "attributing");
+    for (j, &token) in output_ids.iter().enumerate() {
+        let prefix: Vec<u32> = prompt_ids.iter().chain(&output_ids[..j]).copied().collect();
+        let contrast_logits = match &contrast_prompt {
+            Some(c) => {
+                let ids: Vec<u32> = c.iter().chain(&output_ids[..j]).copied().collect();
+                Some(last_logits(model, &ids)?)
+            }
+            None => None,
+        };
+        let target = Target {
+            function,
+            token,
+            contrast_token,
+            contrast_logits,
+        };
+        let out = attribute_tokens(&model.transformer, &prefix, &target, &cfg)?;
+        let scores = if args.normalize {
+            normalize(&out.scores)
+        } else {
+            out.scores
+        };
+        let words = if args.words {
+            Some(prompt_words(model, args, &scores)?)
+        } else {
+            None
+        };
+        steps.push(Step {
+            token: show(token),
+            target_value: out.target_value,
+            baseline_value: out.baseline_value,
+            scores,
+            words,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(AttributeReport {
+        prompt: args.prompt.clone(),
+        method: method.name().into(),
+        target: function.name().into(),
+        prompt_tokens: prompt_ids.iter().map(|&i| show(i)).collect(),
+        output_tokens: output_ids.iter().map(|&i| show(i)).collect(),
+        steps,
+    })
+}
+
+/// Word scores of the prompt tokens (BOS, when added, is left out).
+fn prompt_words(model: &Model, args: &AttributeArgs, scores: &[f32]) -> Result<Vec<WordScore>> {
+    let enc = model.tokenizer.encode_full(&args.prompt)?;
+    let bos = scores.len() >= enc.ids.len() && !args.no_bos && model.tokenizer.bos_id().is_some();
+    let start = usize::from(bos);
+    let words: Vec<Word> = aggregate_words(
+        &args.prompt,
+        &enc.offsets,
+        &scores[start..start + enc.ids.len()],
+    )?;
+    Ok(words
+        .into_iter()
+        .map(|w| WordScore {
+            word: w.text,
+            score: w.score,
+        })
+        .collect())
+}
+
+fn last_logits(model: &Model, ids: &[u32]) -> Result<Vec<f32>> {
+    use burn::prelude::*;
+    let data: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+    let tokens = Tensor::<2, Int>::from_data(
+        burn::tensor::TensorData::new(data, [1, ids.len()]),
+        model.transformer.device(),
+    );
+    let logits = model.transformer.forward(tokens, &mut Hooks::new())?;
+    let [_, pos, vocab] = logits.dims();
+    let row = logits
+        .slice([0..1, pos - 1..pos, 0..vocab])
+        .reshape([vocab]);
+    row.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read logits: {e:?}"))
+}
+
+/// Terminal view: per output step, the earlier tokens shaded by |score| (24-bit background when
+/// `color`, the scores in brackets otherwise).
+pub fn terminal(r: &AttributeReport, color: bool) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "method {} · target {}", r.method, r.target);
+    let all: Vec<String> = r
+        .prompt_tokens
+        .iter()
+        .chain(&r.output_tokens)
+        .cloned()
+        .collect();
+    for s in &r.steps {
+        let max = s.scores.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let _ = write!(t, "→ {:?} ({} {:.4}): ", s.token, r.target, s.target_value);
+        for (tok, &score) in all.iter().zip(&s.scores) {
+            let a = if max > 0.0 { score.abs() / max } else { 0.0 };
+            if color {
+                let (rv, gv, bv) = if score >= 0.0 {
+                    (255, (255.0 * (1.0 - a)) as u8, (255.0 * (1.0 - a)) as u8)
+                } else {
+                    ((255.0 * (1.0 - a)) as u8, (255.0 * (1.0 - a)) as u8, 255)
+                };
+                let _ = write!(t, "\x1b[48;2;{rv};{gv};{bv}m\x1b[30m{tok}\x1b[0m");
+            } else {
+                let _ = write!(t, "{tok}[{score:.3}]");
+            }
+        }
+        let _ = writeln!(t);
+        if let Some(words) = &s.words {
+            let list: Vec<String> = words
+                .iter()
+                .map(|w| format!("{}={:.3}", w.word, w.score))
+                .collect();
+            let _ = writeln!(t, "   words: {}", list.join(" "));
+        }
+    }
+    t
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Self-contained HTML heatmap: rows are output tokens, columns the tokens they attend from.
+pub fn html(r: &AttributeReport) -> String {
+    let all: Vec<String> = r
+        .prompt_tokens
+        .iter()
+        .chain(&r.output_tokens)
+        .cloned()
+        .collect();
+    let mut rows = String::new();
+    let _ = write!(rows, "<tr><th></th>");
+    for tok in &all {
+        let _ = write!(rows, "<th>{}</th>", escape(tok));
+    }
+    rows.push_str("</tr>");
+    for s in &r.steps {
+        let max = s.scores.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let _ = write!(
+            rows,
+            "<tr><th>{} <small>({:.3})</small></th>",
+            escape(&s.token),
+            s.target_value
+        );
+        for (i, _) in all.iter().enumerate() {
+            match s.scores.get(i) {
+                Some(&v) => {
+                    let a = if max > 0.0 { v.abs() / max } else { 0.0 };
+                    let rgb = if v >= 0.0 { "220,40,40" } else { "40,90,220" };
+                    let _ = write!(
+                        rows,
+                        "<td style=\"background:rgba({rgb},{a:.3})\" title=\"{v:.5}\">{v:.3}</td>"
+                    );
+                }
+                None => rows.push_str("<td></td>"),
+            }
+        }
+        rows.push_str("</tr>");
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Fidelis token attribution</title>\n<style>\nbody {{ font-family: system-ui, sans-serif; margin: 2em; }}\ntable {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }}\nth, td {{ border: 1px solid #ddd; padding: 3px 5px; white-space: pre; }}\nsmall {{ color: #666; }}\n</style></head><body>\n<h1>Token attribution</h1><p>method <b>{}</b> · target <b>{}</b> · prompt: {}</p>\n<table>{rows}</table>\n</body></html>\n",
+        escape(&r.method),
+        escape(&r.target),
+        escape(&r.prompt)
+    )
+}

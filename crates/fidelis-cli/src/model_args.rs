@@ -1,0 +1,36 @@
+//! The model flags every model command shares (`--model`, `--device`) and loading with a
+//! progress bar.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use fidelis_models::Model;
+use fidelis_models::fetch::resolve_model_name;
+
+use crate::{device::parse_device, progress};
+
+/// `--model` and `--device`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelFlags {
+    /// A Hugging Face model folder, a .gguf file, or `smollm2` (after `fidelis models fetch smollm2`).
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// Where to run: cpu, flex, ndarray, wgpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Loads `model` (a path or a fetchable name) onto the device `device` names, with a progress
+/// bar on stderr.
+pub fn load_model(model: &str, device: &str) -> Result<Model> {
+    let device = parse_device(device)?;
+    let path: PathBuf = resolve_model_name(model)?;
+    let bar = progress::bar(1, "loading");
+    let loaded = Model::load_with_progress(&path, &device, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done.min(total));
+    })
+    .with_context(|| format!("loading {}", path.display()))?;
+    bar.finish_and_clear();
+    Ok(loaded)
+}
