@@ -391,7 +391,7 @@ pub fn attribute_tokens(
     };
     match cfg.method {
         TokenMethod::Saliency | TokenMethod::InputXGradient => {
-            let (value, grad) = gradient_at(model, &tokens, &[embed.clone()], target)?;
+            let (value, grad) = gradient_at(model, &tokens, std::slice::from_ref(&embed), target)?;
             out.target_value = value[0];
             let per_dim: Vec<f32> = if cfg.method == TokenMethod::Saliency {
                 grad.iter().map(|g| g.abs()).collect()
@@ -454,7 +454,7 @@ pub fn attribute_tokens(
         }
         TokenMethod::Occlusion => {
             let base = baseline_embeddings(model, cfg.baseline, pos)?;
-            let full = target_values(model, &tokens, &[embed.clone()], target)?[0];
+            let full = target_values(model, &tokens, std::slice::from_ref(&embed), target)?[0];
             let mut scores = Vec::with_capacity(pos);
             let positions: Vec<usize> = (0..pos).collect();
             for chunk in positions.chunks(cfg.rows_per_pass) {

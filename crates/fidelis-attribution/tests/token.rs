@@ -190,7 +190,7 @@ fn integrated_gradients_are_complete_at_64_steps() {
             let fx = host_target(&target, &last_logits(&model, &ids, None)[0]);
             let fb = host_target(
                 &target,
-                &last_logits(&model, &ids, Some(&[base.clone()]))[0],
+                &last_logits(&model, &ids, Some(std::slice::from_ref(&base)))[0],
             );
             let total: f64 = out.scores.iter().map(|&s| f64::from(s)).sum();
             let gap = fx - fb;

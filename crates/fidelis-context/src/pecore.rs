@@ -411,7 +411,7 @@ fn generate(model: &Model, cfg: &PecoreConfig, output_template: &str) -> Result<
     } else {
         prompt.trim_end().to_string()
     };
-    let ids = Layout::new(&model.tokenizer, &prompt, cfg.add_bos)?.ids;
+    let ids = Layout::new(&model.tokenizer, &prompt, add_bos(cfg))?.ids;
     check_length(model, ids.len())?;
     let mut stop: Vec<u32> = model.tokenizer.eos_id().into_iter().collect();
     if let Some(chat) = &cfg.chat
@@ -429,6 +429,11 @@ fn generate(model: &Model, cfg: &PecoreConfig, output_template: &str) -> Result<
         out.pop();
     }
     Ok(model.tokenizer.decode(&out)?.trim().to_string())
+}
+
+/// Whether to prepend BOS: as asked, unless a chat template decides otherwise.
+fn add_bos(cfg: &PecoreConfig) -> bool {
+    cfg.add_bos && cfg.chat.as_ref().is_none_or(ChatTemplate::uses_bos)
 }
 
 fn check_length(model: &Model, tokens: usize) -> Result<()> {
@@ -449,7 +454,7 @@ fn layout(model: &Model, cfg: &PecoreConfig, output_template: &str, current: &st
     let output = format_template(output_template, current, cfg.output_context.as_deref())?;
     let (wrapped, in_start) = wrap_input(cfg, &input.text);
     let (text, out_start) = join(cfg, &wrapped, &output.text);
-    let contextual = Layout::new(tok, &text, cfg.add_bos)?;
+    let contextual = Layout::new(tok, &text, add_bos(cfg))?;
     check_length(model, contextual.ids.len())?;
     let ctx_range = input.context.clone().unwrap_or(0..0);
     let shift = |r: &std::ops::Range<usize>, by: usize| r.start + by..r.end + by;
@@ -463,7 +468,7 @@ fn layout(model: &Model, cfg: &PecoreConfig, output_template: &str, current: &st
     let less = format_template(&cfg.contextless_input_template, &cfg.input_current, None)?;
     let (wrapped_less, _) = wrap_input(cfg, &less.text);
     let (text_less, less_start) = join(cfg, &wrapped_less, current);
-    let contextless = Layout::new(tok, &text_less, cfg.add_bos)?;
+    let contextless = Layout::new(tok, &text_less, add_bos(cfg))?;
     let (current_noctx, straddle_less) =
         contextless.overlapping(&(less_start..less_start + current.len()));
 

@@ -169,6 +169,12 @@ impl ChatTemplate {
         )
     }
 
+    /// Whether the conversation starts with the model's BOS token (Llama 3's template writes
+    /// it; ChatML's does not, SmolLM2's BOS being `<|im_start|>` itself).
+    pub fn uses_bos(&self) -> bool {
+        matches!(self, Self::Llama3)
+    }
+
     /// The token that ends an assistant turn.
     pub fn end_of_turn(&self) -> &'static str {
         match self {

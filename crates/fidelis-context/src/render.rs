@@ -207,7 +207,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 60em; margin: 2em auto; c
 </style></head><body>
 <h1>Context attribution (PECoRe)</h1>
 <p><b>Input context:</b> {ctx}</p>
-<p><b>Input current:</b> {cur}</p>
+<p><b>Contextless run:</b> <code>{cur}</code></p>
 {body}
 <script>
 function show(j) {{

@@ -107,7 +107,11 @@ fn cti_scores_equal_an_independent_two_distribution_computation() {
                 .max_by(|&a, &b| out.cti_scores[a].abs().total_cmp(&out.cti_scores[b].abs()))
                 .unwrap();
             assert_eq!(out.cci_scores.len(), 1);
-            assert_eq!(out.cci_scores[0].cti_idx, best, "{name} {metric:?} {:?}", out.cti_scores);
+            assert_eq!(
+                out.cci_scores[0].cti_idx, best,
+                "{name} {metric:?} {:?}",
+                out.cti_scores
+            );
         }
     }
 }
