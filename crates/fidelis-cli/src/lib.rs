@@ -10,4 +10,5 @@ pub mod circuit;
 pub mod context;
 pub mod device;
 pub mod model_args;
+pub mod organism;
 pub mod progress;

@@ -39,9 +39,39 @@ pub fn cached_smollm2() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Resolves a `--model` argument: `smollm2` means the cached SmolLM2, anything else is a path.
+/// The name of the model Fidelis ships in its repository (`models/organism/`), the default
+/// `--model`.
+pub const ORGANISM: &str = "organism";
+
+/// Where the shipped organism lives: `$FIDELIS_ORGANISM` if set, else `models/organism` of the
+/// workspace this crate was built from, else `./models/organism`.
+pub fn organism_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FIDELIS_ORGANISM") {
+        return PathBuf::from(dir);
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/organism");
+    if built_from.join("config.json").is_file() {
+        return built_from;
+    }
+    PathBuf::from("models").join(ORGANISM)
+}
+
+/// Resolves a `--model` argument: `organism` means the model shipped in `models/organism/`
+/// (see [`organism_path`]), `smollm2` the cached SmolLM2, anything else is a path.
 pub fn resolve_model_name(name: &str) -> Result<PathBuf> {
     match name {
+        ORGANISM => {
+            let path = organism_path();
+            if path.join("config.json").is_file() {
+                Ok(path)
+            } else {
+                Err(ModelError::MissingFile {
+                    path,
+                    what: "the organism model (run from a Fidelis checkout, set FIDELIS_ORGANISM, \
+                           or rebuild it with `cargo xtask train-organism`)",
+                })
+            }
+        }
         "smollm2" => cached_smollm2().ok_or_else(|| ModelError::MissingFile {
             path: smollm2_path(),
             what: "SmolLM2 (run `fidelis models fetch smollm2` first)",

@@ -56,6 +56,7 @@
 //! The caller tokenizes the prompts itself and prepends BOS; [`TextTokenizer`] never adds it.
 //! This crate has no dependency on Burn or on other Fidelis crates.
 
+pub mod context_copy;
 mod country_capital;
 mod csv;
 mod error;
@@ -66,6 +67,7 @@ mod hypernymy;
 mod ioi;
 mod jsonl;
 mod sample;
+pub mod split;
 mod sva;
 mod words;
 
