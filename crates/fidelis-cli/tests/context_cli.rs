@@ -1,0 +1,122 @@
+//! `fidelis attribute` and `fidelis context` end to end on a fixture model: the files they
+//! write, and clear errors for bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixture(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fidelis-models/tests/fixtures")
+        .join(name);
+    p.to_string_lossy().into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fidelis-ctx-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fidelis(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fidelis"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn context_writes_json_and_html() {
+    let dir = scratch("context");
+    let (json, html) = (dir.join("ctx.json"), dir.join("ctx.html"));
+    let model = fixture("tiny-gpt2");
+    let run = fidelis(&[
+        "context",
+        "--model",
+        &model,
+        "--input-context",
+        "the cat sat on the mat",
+        "--input-current",
+        "where is the cat",
+        "--max-new-tokens",
+        "6",
+        "--no-color",
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(value.is_object(), "{value}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<html") && !page.contains("http://") && !page.contains("https://"));
+}
+
+#[test]
+fn attribute_writes_json_for_every_method() {
+    let dir = scratch("attribute");
+    let model = fixture("tiny-llama-gqa");
+    for method in ["saliency", "ixg", "ig", "attention", "occlusion"] {
+        let json = dir.join(format!("{method}.json"));
+        let run = fidelis(&[
+            "attribute",
+            "--model",
+            &model,
+            "--prompt",
+            "the cat sat on the",
+            "--method",
+            method,
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert!(value.is_object(), "{method}: {value}");
+    }
+}
+
+#[test]
+fn bad_context_input_is_a_clear_error() {
+    let model = fixture("tiny-gpt2");
+    let long = "word ".repeat(200);
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--input-context", "the cat", "--input-current", ""],
+            "empty",
+        ),
+        (
+            &["--input-context", &long, "--input-current", "where"],
+            "context",
+        ),
+        (
+            &[
+                "--input-context",
+                "the cat",
+                "--input-current",
+                "where",
+                "--input-template",
+                "{context}",
+            ],
+            "{current}",
+        ),
+    ];
+    for (args, needle) in cases {
+        let run = fidelis(&[&["context", "--model", model.as_str()][..], args].concat());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} should fail");
+        assert!(
+            err.contains("error:") && err.contains(needle) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
