@@ -92,41 +92,99 @@ pub fn mix_rows(diff: Tensor<4>, weights: Tensor<2>) -> Tensor<4> {
 }
 
 /// State shared by the hooks of one ablated run of `k` stacked circuits.
+///
+/// Node outputs are kept as chunks of `ã − a(this run)` (one chunk per hook point: the input,
+/// one layer's heads, one MLP) rather than re-concatenated for every reader, and the q, k and v
+/// inputs of a layer are corrected together and cached, so a run touches each chunk once per
+/// reader layer and skips chunks whose edges into a reader are all kept.
 struct AblatedRun {
-    /// This run's node outputs so far, `[k × batch, pos, n, d]` chunks in row order.
-    outputs: Vec<Tensor<4>>,
+    /// `(first row, ã − a(this run))` chunks, `[k × batch, pos, rows, d]`, in row order.
+    diffs: Vec<(usize, Tensor<4>)>,
     /// `[batch, pos, n_forward, d]` ablation values (the same for every circuit).
     ablated: Tensor<4>,
     /// `[k, n_forward, n_backward]`: 1 where a valid edge is ablated in circuit k.
     ablate: Tensor<3>,
+    /// Host copy of `ablate`, row-major `[k][n_forward × n_backward]`.
+    masks: Vec<Vec<bool>>,
+    /// Corrections computed early (the k and v inputs of a layer), by first column.
+    cached: Vec<(usize, Tensor<4>)>,
 }
 
 impl AblatedRun {
-    /// What reader group `g` must add: `Σ_f (ã_f − a_f(run)) · ablate[k, f, c]` per circuit k.
-    fn correction(&self, g: ReaderGroup) -> Tensor<4> {
+    /// Records a node-output chunk starting at `row`.
+    fn record(&mut self, row: usize, out: Tensor<4>) {
         let [k, _, _] = self.ablate.dims();
-        let run = Tensor::cat(self.outputs.clone(), 2).slice_dim(2, 0..g.visible);
-        let [rows, p, vis, d] = run.dims();
-        let b = rows / k;
+        let [rows, p, n, d] = out.dims();
         let ablated = self
             .ablated
             .clone()
-            .slice_dim(2, 0..vis)
+            .slice_dim(2, row..row + n)
             .unsqueeze_dim::<5>(0)
-            .expand([k, b, p, vis, d])
-            .reshape([rows, p, vis, d]);
-        let weights = self
-            .ablate
-            .clone()
-            .slice([0..k, 0..vis, g.col..g.col + g.width]);
-        (ablated - run)
-            .reshape([k, b * p, vis, d])
-            .permute([0, 1, 3, 2])
-            .reshape([k, b * p * d, vis])
-            .matmul(weights)
-            .reshape([k, b, p, d, g.width])
-            .permute([0, 1, 2, 4, 3])
-            .reshape([rows, p, g.width, d])
+            .expand([k, rows / k, p, n, d])
+            .reshape([rows, p, n, d]);
+        self.diffs.push((row, ablated - out));
+    }
+
+    fn any_ablated(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> bool {
+        let nb = self.ablate.dims()[2];
+        self.masks
+            .iter()
+            .any(|m| rows.clone().any(|f| cols.clone().any(|c| m[f * nb + c])))
+    }
+
+    /// `Σ_f (ã_f − a_f) · ablate[k, f, c]` over the rows visible to columns `cols`, per circuit.
+    ///
+    /// # Shapes
+    /// - returns `[k × batch, pos, cols.len(), d]`
+    fn correction(&self, visible: usize, cols: std::ops::Range<usize>) -> Option<Tensor<4>> {
+        let [k, _, _] = self.ablate.dims();
+        let width = cols.len();
+        let mut total: Option<Tensor<3>> = None;
+        let mut shape = [0; 4];
+        for (row, diff) in &self.diffs {
+            let [rows, p, n, d] = diff.dims();
+            let end = (row + n).min(visible);
+            if *row >= end || !self.any_ablated(*row..end, cols.clone()) {
+                continue;
+            }
+            let used = end - row;
+            let b = rows / k;
+            shape = [rows, p, d, b];
+            let weights = self.ablate.clone().slice([0..k, *row..end, cols.clone()]);
+            let part = diff
+                .clone()
+                .slice_dim(2, 0..used)
+                .reshape([k, b * p, used, d])
+                .permute([0, 1, 3, 2])
+                .reshape([k, b * p * d, used])
+                .matmul(weights);
+            total = Some(match total {
+                Some(t) => t + part,
+                None => part,
+            });
+        }
+        let [rows, p, d, b] = shape;
+        total.map(|t| {
+            t.reshape([k, b, p, d, width])
+                .permute([0, 1, 2, 4, 3])
+                .reshape([rows, p, width, d])
+        })
+    }
+
+    /// The correction of reader group `g`; a layer's q group computes its k and v groups too.
+    fn group_correction(&mut self, g: ReaderGroup, merged_width: usize) -> Option<Tensor<4>> {
+        if let Some(i) = self.cached.iter().position(|(c, _)| *c == g.col) {
+            return Some(self.cached.swap_remove(i).1);
+        }
+        let all = self.correction(g.visible, g.col..g.col + merged_width)?;
+        if merged_width > g.width {
+            for j in (g.width..merged_width).step_by(g.width) {
+                let part = all.clone().slice_dim(2, j..j + g.width);
+                self.cached.push((g.col + j, part));
+            }
+            return Some(all.slice_dim(2, 0..g.width));
+        }
+        Some(all)
     }
 }
 
@@ -141,41 +199,63 @@ pub fn ablation_hooks(
 ) -> Hooks {
     let cfg = model.config();
     let (nf, nb, k) = (graph.n_forward(), graph.n_backward(), masks.len());
+    let h = cfg.n_heads;
     let flat: Vec<f32> = masks
         .iter()
         .flat_map(|m| m.iter().map(|&a| f32::from(u8::from(a))))
         .collect();
     let state = Arc::new(Mutex::new(AblatedRun {
-        outputs: Vec::new(),
+        diffs: Vec::new(),
         ablated,
         ablate: Tensor::from_data(TensorData::new(flat, [k, nf, nb]), model.device()),
+        masks: masks.to_vec(),
+        cached: Vec::new(),
     }));
     let mut hooks = Hooks::new();
-    let record = |hooks: &mut Hooks, pt: String| {
+    let record = |hooks: &mut Hooks, pt: String, row: usize| {
         let st = state.clone();
         hooks.map(pt, move |a| {
             let chunk = match &a {
                 Activation::Rank3(t) => t.clone().unsqueeze_dim::<4>(2),
                 Activation::Rank4(t) => t.clone(),
             };
-            st.lock().expect("hook state").outputs.push(chunk);
+            st.lock().expect("hook state").record(row, chunk);
             a
         });
     };
-    record(&mut hooks, input_point());
+    record(&mut hooks, input_point(), 0);
     for l in 0..cfg.n_layers {
-        record(&mut hooks, point::result(l));
-        record(&mut hooks, point::mlp_out(l));
+        let first = 1 + l * (h + 1);
+        record(&mut hooks, point::result(l), first);
+        record(&mut hooks, point::mlp_out(l), first + h);
     }
-    for (pt, g) in reader_groups(cfg, graph.cfg().parallel_attn_mlp) {
-        let touched =
-            |m: &Vec<bool>| (0..g.visible).any(|f| (g.col..g.col + g.width).any(|c| m[f * nb + c]));
-        if !masks.iter().any(touched) {
+    let groups = reader_groups(cfg, graph.cfg().parallel_attn_mlp);
+    let touched = |g: &ReaderGroup, width: usize| {
+        masks
+            .iter()
+            .any(|m| (0..g.visible).any(|f| (g.col..g.col + width).any(|c| m[f * nb + c])))
+    };
+    for (i, (pt, g)) in groups.into_iter().enumerate() {
+        // Heads come in (q, k, v) triples: the q hook corrects all three at once.
+        let is_q = g.per_head && i % 4 == 0;
+        let merged = if is_q { 3 * g.width } else { g.width };
+        let span = if g.per_head { 3 * g.width } else { g.width };
+        let base = if g.per_head {
+            ReaderGroup {
+                col: g.col - (i % 4) * g.width,
+                ..g
+            }
+        } else {
+            g
+        };
+        if !touched(&base, span) {
             continue;
         }
         let st = state.clone();
         hooks.map(pt, move |a| {
-            let corr = st.lock().expect("hook state").correction(g);
+            let Some(corr) = st.lock().expect("hook state").group_correction(g, merged) else {
+                return a;
+            };
             match a {
                 Activation::Rank4(x) => Activation::Rank4(x + corr),
                 Activation::Rank3(x) => {
