@@ -1,6 +1,7 @@
 //! `cargo xtask TASK`: project automation written in Rust (one file per task).
 
 mod bench;
+mod organism;
 
 use anyhow::{Result, bail};
 
@@ -8,12 +9,15 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   bench [--backends flex,ndarray,wgpu,cuda] [--filter TEXT]
-        run the criterion benches (benches/) and print a table of times and ratios";
+        run the criterion benches (benches/) and print a table of times and ratios
+  train-organism [--out models/organism] [--steps N] [--seed S]
+        train the small GPT-2 shipped in models/organism/ (the default --model)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
+        Some("train-organism") => organism::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())

@@ -25,8 +25,9 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// A Hugging Face model folder, a .gguf file, or `smollm2` (after `fidelis models fetch smollm2`).
-    #[arg(long, default_value = "smollm2")]
+    /// A Hugging Face model folder, a .gguf file, `organism` (the small GPT-2 shipped in
+    /// models/organism/) or `smollm2` (after `fidelis models fetch smollm2`).
+    #[arg(long, default_value = "organism")]
     model: String,
     /// Where to run: cpu, flex, ndarray, wgpu or cuda[:N].
     #[arg(long, default_value = "cpu")]

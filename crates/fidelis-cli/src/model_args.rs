@@ -12,8 +12,9 @@ use crate::{device::parse_device, progress};
 /// `--model` and `--device`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelFlags {
-    /// A Hugging Face model folder, a .gguf file, or `smollm2` (after `fidelis models fetch smollm2`).
-    #[arg(long, default_value = "smollm2")]
+    /// A Hugging Face model folder, a .gguf file, `organism` (the small GPT-2 shipped in
+    /// models/organism/) or `smollm2` (after `fidelis models fetch smollm2`).
+    #[arg(long, default_value = "organism")]
     pub model: String,
     /// Where to run: cpu, flex, ndarray, wgpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
