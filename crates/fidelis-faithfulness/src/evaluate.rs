@@ -100,12 +100,17 @@ pub fn mix_rows(diff: Tensor<4>, weights: Tensor<2>) -> Tensor<4> {
 struct AblatedRun {
     /// `(first row, ã − a(this run))` chunks, `[k × batch, pos, rows, d]`, in row order.
     diffs: Vec<(usize, Tensor<4>)>,
+    /// `(rows covered, Σ of all diffs so far over rows)`, `[k × batch, pos, d]`, one per chunk.
+    prefix: Vec<(usize, Tensor<3>)>,
     /// `[batch, pos, n_forward, d]` ablation values (the same for every circuit).
     ablated: Tensor<4>,
     /// `[k, n_forward, n_backward]`: 1 where a valid edge is ablated in circuit k.
     ablate: Tensor<3>,
-    /// Host copy of `ablate`, row-major `[k][n_forward × n_backward]`.
-    masks: Vec<Vec<bool>>,
+    /// `[k, n_forward, n_backward]`: 1 where a valid edge is kept in circuit k.
+    keep: Tensor<3>,
+    /// Host copies, row-major `[k][n_forward × n_backward]`: ablated edges, kept edges.
+    ablate_host: Vec<Vec<bool>>,
+    keep_host: Vec<Vec<bool>>,
     /// Corrections computed early (the k and v inputs of a layer), by first column.
     cached: Vec<(usize, Tensor<4>)>,
 }
@@ -122,42 +127,97 @@ impl AblatedRun {
             .unsqueeze_dim::<5>(0)
             .expand([k, rows / k, p, n, d])
             .reshape([rows, p, n, d]);
-        self.diffs.push((row, ablated - out));
+        let diff = ablated - out;
+        let sum = diff.clone().sum_dim(2).reshape([rows, p, d]);
+        let total = match self.prefix.last() {
+            Some((_, s)) => s.clone() + sum,
+            None => sum,
+        };
+        self.prefix.push((row + n, total));
+        self.diffs.push((row, diff));
     }
 
-    fn any_ablated(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> bool {
-        let nb = self.ablate.dims()[2];
-        self.masks
+    fn count(
+        masks: &[Vec<bool>],
+        nb: usize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) -> usize {
+        masks
             .iter()
-            .any(|m| rows.clone().any(|f| cols.clone().any(|c| m[f * nb + c])))
+            .map(|m| {
+                rows.clone()
+                    .map(|f| cols.clone().filter(|&c| m[f * nb + c]).count())
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     /// `Σ_f (ã_f − a_f) · ablate[k, f, c]` over the rows visible to columns `cols`, per circuit.
     ///
+    /// When fewer edges are kept than ablated it is computed as the prefix sum of all diffs
+    /// minus the kept ones, so small and large circuits both touch few chunks.
+    ///
     /// # Shapes
     /// - returns `[k × batch, pos, cols.len(), d]`
     fn correction(&self, visible: usize, cols: std::ops::Range<usize>) -> Option<Tensor<4>> {
-        let [k, _, _] = self.ablate.dims();
+        let nb = self.ablate.dims()[2];
+        let n_ablated = Self::count(&self.ablate_host, nb, 0..visible, cols.clone());
+        if n_ablated == 0 {
+            return None;
+        }
+        let n_kept = Self::count(&self.keep_host, nb, 0..visible, cols.clone());
+        let complement = n_kept < n_ablated;
+        let (weights, host) = if complement {
+            (&self.keep, &self.keep_host)
+        } else {
+            (&self.ablate, &self.ablate_host)
+        };
+        let mixed = self.mix(visible, cols.clone(), weights, host);
+        if !complement {
+            return mixed;
+        }
+        let (_, all) = self.prefix.iter().find(|(end, _)| *end == visible)?;
+        let [rows, p, d] = all.dims();
+        let all = all
+            .clone()
+            .unsqueeze_dim::<4>(2)
+            .expand([rows, p, cols.len(), d]);
+        Some(match mixed {
+            Some(kept) => all - kept,
+            None => all,
+        })
+    }
+
+    /// `Σ_f diff_f · weights[k, f, c]` over the chunks with a nonzero weight.
+    fn mix(
+        &self,
+        visible: usize,
+        cols: std::ops::Range<usize>,
+        weights: &Tensor<3>,
+        host: &[Vec<bool>],
+    ) -> Option<Tensor<4>> {
+        let [k, _, nb] = weights.dims();
         let width = cols.len();
         let mut total: Option<Tensor<3>> = None;
         let mut shape = [0; 4];
         for (row, diff) in &self.diffs {
             let [rows, p, n, d] = diff.dims();
             let end = (row + n).min(visible);
-            if *row >= end || !self.any_ablated(*row..end, cols.clone()) {
+            if *row >= end || Self::count(host, nb, *row..end, cols.clone()) == 0 {
                 continue;
             }
             let used = end - row;
             let b = rows / k;
             shape = [rows, p, d, b];
-            let weights = self.ablate.clone().slice([0..k, *row..end, cols.clone()]);
+            let w = weights.clone().slice([0..k, *row..end, cols.clone()]);
             let part = diff
                 .clone()
                 .slice_dim(2, 0..used)
                 .reshape([k, b * p, used, d])
                 .permute([0, 1, 3, 2])
                 .reshape([k, b * p * d, used])
-                .matmul(weights);
+                .matmul(w);
             total = Some(match total {
                 Some(t) => t + part,
                 None => part,
@@ -204,11 +264,30 @@ pub fn ablation_hooks(
         .iter()
         .flat_map(|m| m.iter().map(|&a| f32::from(u8::from(a))))
         .collect();
+    let keep_host: Vec<Vec<bool>> = masks
+        .iter()
+        .map(|m| {
+            graph
+                .valid_mask()
+                .iter()
+                .zip(m)
+                .map(|(&v, &a)| v && !a)
+                .collect()
+        })
+        .collect();
+    let keep_flat: Vec<f32> = keep_host
+        .iter()
+        .flat_map(|m| m.iter().map(|&a| f32::from(u8::from(a))))
+        .collect();
+    let device = model.device();
     let state = Arc::new(Mutex::new(AblatedRun {
         diffs: Vec::new(),
+        prefix: Vec::new(),
         ablated,
-        ablate: Tensor::from_data(TensorData::new(flat, [k, nf, nb]), model.device()),
-        masks: masks.to_vec(),
+        ablate: Tensor::from_data(TensorData::new(flat, [k, nf, nb]), device),
+        keep: Tensor::from_data(TensorData::new(keep_flat, [k, nf, nb]), device),
+        ablate_host: masks.to_vec(),
+        keep_host,
         cached: Vec::new(),
     }));
     let mut hooks = Hooks::new();
