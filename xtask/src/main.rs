@@ -1,6 +1,7 @@
 //! `cargo xtask TASK`: project automation written in Rust (one file per task).
 
 mod bench;
+mod experiment;
 mod organism;
 
 use anyhow::{Result, bail};
@@ -10,6 +11,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   bench [--backends flex,ndarray,wgpu,cuda] [--filter TEXT]
         run the criterion benches (benches/) and print a table of times and ratios
+  experiment faithfulness --model NAME|PATH --task TASK [--n 64] [--methods ...]
+        score the task's graph with every edge attribution method, evaluate each at the MIB
+        circuit sizes, write curves.csv, summary.json and faithfulness.svg to
+        results/<model>/<task>/
   train-organism [--out models/organism] [--steps N] [--seed S]
         train the small GPT-2 shipped in models/organism/ (the default --model)";
 
@@ -17,6 +22,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
+        Some("experiment") => experiment::run(&args[1..]),
         Some("train-organism") => organism::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");

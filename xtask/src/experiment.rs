@@ -1,0 +1,307 @@
+//! `cargo xtask experiment faithfulness`: the EAP-IG paper's central comparison. Every edge
+//! attribution method scores the graph on one task; each scored graph is evaluated at the MIB
+//! circuit sizes; the curves, a summary and a plot land in `results/<model>/<task>/`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
+use fidelis_cli::circuit::{DataSource, curve_csv, graph_for, load_examples, tokenize};
+use fidelis_cli::{device::parse_device, progress};
+use fidelis_faithfulness::{
+    Ablation, BuiltinMetric, Curve, EvalOptions, faithfulness_curve, mib_sizes,
+};
+use fidelis_models::Model;
+use fidelis_models::fetch::resolve_model_name;
+use fidelis_tasks::Task;
+
+const USAGE: &str = "usage: cargo xtask experiment faithfulness --model NAME|PATH --task TASK
+    [--n 64] [--seed 0] [--methods eap,eap-ig-inputs,eap-ig-activations,clean-corrupted]
+    [--steps 5] [--batch-size 16] [--device cpu] [--out results]";
+
+/// Parsed options.
+struct Options {
+    model: String,
+    task: Task,
+    n: usize,
+    seed: u64,
+    methods: Vec<Method>,
+    steps: usize,
+    batch_size: usize,
+    device: String,
+    out: PathBuf,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        model: "smollm2".into(),
+        task: Task::Ioi,
+        n: 64,
+        seed: 0,
+        methods: vec![
+            Method::Eap,
+            Method::EapIgInputs,
+            Method::EapIgActivations,
+            Method::CleanCorrupted,
+        ],
+        steps: 5,
+        batch_size: 16,
+        device: "cpu".into(),
+        out: PathBuf::from("results"),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--model" => o.model = value()?.clone(),
+            "--task" => o.task = value()?.parse()?,
+            "--n" => o.n = value()?.parse()?,
+            "--seed" => o.seed = value()?.parse()?,
+            "--steps" => o.steps = value()?.parse()?,
+            "--batch-size" => o.batch_size = value()?.parse()?,
+            "--device" => o.device = value()?.clone(),
+            "--out" => o.out = PathBuf::from(value()?),
+            "--methods" => {
+                o.methods = value()?
+                    .split(',')
+                    .map(|m| m.parse().map_err(anyhow::Error::msg))
+                    .collect::<Result<_>>()?;
+            }
+            other => bail!("unknown option {other}\n\n{USAGE}"),
+        }
+    }
+    Ok(o)
+}
+
+/// The metric of a task: the probability difference for Greater-Than (the paper's choice),
+/// the logit difference otherwise.
+fn metric_for(task: Task) -> BuiltinMetric {
+    match task {
+        Task::GreaterThan => BuiltinMetric::ProbDiff,
+        _ => BuiltinMetric::LogitDiff,
+    }
+}
+
+/// One method's result.
+struct Run {
+    method: Method,
+    seconds: f64,
+    curve: Curve,
+}
+
+/// Runs `cargo xtask experiment ...`.
+pub fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("faithfulness") => faithfulness(&parse(&args[1..])?),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn faithfulness(o: &Options) -> Result<()> {
+    let device = parse_device(&o.device)?;
+    let path = resolve_model_name(&o.model)?;
+    let model =
+        Model::load(&path, &device).with_context(|| format!("loading {}", path.display()))?;
+    let examples = load_examples(
+        &model,
+        &DataSource::Task {
+            task: o.task,
+            n: o.n,
+            seed: o.seed,
+        },
+    )?;
+    let pairs = tokenize(&model, &examples, true)?;
+    let metric = metric_for(o.task);
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    let model_name = if o.model.contains('/') || o.model.contains('.') {
+        stem
+    } else {
+        o.model.as_str()
+    };
+    let dir = o.out.join(model_name).join(o.task.name());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let eval = EvalOptions {
+        ablation: Ablation::Patching,
+        batch_size: o.batch_size,
+        circuits_per_pass: 4,
+    };
+    let mut runs = Vec::new();
+    for &method in &o.methods {
+        let mut graph = graph_for(&model);
+        let mut opts = EdgeAttribution::new(method);
+        opts.steps = o.steps;
+        opts.batch_size = o.batch_size;
+        let bar = progress::bar(1, method.name());
+        let start = Instant::now();
+        attribute_edges(
+            &model.transformer,
+            &mut graph,
+            &pairs,
+            &metric,
+            &opts,
+            &mut |d, t| {
+                bar.set_length(t as u64);
+                bar.set_position(d as u64);
+            },
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        std::fs::write(
+            dir.join(format!("{}.json", method.name())),
+            graph.to_json_string(),
+        )?;
+        let curve = faithfulness_curve(
+            &model.transformer,
+            &graph,
+            &pairs,
+            &metric,
+            &mib_sizes(graph.n_edges()),
+            &eval,
+        )?;
+        println!(
+            "{:<20} {:>7.1} s  CPR {:.3}  CMD {:.3}  first ≥ 0.8 at {}",
+            method.name(),
+            seconds,
+            curve.cpr,
+            curve.cmd,
+            curve
+                .first_reaching(0.8)
+                .map_or("never".into(), |p| format!("{} edges", p.edges))
+        );
+        runs.push(Run {
+            method,
+            seconds,
+            curve,
+        });
+    }
+    write_results(&dir, o, &runs, pairs.len())?;
+    println!("wrote {}", dir.display());
+    Ok(())
+}
+
+fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Result<()> {
+    let mut csv = String::from("method,");
+    csv.push_str(curve_csv(&runs[0].curve).lines().next().unwrap_or(""));
+    csv.push('\n');
+    for r in runs {
+        for line in curve_csv(&r.curve).lines().skip(1) {
+            let _ = writeln!(csv, "{},{line}", r.method.name());
+        }
+    }
+    std::fs::write(dir.join("curves.csv"), csv)?;
+    let summary: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "method": r.method.name(),
+                "seconds": r.seconds,
+                "cpr": r.curve.cpr,
+                "cmd": r.curve.cmd,
+                "clean_metric": r.curve.clean,
+                "empty_metric": r.curve.empty,
+                "edges_to_reach_0.8": r.curve.first_reaching(0.8).map(|p| p.edges),
+            })
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "model": o.model, "task": o.task.name(), "examples": n_pairs, "steps": o.steps,
+        "metric": fidelis_faithfulness::Metric::name(&metric_for(o.task)), "ablation": "patching",
+        "methods": summary,
+    });
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    std::fs::write(
+        dir.join("faithfulness.svg"),
+        plot(runs, &format!("{} · {}", o.model, o.task.name())),
+    )?;
+    Ok(())
+}
+
+/// Faithfulness vs edge fraction (log x axis), one line per method.
+fn plot(runs: &[Run], title: &str) -> String {
+    const COLORS: [&str; 6] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+    ];
+    let (w, h, left, right, top, bottom) = (640.0, 420.0, 60.0, 170.0, 40.0, 50.0);
+    let points = runs.iter().flat_map(|r| r.curve.points.iter());
+    let (lo_f, hi_f) = points.clone().fold((1.0f64, 1.0f64), |(a, b), p| {
+        (a.min(p.fraction), b.max(p.fraction))
+    });
+    let (y0, y1) = points.fold((0.0f32, 1.1f32), |(a, b), p| {
+        (a.min(p.faithfulness), b.max(p.faithfulness))
+    });
+    let (x_lo, x_hi) = (
+        lo_f.max(1e-6).log10().floor(),
+        hi_f.log10().ceil().max(lo_f.log10() + 1.0),
+    );
+    let x = |f: f64| left + (f.max(1e-6).log10() - x_lo) / (x_hi - x_lo) * (w - left - right);
+    let y = |v: f32| top + f64::from((y1 - v) / (y1 - y0)) * (h - top - bottom);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"24\" font-size=\"14\">Faithfulness vs circuit size: {title}</text>\n"
+    );
+    let (x_end, y_end) = (w - right, h - bottom);
+    let _ = writeln!(
+        s,
+        "<line x1=\"{left}\" y1=\"{y_end}\" x2=\"{x_end}\" y2=\"{y_end}\" stroke=\"black\"/><line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{y_end}\" stroke=\"black\"/>"
+    );
+    let mut e = x_lo;
+    while e <= x_hi + 1e-9 {
+        let xe = x(10f64.powf(e));
+        let _ = writeln!(
+            s,
+            "<line x1=\"{xe:.1}\" y1=\"{y_end}\" x2=\"{xe:.1}\" y2=\"{:.1}\" stroke=\"black\"/><text x=\"{xe:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}%</text>",
+            y_end + 5.0,
+            y_end + 18.0,
+            100.0 * 10f64.powf(e)
+        );
+        e += 1.0;
+    }
+    for v in [0.0f32, 0.2, 0.4, 0.6, 0.8, 1.0] {
+        let yv = y(v);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{left}\" y1=\"{yv:.1}\" x2=\"{x_end}\" y2=\"{yv:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.1}</text>",
+            left - 6.0,
+            yv + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">edges in circuit (fraction of all, log scale)</text>",
+        (left + x_end) / 2.0,
+        h - 12.0
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: Vec<String> = r
+            .curve
+            .points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.fraction), y(p.faithfulness)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+        let ly = top + 20.0 * i as f64 + 10.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            x_end + 10.0,
+            x_end + 30.0,
+            x_end + 35.0,
+            ly + 4.0,
+            r.method.name()
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
