@@ -61,6 +61,8 @@ pub struct DiscoverOptions {
     pub top_n: Option<usize>,
     /// Number of edges to print.
     pub print_top: usize,
+    /// Also evaluate the faithfulness curve at the MIB sizes (table, CSV and SVG plot).
+    pub curve: bool,
     /// Where to write the graph JSON.
     pub out: PathBuf,
 }
@@ -197,7 +199,57 @@ pub fn discover(model: &Model, opts: &DiscoverOptions) -> Result<Graph> {
     println!("scored {} edges in {secs:.1} s", graph.n_edges());
     print_top(&graph, opts.print_top);
     println!("wrote {}", opts.out.display());
+    if opts.curve {
+        let eval = fidelis_faithfulness::EvalOptions {
+            ablation: attribution.ablation.clone(),
+            batch_size: opts.batch_size,
+            circuits_per_pass: 4,
+        };
+        let sizes = fidelis_faithfulness::mib_sizes(graph.n_edges());
+        let curve = fidelis_faithfulness::faithfulness_curve(
+            &model.transformer,
+            &graph,
+            &pairs,
+            &opts.loss,
+            &sizes,
+            &eval,
+        )?;
+        print_curve(&curve);
+        let (csv, svg) = (
+            opts.out.with_extension("curve.csv"),
+            opts.out.with_extension("curve.svg"),
+        );
+        std::fs::write(&csv, curve_csv(&curve))
+            .with_context(|| format!("writing {}", csv.display()))?;
+        let plot =
+            crate::plot::faithfulness_plot(&[(opts.method.name(), &curve)], "discovered circuit");
+        std::fs::write(&svg, plot).with_context(|| format!("writing {}", svg.display()))?;
+        println!("wrote {} and {}", csv.display(), svg.display());
+    }
     Ok(graph)
+}
+
+/// Prints a faithfulness curve as a table.
+pub fn print_curve(curve: &fidelis_faithfulness::Curve) {
+    println!(
+        "clean metric {:.4} · empty circuit {:.4}",
+        curve.clean, curve.empty
+    );
+    println!(
+        "{:>10} {:>10} {:>9} {:>10} {:>13}",
+        "requested", "edges", "fraction", "metric", "faithfulness"
+    );
+    for p in &curve.points {
+        println!(
+            "{:>10} {:>10} {:>8.3}% {:>10.4} {:>13.3}",
+            p.requested_edges,
+            p.edges,
+            100.0 * p.fraction,
+            p.metric,
+            p.faithfulness
+        );
+    }
+    println!("CPR {:.3} · CMD {:.3}", curve.cpr, curve.cmd);
 }
 
 /// Prints the top `n` edges by |score|.
@@ -333,27 +385,11 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
     } else {
         let curve = faithfulness_curve(&model.transformer, &graph, &pairs, metric, &sizes, &eval)?;
         println!(
-            "clean {:.4} · empty circuit {:.4} ({} ablation, {} examples)",
-            curve.clean,
-            curve.empty,
+            "{} ablation, {} examples",
             eval.ablation.name(),
             pairs.len()
         );
-        println!(
-            "{:>10} {:>10} {:>9} {:>10} {:>13}",
-            "requested", "edges", "fraction", "metric", "faithfulness"
-        );
-        for p in &curve.points {
-            println!(
-                "{:>10} {:>10} {:>8.3}% {:>10.4} {:>13.3}",
-                p.requested_edges,
-                p.edges,
-                100.0 * p.fraction,
-                p.metric,
-                p.faithfulness
-            );
-        }
-        println!("CPR {:.3} · CMD {:.3}", curve.cpr, curve.cmd);
+        print_curve(&curve);
         if let Some(csv) = &opts.csv {
             std::fs::write(csv, curve_csv(&curve))
                 .with_context(|| format!("writing {}", csv.display()))?;

@@ -11,4 +11,5 @@ pub mod context;
 pub mod device;
 pub mod model_args;
 pub mod organism;
+pub mod plot;
 pub mod progress;

@@ -225,6 +225,10 @@ struct DiscoverArgs {
     /// How many top edges to print.
     #[arg(long, default_value_t = 20)]
     print_top: usize,
+    /// Also evaluate the faithfulness curve at the MIB sizes (0.1 % … 100 % of edges): print
+    /// it, and write it next to --out as .curve.csv and .curve.svg.
+    #[arg(long)]
+    curve: bool,
     /// Where to write the graph JSON.
     #[arg(long, default_value = "graph.json")]
     out: PathBuf,
@@ -367,6 +371,7 @@ fn discover_options(args: DiscoverArgs) -> Result<circuit::DiscoverOptions> {
         exact_per_pass: args.exact_per_pass,
         top_n: args.top_n,
         print_top: args.print_top,
+        curve: args.curve,
         out: args.out,
     })
 }

@@ -55,12 +55,15 @@ impl Curve {
     }
 }
 
-/// Circuit sizes (edge counts) for the MIB fractions of `n_edges`, at least one edge each.
+/// Circuit sizes (edge counts) for the MIB fractions of `n_edges`, at least one edge each,
+/// without repeats (a small graph maps several fractions to one count).
 pub fn mib_sizes(n_edges: usize) -> Vec<usize> {
-    MIB_FRACTIONS
+    let mut sizes: Vec<usize> = MIB_FRACTIONS
         .iter()
-        .map(|f| ((f * n_edges as f64).round() as usize).clamp(1, n_edges))
-        .collect()
+        .map(|f| ((f * n_edges as f64).round() as usize).clamp(1, n_edges.max(1)))
+        .collect();
+    sizes.dedup();
+    sizes
 }
 
 /// The pruned top-`n` circuit of a scored graph.
@@ -96,6 +99,7 @@ pub fn faithfulness_curve(
     }
     let mut sizes = sizes.to_vec();
     sizes.sort_unstable();
+    sizes.dedup();
     let n_edges = scored.n_edges();
     let circuits: Vec<Graph> = sizes
         .iter()
