@@ -45,3 +45,47 @@ fn organism_tokenizer_poses_the_circuit_tasks() {
     }
     assert_eq!(model.tokenizer.encode(" 1745").unwrap().len(), 2);
 }
+
+#[test]
+fn eap_ig_finds_a_faithful_ioi_circuit_in_under_ten_percent_of_edges() {
+    use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
+    use fidelis_cli::circuit::{DataSource, graph_for, load_examples, tokenize};
+    use fidelis_faithfulness::{
+        Ablation, BuiltinMetric, EvalOptions, faithfulness_curve, mib_sizes,
+    };
+    let model = organism();
+    let data = DataSource::Task {
+        task: Task::Ioi,
+        n: 32,
+        seed: 0,
+    };
+    let pairs = tokenize(&model, &load_examples(&model, &data).unwrap(), true).unwrap();
+    let mut graph = graph_for(&model);
+    let metric = BuiltinMetric::LogitDiff;
+    let opts = EdgeAttribution::new(Method::EapIgInputs);
+    attribute_edges(
+        &model.transformer,
+        &mut graph,
+        &pairs,
+        &metric,
+        &opts,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let eval = EvalOptions {
+        ablation: Ablation::Patching,
+        batch_size: 16,
+        circuits_per_pass: 4,
+    };
+    let sizes = mib_sizes(graph.n_edges());
+    let curve =
+        faithfulness_curve(&model.transformer, &graph, &pairs, &metric, &sizes, &eval).unwrap();
+    let first = curve.first_reaching(0.8).expect("the curve reaches 0.8");
+    assert!(first.fraction < 0.1, "0.8 first reached at {first:?}");
+    assert!(
+        curve.clean > curve.empty,
+        "IOI behaviour: clean {} vs corrupted {}",
+        curve.clean,
+        curve.empty
+    );
+}
