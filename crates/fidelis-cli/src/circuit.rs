@@ -63,6 +63,8 @@ pub struct DiscoverOptions {
     pub print_top: usize,
     /// Also evaluate the faithfulness curve at the MIB sizes (table, CSV and SVG plot).
     pub curve: bool,
+    /// Store node scores (each node's summed outgoing edge scores) in the graph JSON.
+    pub node_scores: bool,
     /// Where to write the graph JSON.
     pub out: PathBuf,
 }
@@ -190,6 +192,10 @@ pub fn discover(model: &Model, opts: &DiscoverOptions) -> Result<Graph> {
     )?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
+    if opts.node_scores {
+        let scores = graph.node_scores_from_edges();
+        graph.set_node_scores(&scores)?;
+    }
     if let Some(n) = opts.top_n {
         graph.apply_topn(n.min(graph.n_edges()), true)?;
         graph.prune();

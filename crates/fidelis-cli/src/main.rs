@@ -229,6 +229,9 @@ struct DiscoverArgs {
     /// it, and write it next to --out as .curve.csv and .curve.svg.
     #[arg(long)]
     curve: bool,
+    /// Store node-level scores (each node's summed outgoing edge scores) in the graph JSON.
+    #[arg(long)]
+    node_scores: bool,
     /// Where to write the graph JSON.
     #[arg(long, default_value = "graph.json")]
     out: PathBuf,
@@ -372,6 +375,7 @@ fn discover_options(args: DiscoverArgs) -> Result<circuit::DiscoverOptions> {
         top_n: args.top_n,
         print_top: args.print_top,
         curve: args.curve,
+        node_scores: args.node_scores,
         out: args.out,
     })
 }

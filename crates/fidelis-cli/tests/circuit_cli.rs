@@ -58,6 +58,7 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
             method,
             "--steps",
             "3",
+            "--node-scores",
             "--top-n",
             "20",
             "--out",
@@ -80,6 +81,8 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
             "{method}: all scores zero"
         );
         assert!(graph.n_edges_in_graph() > 0 && graph.n_edges_in_graph() <= 20);
+        let nodes = graph.node_scores().expect("node scores were asked for");
+        assert_eq!(nodes.len(), graph.n_forward());
     }
     let svg = dir.join("graph.svg");
     let show = fidelis(&[
