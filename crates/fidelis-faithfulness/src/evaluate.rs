@@ -98,9 +98,10 @@ pub fn mix_rows(diff: Tensor<4>, weights: Tensor<2>) -> Tensor<4> {
 /// inputs of a layer are corrected together and cached, so a run touches each chunk once per
 /// reader layer and skips chunks whose edges into a reader are all kept.
 struct AblatedRun {
-    /// `(first row, ã − a(this run))` chunks, `[k × batch, pos, rows, d]`, in row order.
-    diffs: Vec<(usize, Tensor<4>)>,
-    /// `(rows covered, Σ of all diffs so far over rows)`, `[k × batch, pos, d]`, one per chunk.
+    /// `(first row, ã − a(this run))` chunks, `[k, rows, batch·pos·d]`, in row order: the layout
+    /// in which mixing rows is a plain batched matmul, with no copy per use.
+    diffs: Vec<(usize, Tensor<3>)>,
+    /// `(rows covered, Σ of all diffs so far over rows)`, `[k, 1, batch·pos·d]`, one per chunk.
     prefix: Vec<(usize, Tensor<3>)>,
     /// `[batch, pos, n_forward, d]` ablation values (the same for every circuit).
     ablated: Tensor<4>,
@@ -113,22 +114,27 @@ struct AblatedRun {
     keep_host: Vec<Vec<bool>>,
     /// Corrections computed early (the k and v inputs of a layer), by first column.
     cached: Vec<(usize, Tensor<4>)>,
+    /// `[batch, pos, d]` of one circuit's copy of the batch.
+    shape: [usize; 3],
 }
 
 impl AblatedRun {
-    /// Records a node-output chunk starting at `row`.
+    /// Records a node-output chunk `[k × batch, pos, n, d]` starting at `row`.
     fn record(&mut self, row: usize, out: Tensor<4>) {
         let [k, _, _] = self.ablate.dims();
         let [rows, p, n, d] = out.dims();
+        let b = rows / k;
+        self.shape = [b, p, d];
         let ablated = self
             .ablated
             .clone()
             .slice_dim(2, row..row + n)
             .unsqueeze_dim::<5>(0)
-            .expand([k, rows / k, p, n, d])
-            .reshape([rows, p, n, d]);
-        let diff = ablated - out;
-        let sum = diff.clone().sum_dim(2).reshape([rows, p, d]);
+            .expand([k, b, p, n, d]);
+        let diff = (ablated - out.reshape([k, b, p, n, d]))
+            .permute([0, 3, 1, 2, 4])
+            .reshape([k, n, b * p * d]);
+        let sum = diff.clone().sum_dim(1);
         let total = match self.prefix.last() {
             Some((_, s)) => s.clone() + sum,
             None => sum,
@@ -174,61 +180,54 @@ impl AblatedRun {
             (&self.ablate, &self.ablate_host)
         };
         let mixed = self.mix(visible, cols.clone(), weights, host);
-        if !complement {
-            return mixed;
-        }
-        let (_, all) = self.prefix.iter().find(|(end, _)| *end == visible)?;
-        let [rows, p, d] = all.dims();
-        let all = all
-            .clone()
-            .unsqueeze_dim::<4>(2)
-            .expand([rows, p, cols.len(), d]);
-        Some(match mixed {
-            Some(kept) => all - kept,
-            None => all,
-        })
+        let out = if complement {
+            let (_, all) = self.prefix.iter().find(|(end, _)| *end == visible)?;
+            let [k, _, n] = all.dims();
+            let all = all.clone().expand([k, cols.len(), n]);
+            match mixed {
+                Some(kept) => all - kept,
+                None => all,
+            }
+        } else {
+            mixed?
+        };
+        let [k, width, _] = out.dims();
+        let [b, p, d] = self.shape;
+        Some(
+            out.reshape([k, width, b, p, d])
+                .permute([0, 2, 3, 1, 4])
+                .reshape([k * b, p, width, d]),
+        )
     }
 
-    /// `Σ_f diff_f · weights[k, f, c]` over the chunks with a nonzero weight.
+    /// `Σ_f weights[k, f, c] · diff_f` over the chunks with a nonzero weight →
+    /// `[k, cols.len(), batch·pos·d]`.
     fn mix(
         &self,
         visible: usize,
         cols: std::ops::Range<usize>,
         weights: &Tensor<3>,
         host: &[Vec<bool>],
-    ) -> Option<Tensor<4>> {
+    ) -> Option<Tensor<3>> {
         let [k, _, nb] = weights.dims();
-        let width = cols.len();
         let mut total: Option<Tensor<3>> = None;
-        let mut shape = [0; 4];
         for (row, diff) in &self.diffs {
-            let [rows, p, n, d] = diff.dims();
+            let n = diff.dims()[1];
             let end = (row + n).min(visible);
             if *row >= end || Self::count(host, nb, *row..end, cols.clone()) == 0 {
                 continue;
             }
-            let used = end - row;
-            let b = rows / k;
-            shape = [rows, p, d, b];
-            let w = weights.clone().slice([0..k, *row..end, cols.clone()]);
-            let part = diff
+            let w = weights
                 .clone()
-                .slice_dim(2, 0..used)
-                .reshape([k, b * p, used, d])
-                .permute([0, 1, 3, 2])
-                .reshape([k, b * p * d, used])
-                .matmul(w);
+                .slice([0..k, *row..end, cols.clone()])
+                .swap_dims(1, 2);
+            let part = w.matmul(diff.clone().slice_dim(1, 0..end - row));
             total = Some(match total {
                 Some(t) => t + part,
                 None => part,
             });
         }
-        let [rows, p, d, b] = shape;
-        total.map(|t| {
-            t.reshape([k, b, p, d, width])
-                .permute([0, 1, 2, 4, 3])
-                .reshape([rows, p, width, d])
-        })
+        total
     }
 
     /// The correction of reader group `g`; a layer's q group computes its k and v groups too.
@@ -289,6 +288,7 @@ pub fn ablation_hooks(
         ablate_host: masks.to_vec(),
         keep_host,
         cached: Vec::new(),
+        shape: [0; 3],
     }));
     let mut hooks = Hooks::new();
     let record = |hooks: &mut Hooks, pt: String, row: usize| {
