@@ -107,8 +107,6 @@ struct AblatedRun {
     ablated: Tensor<4>,
     /// `[k, n_forward, n_backward]`: 1 where a valid edge is ablated in circuit k.
     ablate: Tensor<3>,
-    /// `[k, n_forward, n_backward]`: 1 where a valid edge is kept in circuit k.
-    keep: Tensor<3>,
     /// Host copies, row-major `[k][n_forward × n_backward]`: ablated edges, kept edges.
     ablate_host: Vec<Vec<bool>>,
     keep_host: Vec<Vec<bool>>,
@@ -174,12 +172,12 @@ impl AblatedRun {
         }
         let n_kept = Self::count(&self.keep_host, nb, 0..visible, cols.clone());
         let complement = n_kept < n_ablated;
-        let (weights, host) = if complement {
-            (&self.keep, &self.keep_host)
+        let host = if complement {
+            &self.keep_host
         } else {
-            (&self.ablate, &self.ablate_host)
+            &self.ablate_host
         };
-        let mixed = self.mix(visible, cols.clone(), weights, host);
+        let mixed = self.mix(visible, cols.clone(), host);
         let out = if complement {
             let (_, all) = self.prefix.iter().find(|(end, _)| *end == visible)?;
             let [k, _, n] = all.dims();
@@ -200,34 +198,50 @@ impl AblatedRun {
         )
     }
 
-    /// `Σ_f weights[k, f, c] · diff_f` over the chunks with a nonzero weight →
-    /// `[k, cols.len(), batch·pos·d]`.
+    /// `Σ_f w[k, f, c] · diff_f` over the rows `f` that carry a nonzero weight for some circuit
+    /// (`host` holds the 0/1 weights) → `[k, cols.len(), batch·pos·d]`. Only those rows are
+    /// gathered, so the cost is (rows used) × columns × batch·pos·d: small for sparse masks.
     fn mix(
         &self,
         visible: usize,
         cols: std::ops::Range<usize>,
-        weights: &Tensor<3>,
         host: &[Vec<bool>],
     ) -> Option<Tensor<3>> {
-        let [k, _, nb] = weights.dims();
-        let mut total: Option<Tensor<3>> = None;
+        let k = host.len();
+        let nb = self.ablate.dims()[2];
+        let width = cols.len();
+        let device = self.ablate.device();
+        let mut parts = Vec::new();
+        let mut rows = Vec::new();
         for (row, diff) in &self.diffs {
             let n = diff.dims()[1];
             let end = (row + n).min(visible);
-            if *row >= end || Self::count(host, nb, *row..end, cols.clone()) == 0 {
+            let used: Vec<usize> = (*row..end)
+                .filter(|&f| host.iter().any(|m| cols.clone().any(|c| m[f * nb + c])))
+                .collect();
+            if used.is_empty() {
                 continue;
             }
-            let w = weights
-                .clone()
-                .slice([0..k, *row..end, cols.clone()])
-                .swap_dims(1, 2);
-            let part = w.matmul(diff.clone().slice_dim(1, 0..end - row));
-            total = Some(match total {
-                Some(t) => t + part,
-                None => part,
-            });
+            let local: Vec<i64> = used.iter().map(|&f| (f - row) as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(local, [used.len()]), &device);
+            parts.push(diff.clone().select(1, idx));
+            rows.extend(used);
         }
-        total
+        if rows.is_empty() {
+            return None;
+        }
+        let mut w = vec![0f32; k * width * rows.len()];
+        for (ki, m) in host.iter().enumerate() {
+            for (ci, c) in cols.clone().enumerate() {
+                for (ri, &f) in rows.iter().enumerate() {
+                    if m[f * nb + c] {
+                        w[(ki * width + ci) * rows.len() + ri] = 1.0;
+                    }
+                }
+            }
+        }
+        let w = Tensor::<3>::from_data(TensorData::new(w, [k, width, rows.len()]), &device);
+        Some(w.matmul(Tensor::cat(parts, 1)))
     }
 
     /// The correction of reader group `g`; a layer's q group computes its k and v groups too.
@@ -274,17 +288,12 @@ pub fn ablation_hooks(
                 .collect()
         })
         .collect();
-    let keep_flat: Vec<f32> = keep_host
-        .iter()
-        .flat_map(|m| m.iter().map(|&a| f32::from(u8::from(a))))
-        .collect();
     let device = model.device();
     let state = Arc::new(Mutex::new(AblatedRun {
         diffs: Vec::new(),
         prefix: Vec::new(),
         ablated,
         ablate: Tensor::from_data(TensorData::new(flat, [k, nf, nb]), device),
-        keep: Tensor::from_data(TensorData::new(keep_flat, [k, nf, nb]), device),
         ablate_host: masks.to_vec(),
         keep_host,
         cached: Vec::new(),
