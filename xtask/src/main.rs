@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  bench [--backends flex,ndarray,wgpu,cuda] [--filter TEXT]
+  bench [--bench model|circuit] [--backends flex,ndarray,wgpu,cuda] [--filter TEXT]
         run the criterion benches (benches/) and print a table of times and ratios
   experiment faithfulness --model NAME|PATH --task TASK [--n 64] [--methods ...]
         score the task's graph with every edge attribution method, evaluate each at the MIB
