@@ -388,33 +388,21 @@ fn bad_options_and_data_are_named() {
         attribute_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut |_, _| {}).unwrap_err();
     assert!(matches!(err, AttributionError::Options(_)), "{err}");
     assert!(err.to_string().contains("eap-ig-inputs"), "{err}");
+    let eap_error = |pairs: &[fidelis_faithfulness::PromptPair], graph: &mut Graph| {
+        let opts = EdgeAttribution::new(Method::Eap);
+        attribute_edges(&model, graph, pairs, &METRIC, &opts, &mut |_, _| {})
+            .unwrap_err()
+            .to_string()
+    };
     pairs[1].corrupted.push(5);
-    let err = attribute_edges(
-        &model,
-        &mut graph,
-        &pairs,
-        &METRIC,
-        &EdgeAttribution::new(Method::Eap),
-        &mut |_, _| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = eap_error(&pairs, &mut graph);
     assert!(
         err.contains("example 1") && err.contains("equal lengths"),
         "{err}"
     );
     pairs[1].corrupted.pop();
     pairs[0].correct = vec![100_000];
-    let err = attribute_edges(
-        &model,
-        &mut graph,
-        &pairs,
-        &METRIC,
-        &EdgeAttribution::new(Method::Eap),
-        &mut |_, _| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = eap_error(&pairs, &mut graph);
     assert!(
         err.contains("100000") && err.contains("vocabulary"),
         "{err}"

@@ -55,6 +55,21 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .unwrap()
 }
 
+/// Logit difference (correct − incorrect) at each example's last clean position, read on the
+/// host from `[batch, pos, d_vocab]` logits — independent of the library's metric code.
+fn logit_diff_host(logits: Tensor<3>, pairs: &[PromptPair]) -> Vec<f32> {
+    let [_, p, v] = logits.dims();
+    let logits = values(logits);
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, pr)| {
+            let row = &logits[(i * p + pr.clean.len() - 1) * v..][..v];
+            row[pr.correct[0] as usize] - row[pr.incorrect[0] as usize]
+        })
+        .collect()
+}
+
 fn assert_all_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{what}");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -69,8 +84,9 @@ fn assert_all_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 fn every_edge_ablated(model: &Transformer, pairs: &[PromptPair], node_values: &[f32]) -> Vec<f32> {
     let cfg = model.config();
     let (d, h, dev) = (cfg.d_model, cfg.n_heads, model.device());
-    let seqs: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
-    let batch = Batch::from_sequences(&seqs, 0, dev).unwrap();
+    let batch = fidelis_faithfulness::PairBatch::new(model, pairs)
+        .unwrap()
+        .clean;
     let [b, p] = batch.tokens.dims();
     let bias = |l: usize| model.attn_output_bias(l).map_or(vec![0.0; d], values);
     let mut written = vec![0f32; d];
@@ -104,16 +120,7 @@ fn every_edge_ablated(model: &Transformer, pairs: &[PromptPair], node_values: &[
         );
     }
     hooks.replace(point::resid_post(cfg.n_layers - 1), rank3(&written));
-    let logits = values(model.forward_batch(&batch, &mut hooks).unwrap());
-    let v = cfg.d_vocab;
-    pairs
-        .iter()
-        .enumerate()
-        .map(|(i, pr)| {
-            let row = &logits[(i * p + pr.clean.len() - 1) * v..][..v];
-            row[pr.correct[0] as usize] - row[pr.incorrect[0] as usize]
-        })
-        .collect()
+    logit_diff_host(model.forward_batch(&batch, &mut hooks).unwrap(), pairs)
 }
 
 #[test]
@@ -156,21 +163,9 @@ fn one_ablated_edge_into_the_logits_is_the_hand_computed_residual_shift() {
     // result_corrupted[a0.h1] − result_clean[a0.h1] and changes nothing else.
     let model = load("tiny-gpt2");
     let pairs = synthetic_pairs(3, 300, 8);
-    let dev = model.device();
     let (last, h) = (model.config().n_layers - 1, 1);
-    let batch_of = |corrupted: bool| {
-        let seqs: Vec<Vec<u32>> = pairs
-            .iter()
-            .map(|p| {
-                if corrupted {
-                    p.corrupted.clone()
-                } else {
-                    p.clean.clone()
-                }
-            })
-            .collect();
-        Batch::from_sequences(&seqs, 0, dev).unwrap()
-    };
+    // The library pads the pairs; padding is not what this test checks.
+    let batches = fidelis_faithfulness::PairBatch::new(&model, &pairs).unwrap();
     let record = |batch: &Batch| {
         let mut hooks = Hooks::new();
         hooks
@@ -187,24 +182,18 @@ fn one_ablated_edge_into_the_logits_is_the_hand_computed_residual_shift() {
             .unwrap();
         (r, resid)
     };
-    let (clean_result, clean_resid) = record(&batch_of(false));
-    let (corrupt_result, _) = record(&batch_of(true));
+    let (clean_result, clean_resid) = record(&batches.clean);
+    let (corrupt_result, _) = record(&batches.corrupted);
     let [b, p, _, d] = clean_result.dims();
     let shift = (corrupt_result - clean_result)
         .slice_dim(2, h..h + 1)
         .reshape([b, p, d]);
     let mut hooks = Hooks::new();
     hooks.replace(point::resid_post(last), clean_resid + shift);
-    let logits = values(model.forward_batch(&batch_of(false), &mut hooks).unwrap());
-    let v = model.config().d_vocab;
-    let want: Vec<f32> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, pr)| {
-            let row = &logits[(i * p + pr.clean.len() - 1) * v..][..v];
-            row[pr.correct[0] as usize] - row[pr.incorrect[0] as usize]
-        })
-        .collect();
+    let want = logit_diff_host(
+        model.forward_batch(&batches.clean, &mut hooks).unwrap(),
+        &pairs,
+    );
     let mut g = full(&graph_of(&model));
     let (f, col) = g.edge_index("a0.h1->logits").unwrap();
     g.set_in_graph(f, col, false);
