@@ -12,7 +12,7 @@ use fidelis_cli::circuit::{DataSource, curve_csv, graph_for, load_examples, toke
 use fidelis_cli::plot::faithfulness_plot;
 use fidelis_cli::{device::parse_device, progress};
 use fidelis_faithfulness::{
-    Ablation, BuiltinMetric, Curve, EvalOptions, faithfulness_curve, mib_sizes,
+    Ablation, BuiltinMetric, Curve, EvalOptions, Selection, faithfulness_curve, mib_sizes,
 };
 use fidelis_models::Model;
 use fidelis_models::fetch::resolve_model_name;
@@ -20,7 +20,12 @@ use fidelis_tasks::Task;
 
 const USAGE: &str = "usage: cargo xtask experiment faithfulness --model NAME|PATH --task TASK
     [--n 64] [--seed 0] [--methods eap,eap-ig-inputs,eap-ig-activations,clean-corrupted]
-    [--steps 5] [--batch-size 16] [--device cpu] [--out results]";
+    [--steps 5] [--steps-per-pass 1] [--batch-size 16] [--selection abs[,signed,greedy]] [--device cpu]
+    [--out results]
+
+Each method's graph is evaluated once per selection rule (abs: top edges by |score|, the
+paper's rule; signed: top edges by signed score; greedy: grown from the logits); curves of
+other rules than abs are labelled METHOD/RULE. Results are rewritten after every method.";
 
 /// Parsed options.
 struct Options {
@@ -30,7 +35,9 @@ struct Options {
     seed: u64,
     methods: Vec<Method>,
     steps: usize,
+    steps_per_pass: usize,
     batch_size: usize,
+    selections: Vec<Selection>,
     device: String,
     out: PathBuf,
 }
@@ -48,7 +55,9 @@ fn parse(args: &[String]) -> Result<Options> {
             Method::CleanCorrupted,
         ],
         steps: 5,
+        steps_per_pass: 1,
         batch_size: 16,
+        selections: vec![Selection::TopAbs],
         device: "cpu".into(),
         out: PathBuf::from("results"),
     };
@@ -64,8 +73,15 @@ fn parse(args: &[String]) -> Result<Options> {
             "--n" => o.n = value()?.parse()?,
             "--seed" => o.seed = value()?.parse()?,
             "--steps" => o.steps = value()?.parse()?,
+            "--steps-per-pass" => o.steps_per_pass = value()?.parse()?,
             "--batch-size" => o.batch_size = value()?.parse()?,
             "--device" => o.device = value()?.clone(),
+            "--selection" => {
+                o.selections = value()?
+                    .split(',')
+                    .map(|m| m.parse().map_err(anyhow::Error::msg))
+                    .collect::<Result<_>>()?;
+            }
             "--out" => o.out = PathBuf::from(value()?),
             "--methods" => {
                 o.methods = value()?
@@ -88,9 +104,12 @@ fn metric_for(task: Task) -> BuiltinMetric {
     }
 }
 
-/// One method's result.
+/// One method's result under one selection rule.
 struct Run {
+    /// `method` for the abs rule, `method/rule` otherwise.
+    label: String,
     method: Method,
+    selection: Selection,
     seconds: f64,
     curve: Curve,
 }
@@ -126,16 +145,12 @@ fn faithfulness(o: &Options) -> Result<()> {
     };
     let dir = o.out.join(model_name).join(o.task.name());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let eval = EvalOptions {
-        ablation: Ablation::Patching,
-        batch_size: o.batch_size,
-        circuits_per_pass: 4,
-    };
     let mut runs = Vec::new();
     for &method in &o.methods {
         let mut graph = graph_for(&model);
         let mut opts = EdgeAttribution::new(method);
         opts.steps = o.steps;
+        opts.steps_per_pass = o.steps_per_pass;
         opts.batch_size = o.batch_size;
         let bar = progress::bar(1, method.name());
         let start = Instant::now();
@@ -152,35 +167,50 @@ fn faithfulness(o: &Options) -> Result<()> {
         )?;
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
+        println!("{:<20} scored in {seconds:.1} s", method.name());
         std::fs::write(
             dir.join(format!("{}.json", method.name())),
             graph.to_json_string(),
         )?;
-        let curve = faithfulness_curve(
-            &model.transformer,
-            &graph,
-            &pairs,
-            &metric,
-            &mib_sizes(graph.n_edges()),
-            &eval,
-        )?;
-        println!(
-            "{:<20} {:>7.1} s  CPR {:.3}  CMD {:.3}  first ≥ 0.8 at {}",
-            method.name(),
-            seconds,
-            curve.cpr,
-            curve.cmd,
-            curve
-                .first_reaching(0.8)
-                .map_or("never".into(), |p| format!("{} edges", p.edges))
-        );
-        runs.push(Run {
-            method,
-            seconds,
-            curve,
-        });
+        for &selection in &o.selections {
+            let eval = EvalOptions {
+                ablation: Ablation::Patching,
+                batch_size: o.batch_size,
+                circuits_per_pass: 4,
+                selection,
+            };
+            let start = Instant::now();
+            let curve = faithfulness_curve(
+                &model.transformer,
+                &graph,
+                &pairs,
+                &metric,
+                &mib_sizes(graph.n_edges()),
+                &eval,
+            )?;
+            let label = match selection {
+                Selection::TopAbs => method.name().to_string(),
+                other => format!("{}/{}", method.name(), other.name()),
+            };
+            println!(
+                "{label:<20} CPR {:.3}  CMD {:.3}  first ≥ 0.8 at {}  (evaluated in {:.1} s)",
+                curve.cpr,
+                curve.cmd,
+                curve
+                    .first_reaching(0.8)
+                    .map_or("never".into(), |p| format!("{} edges", p.edges)),
+                start.elapsed().as_secs_f64()
+            );
+            runs.push(Run {
+                label,
+                method,
+                selection,
+                seconds,
+                curve,
+            });
+            write_results(&dir, o, &runs, pairs.len())?;
+        }
     }
-    write_results(&dir, o, &runs, pairs.len())?;
     println!("wrote {}", dir.display());
     Ok(())
 }
@@ -191,7 +221,7 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
     csv.push('\n');
     for r in runs {
         for line in curve_csv(&r.curve).lines().skip(1) {
-            let _ = writeln!(csv, "{},{line}", r.method.name());
+            let _ = writeln!(csv, "{},{line}", r.label);
         }
     }
     std::fs::write(dir.join("curves.csv"), csv)?;
@@ -199,7 +229,9 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
         .iter()
         .map(|r| {
             serde_json::json!({
+                "label": r.label,
                 "method": r.method.name(),
+                "selection": r.selection.name(),
                 "seconds": r.seconds,
                 "cpr": r.curve.cpr,
                 "cmd": r.curve.cmd,
@@ -218,7 +250,7 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    let lines: Vec<(&str, &Curve)> = runs.iter().map(|r| (r.method.name(), &r.curve)).collect();
+    let lines: Vec<(&str, &Curve)> = runs.iter().map(|r| (r.label.as_str(), &r.curve)).collect();
     let title = format!("{} · {}", o.model, o.task.name());
     std::fs::write(
         dir.join("faithfulness.svg"),

@@ -123,7 +123,8 @@ pub fn graph_for(model: &Model) -> Graph {
     Graph::new(cfg)
 }
 
-fn ablation(model: &Model, name: &str, pairs: &[PromptPair], batch: usize) -> Result<Ablation> {
+/// What ablated edges carry, by name (`patching`, `mean` over the clean prompts, `zero`).
+pub fn ablation(model: &Model, name: &str, pairs: &[PromptPair], batch: usize) -> Result<Ablation> {
     Ok(match name {
         "patching" => Ablation::Patching,
         "zero" => Ablation::Zero,
@@ -210,6 +211,7 @@ pub fn discover(model: &Model, opts: &DiscoverOptions) -> Result<Graph> {
             ablation: attribution.ablation.clone(),
             batch_size: opts.batch_size,
             circuits_per_pass: 4,
+            selection: Default::default(),
         };
         let sizes = fidelis_faithfulness::mib_sizes(graph.n_edges());
         let curve = fidelis_faithfulness::faithfulness_curve(
@@ -321,6 +323,8 @@ pub struct EvaluateOptions {
     pub batch_size: usize,
     /// Circuits stacked into one forward.
     pub circuits_per_pass: usize,
+    /// How each size's circuit is chosen.
+    pub selection: fidelis_faithfulness::Selection,
     /// Prepend BOS.
     pub add_bos: bool,
     /// Write the curve as CSV here.
@@ -359,6 +363,7 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
         ablation: ablation(model, &opts.ablation, &pairs, opts.batch_size)?,
         batch_size: opts.batch_size,
         circuits_per_pass: opts.circuits_per_pass,
+        selection: opts.selection,
     };
     let metric = &opts.metric;
     let start = Instant::now();
@@ -391,9 +396,10 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
     } else {
         let curve = faithfulness_curve(&model.transformer, &graph, &pairs, metric, &sizes, &eval)?;
         println!(
-            "{} ablation, {} examples",
+            "{} ablation, {} examples, circuits chosen by {}",
             eval.ablation.name(),
-            pairs.len()
+            pairs.len(),
+            eval.selection.name()
         );
         print_curve(&curve);
         if let Some(csv) = &opts.csv {

@@ -130,12 +130,16 @@ struct EvaluateArgs {
     /// What ablated edges carry: patching (corrupted prompts), mean or zero.
     #[arg(long, default_value = "patching")]
     ablation: String,
-    /// Circuit sizes (edge counts, comma-separated) taken as the top edges by |score|.
+    /// Circuit sizes (edge counts, comma-separated), chosen as --selection says.
     #[arg(long, value_delimiter = ',', conflicts_with = "mib")]
     sizes: Vec<usize>,
     /// Use the MIB edge fractions (0.1 % … 100 %) as sizes.
     #[arg(long)]
     mib: bool,
+    /// How each size's circuit is chosen: abs (top edges by |score|, the paper's choice),
+    /// signed (top edges by signed score) or greedy (grown from the logits by |score|).
+    #[arg(long, default_value = "abs")]
+    selection: String,
     /// Examples per batch.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -325,6 +329,7 @@ fn run(cli: Cli) -> Result<()> {
                     mib: args.mib,
                     batch_size: args.batch_size,
                     circuits_per_pass: args.circuits_per_pass,
+                    selection: args.selection.parse().map_err(anyhow::Error::msg)?,
                     add_bos: !args.data.no_bos,
                     csv: args.csv.clone(),
                     json: args.json.clone(),

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use fidelis_faithfulness::Curve;
 
-/// Faithfulness vs edge fraction (log x axis), one line per method.
+/// Faithfulness vs edge fraction (log x axis), one line per method. A label `METHOD/RULE` is
+/// drawn in METHOD's colour with a dashed line, so variants of one method read as a family.
 pub fn faithfulness_plot(lines: &[(&str, &Curve)], title: &str) -> String {
     const COLORS: [&str; 6] = [
         "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
@@ -58,8 +59,19 @@ pub fn faithfulness_plot(lines: &[(&str, &Curve)], title: &str) -> String {
         (left + x_end) / 2.0,
         h - 12.0
     );
+    let mut bases: Vec<&str> = Vec::new();
     for (i, (name, curve)) in lines.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        let (base, variant) = name.split_once('/').unwrap_or((name, ""));
+        let k = bases.iter().position(|b| *b == base).unwrap_or_else(|| {
+            bases.push(base);
+            bases.len() - 1
+        });
+        let color = COLORS[k % COLORS.len()];
+        let dash = match variant {
+            "" => String::new(),
+            "signed" => " stroke-dasharray=\"6 3\"".to_string(),
+            _ => " stroke-dasharray=\"2 3\"".to_string(),
+        };
         let pts: Vec<String> = curve
             .points
             .iter()
@@ -67,13 +79,13 @@ pub fn faithfulness_plot(lines: &[(&str, &Curve)], title: &str) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
             pts.join(" ")
         );
         let ly = top + 20.0 * i as f64 + 10.0;
         let _ = writeln!(
             s,
-            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
             x_end + 10.0,
             x_end + 30.0,
             x_end + 35.0,

@@ -76,6 +76,7 @@ fn eap_ig_finds_a_faithful_ioi_circuit_in_under_ten_percent_of_edges() {
         ablation: Ablation::Patching,
         batch_size: 16,
         circuits_per_pass: 4,
+        selection: Default::default(),
     };
     let sizes = mib_sizes(graph.n_edges());
     let curve =

@@ -1,8 +1,10 @@
 //! Faithfulness curves over circuit size, their areas (CPR, CMD), completeness, and overlap
 //! between circuits.
 //!
-//! A curve point takes the top-n edges of a scored graph by |score| (then prunes dangling
-//! nodes, as the EAP-IG reference does before evaluating) and measures normalized faithfulness
+//! A curve point takes the top-n edges of a scored graph — by |score| (the default, as the
+//! EAP-IG paper does), by signed score, or grown greedily from the logits ([`Selection`]) — then
+//! prunes dangling nodes, as the EAP-IG reference does before evaluating, and measures
+//! normalized faithfulness
 //! `(m(C) − m(∅)) / (m(full) − m(∅))`. The MIB benchmark (Mueller et al. 2025) summarizes a curve
 //! by CPR, the area under it, and CMD, the area between it and 1; both are taken here with the
 //! trapezoid rule over the edge fraction and divided by the fraction range covered, so a curve
@@ -66,10 +68,57 @@ pub fn mib_sizes(n_edges: usize) -> Vec<usize> {
     sizes
 }
 
-/// The pruned top-`n` circuit of a scored graph.
+/// How a circuit of n edges is chosen from a scored graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Selection {
+    /// The n edges of largest |score| (the EAP-IG paper and MIB).
+    #[default]
+    TopAbs,
+    /// The n edges of largest signed score: edges whose ablation helps the metric come last.
+    TopSigned,
+    /// Greedy growth from the logits by |score| (the reference's `greedy`).
+    Greedy,
+}
+
+impl Selection {
+    /// The CLI name: `abs`, `signed` or `greedy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Selection::TopAbs => "abs",
+            Selection::TopSigned => "signed",
+            Selection::Greedy => "greedy",
+        }
+    }
+}
+
+impl std::str::FromStr for Selection {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "abs" | "top-abs" => Ok(Selection::TopAbs),
+            "signed" | "top-signed" => Ok(Selection::TopSigned),
+            "greedy" => Ok(Selection::Greedy),
+            other => Err(format!(
+                "unknown selection '{other}' (expected abs, signed or greedy)"
+            )),
+        }
+    }
+}
+
+/// The pruned top-`n` circuit of a scored graph (by |score|).
 pub fn top_circuit(scored: &Graph, n: usize) -> Result<Graph> {
+    select_circuit(scored, n, Selection::TopAbs)
+}
+
+/// The pruned circuit of `n` edges chosen by `selection`.
+pub fn select_circuit(scored: &Graph, n: usize, selection: Selection) -> Result<Graph> {
     let mut g = scored.clone();
-    g.apply_topn(n.min(g.n_edges()), true)?;
+    let n = n.min(g.n_edges());
+    match selection {
+        Selection::TopAbs => g.apply_topn(n, true)?,
+        Selection::TopSigned => g.apply_topn(n, false)?,
+        Selection::Greedy => g.apply_greedy(n, true)?,
+    }
     g.prune();
     Ok(g)
 }
@@ -83,6 +132,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Circuits stacked into one forward.
     pub circuits_per_pass: usize,
+    /// How each size's circuit is chosen.
+    pub selection: Selection,
 }
 
 /// The faithfulness curve of `scored` at the given sizes.
@@ -103,7 +154,7 @@ pub fn faithfulness_curve(
     let n_edges = scored.n_edges();
     let circuits: Vec<Graph> = sizes
         .iter()
-        .map(|&n| top_circuit(scored, n))
+        .map(|&n| select_circuit(scored, n, opts.selection))
         .collect::<Result<_>>()?;
     let mut masks: Vec<Vec<bool>> = circuits.iter().map(|g| g.in_graph().to_vec()).collect();
     masks.push(vec![false; masks[0].len()]);
@@ -258,4 +309,60 @@ pub fn overlap(a: &Graph, b: &Graph) -> Result<Overlap> {
         only_first: count(ea, eb, |p, q| p && !q),
         only_second: count(ea, eb, |p, q| !p && q),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fidelis_graph::GraphConfig;
+
+    /// One layer, one head. Rows: input 0, a0.h0 1, m0 2; columns: q 0, k 1, v 2, m0 3,
+    /// logits 4. input→logits is the largest |score| but negative; input→m0→logits is the
+    /// best positive path.
+    fn scored() -> Graph {
+        let mut g = Graph::new(GraphConfig::new(1, 1, false));
+        for (f, b) in (0..3).flat_map(|f| (0..5).map(move |b| (f, b))) {
+            if g.is_edge(f, b) {
+                g.set_score(f, b, 0.1);
+            }
+        }
+        g.set_score(0, 4, -5.0);
+        g.set_score(0, 3, 4.0);
+        g.set_score(2, 4, 3.5);
+        g
+    }
+
+    fn edges(g: &Graph) -> Vec<(usize, usize)> {
+        (0..3)
+            .flat_map(|f| (0..5).map(move |b| (f, b)))
+            .filter(|&(f, b)| g.in_graph()[f * 5 + b])
+            .collect()
+    }
+
+    #[test]
+    fn selection_rules_pick_different_circuits() {
+        let g = scored();
+        // |score|: input→logits and input→m0; m0 then reaches no reader, so pruning drops it.
+        assert_eq!(
+            edges(&select_circuit(&g, 2, Selection::TopAbs).unwrap()),
+            [(0, 4)]
+        );
+        // Signed: the positive path input→m0→logits.
+        assert_eq!(
+            edges(&select_circuit(&g, 2, Selection::TopSigned).unwrap()),
+            [(0, 3), (2, 4)]
+        );
+        // Greedy from the logits: input→logits, then m0→logits (m0 is not yet fed, so pruned);
+        // with three edges input→m0 joins and the path survives.
+        assert_eq!(
+            edges(&select_circuit(&g, 2, Selection::Greedy).unwrap()),
+            [(0, 4)]
+        );
+        assert_eq!(
+            edges(&select_circuit(&g, 3, Selection::Greedy).unwrap()),
+            [(0, 3), (0, 4), (2, 4)]
+        );
+        assert_eq!("signed".parse::<Selection>(), Ok(Selection::TopSigned));
+        assert!("best".parse::<Selection>().unwrap_err().contains("best"));
+    }
 }

@@ -47,8 +47,8 @@ pub mod nodes;
 
 pub use ablation::{Ablation, NodeMeans};
 pub use curve::{
-    Completeness, Curve, CurvePoint, EvalOptions, MIB_FRACTIONS, Overlap, completeness,
-    faithfulness_curve, mib_sizes, overlap,
+    Completeness, Curve, CurvePoint, EvalOptions, MIB_FRACTIONS, Overlap, Selection, completeness,
+    faithfulness_curve, mib_sizes, overlap, select_circuit,
 };
 pub use data::{PairBatch, PromptPair, check_pairs};
 pub use error::{FaithError, Result};

@@ -282,6 +282,7 @@ fn curve_ends_at_one_and_completeness_of_the_full_circuit_is_zero() {
         ablation: Ablation::Patching,
         batch_size: 4,
         circuits_per_pass: 4,
+        selection: Default::default(),
     };
     let curve = faithfulness_curve(&model, &scored, &pairs, &METRIC, &mib_sizes(n), &opts).unwrap();
     let sizes = mib_sizes(n);
