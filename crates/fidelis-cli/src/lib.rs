@@ -2,7 +2,8 @@
 //!
 //! The `fidelis` command-line tool, plus the pieces binaries share: choosing a Burn device from a
 //! `--device` string, drawing progress bars, and the circuit commands (`circuit discover`,
-//! `circuit show`) as library functions so that xtask experiments and tests call the same code.
+//! `circuit show`) as library functions so that xtask experiments and tests call the same code,
+//! and the `fidelis serve` web page ([`serve`]).
 //! This is the one crate (with xtask, benches and tests) that names concrete backends.
 
 pub mod attribute;
@@ -13,3 +14,4 @@ pub mod model_args;
 pub mod organism;
 pub mod plot;
 pub mod progress;
+pub mod serve;

@@ -79,6 +79,8 @@ enum Command {
     Attribute(Box<fidelis_cli::attribute::AttributeArgs>),
     /// Context attribution (PECoRe): which answer tokens used the context, and which cues.
     Context(Box<fidelis_cli::context::ContextArgs>),
+    /// A local web page for context attribution and circuits (loopback only by default).
+    Serve(Box<fidelis_cli::serve::ServeArgs>),
     /// Download models (the only command that uses the network).
     Models {
         #[command(subcommand)]
@@ -340,6 +342,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Attribute(args) => fidelis_cli::attribute::run(&args)?,
         Command::Context(args) => fidelis_cli::context::run(&args)?,
+        Command::Serve(args) => fidelis_cli::serve::run(&args)?,
         Command::Models { action } => match action {
             ModelsAction::Fetch { name } => {
                 check_model_name(&name)?;

@@ -1,0 +1,173 @@
+// End-to-end test of `fidelis serve` in a real browser: Debian's Chromium driven by
+// playwright-core (no browser download). It starts the server on the organism, runs a
+// context-attribution preset in the page, checks the highlighted tokens, runs the exported
+// shell command and compares its JSON with the page's download, then discovers a circuit in
+// the Circuit tab and checks the curve, the graph and the size slider.
+//
+//   node serve.mjs --binary ../../../target/debug/fidelis [--screenshots ../../../docs]
+//
+// Environment: CHROMIUM (default /usr/bin/chromium).
+import { chromium } from "playwright-core";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import assert from "node:assert/strict";
+
+const args = process.argv.slice(2);
+const opt = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
+const binary = path.resolve(opt("--binary") ?? "target/debug/fidelis");
+const shots = opt("--screenshots");
+const started = Date.now();
+const secs = () => ((Date.now() - started) / 1000).toFixed(1);
+
+// Starts `fidelis serve` on a free port; resolves with its URL from the line it prints.
+function startServer() {
+  const server = spawn(binary, ["serve", "--model", "organism", "--port", "0"], { stdio: ["ignore", "pipe", "inherit"] });
+  const url = new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error("the server did not start in 60 s")), 60_000);
+    server.stdout.on("data", (chunk) => {
+      out += chunk;
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    server.on("exit", (code) => reject(new Error(`the server exited with ${code}`)));
+  });
+  return { server, url };
+}
+
+// Equal JSON values, numbers within a relative 1e-5 (the page's run and the shell's run are
+// separate processes; they are expected to agree exactly, this only keeps the message useful).
+function compareJson(a, b, where = "$") {
+  if (typeof a === "number" && typeof b === "number") {
+    const tol = 1e-5 * Math.max(1, Math.abs(a), Math.abs(b));
+    assert.ok(Math.abs(a - b) <= tol, `${where}: ${a} vs ${b}`);
+    return;
+  }
+  if (Array.isArray(a) || Array.isArray(b)) {
+    assert.ok(Array.isArray(a) && Array.isArray(b) && a.length === b.length, `${where}: arrays differ`);
+    a.forEach((v, i) => compareJson(v, b[i], `${where}[${i}]`));
+    return;
+  }
+  if (a && b && typeof a === "object" && typeof b === "object") {
+    assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort(), `${where}: keys differ`);
+    for (const k of Object.keys(a)) compareJson(a[k], b[k], `${where}.${k}`);
+    return;
+  }
+  assert.equal(a, b, where);
+}
+
+async function contextTab(page) {
+  const preset = await page.inputValue("#ctx-preset");
+  assert.equal(preset, "organism-qa", "the first organism preset is selected on load");
+  const t0 = Date.now();
+  await page.click("#ctx-run");
+  await page.waitForSelector("#ctx-result:not([hidden])", { timeout: 120_000 });
+  const presetMs = Date.now() - t0;
+  const error = await page.textContent("#ctx-error");
+  assert.equal(error.trim(), "", `no error: ${error}`);
+  const sensitive = page.locator("#ctx-output .tok.sensitive");
+  const nSensitive = await sensitive.count();
+  assert.ok(nSensitive > 0, "context-sensitive tokens are highlighted in the answer");
+  await sensitive.first().hover();
+  const scored = await page.locator("#ctx-context .tok[title^='score']").count();
+  assert.ok(scored > 0, "hovering a sensitive token scores the context tokens");
+  const cues = await page.locator("#ctx-context .tok.cue").count();
+  const answer = await page.textContent("#ctx-output");
+
+  const href = await page.getAttribute("#ctx-download", "href");
+  const download = await page.evaluate(async (h) => (await fetch(h)).text(), href);
+  const command = (await page.textContent("#ctx-export-cli")).trim();
+  assert.ok(command.startsWith("fidelis context --model organism"), command);
+  assert.match(await page.textContent("#ctx-export-rust"), /attribute_context\(&model, &cfg\)/);
+  const dir = mkdtempSync(path.join(tmpdir(), "fidelis-e2e-"));
+  const env = { ...process.env, PATH: `${path.dirname(binary)}:${process.env.PATH}` };
+  const t1 = Date.now();
+  execFileSync("bash", ["-c", command], { cwd: dir, env, stdio: ["ignore", "ignore", "inherit"] });
+  const shellMs = Date.now() - t1;
+  const fromShell = JSON.parse(readFileSync(path.join(dir, "context.json"), "utf8"));
+  compareJson(JSON.parse(download), fromShell);
+  const identical = download === readFileSync(path.join(dir, "context.json"), "utf8");
+  console.log(`  answer ${JSON.stringify(answer)}: ${nSensitive} sensitive token(s), ${cues} cue(s); preset ${presetMs} ms in the page, exported command ${shellMs} ms; JSON ${identical ? "byte-identical" : "equal within 1e-5"}`);
+  console.log(`  command: ${command}`);
+  await page.mouse.move(0, 0);
+  if (shots) await page.screenshot({ path: path.join(shots, "serve-context.png"), fullPage: true });
+}
+
+async function circuitTab(page) {
+  await page.click("#tab-circuit");
+  assert.ok(await page.isVisible("#circ-form"));
+  const t0 = Date.now();
+  await page.click("#circ-run");
+  await page.waitForSelector("#circ-progress:not([hidden])", { timeout: 10_000 }).catch(() => {});
+  await page.waitForSelector("#circ-result:not([hidden])", { timeout: 300_000 });
+  const runMs = Date.now() - t0;
+  const error = await page.textContent("#circ-error");
+  assert.equal(error.trim(), "", `no error: ${error}`);
+  const points = await page.locator("#curve-svg circle").count();
+  assert.ok(points >= 5, `the curve has its points (${points})`);
+  assert.equal(await page.locator("#curve-svg polyline.curve-line").count(), 1, "the curve is drawn");
+  const edges = await page.locator("#graph-svg path.edge").count();
+  assert.ok(edges > 0, "the circuit graph has edges");
+  const label = await page.textContent("#circ-size-label");
+  assert.match(label, /faithfulness -?\d/);
+  // Move the slider to the largest drawable size: the label and the graph follow.
+  const max = Number(await page.getAttribute("#circ-slider", "max"));
+  await page.locator("#circ-slider").fill(String(Math.max(0, max - 1)));
+  const label2 = await page.textContent("#circ-size-label");
+  assert.notEqual(label2, label, "the slider changes the size shown");
+  const edges2 = await page.locator("#graph-svg path.edge").count();
+  assert.ok(edges2 >= edges, "a larger circuit draws at least as many edges");
+  await page.locator("#circ-slider").fill(String(Math.min(max, Math.max(0, await firstFaithfulIndex(page)))));
+  await page.locator("#graph-svg path.edge").first().dispatchEvent("mouseenter");
+  assert.match(await page.textContent("#circ-hover"), /->.*score/);
+  const command = await page.textContent("#circ-export-cli");
+  assert.ok(command.startsWith("fidelis circuit discover --model organism --task ioi"), command);
+  console.log(`  circuit: ${points} curve points, ${edges} edges drawn at "${label}"; run ${runMs} ms`);
+  if (shots) await page.screenshot({ path: path.join(shots, "serve-circuit.png"), fullPage: true });
+}
+
+// The slider index of the smallest circuit with faithfulness >= 0.8 (as the page starts).
+async function firstFaithfulIndex(page) {
+  return page.evaluate(() => {
+    const pts = [...document.querySelectorAll("#curve-svg circle")];
+    return Math.max(0, pts.findIndex((c) => /faithfulness (\S+)/.exec(c.textContent) && Number(/faithfulness (\S+)/.exec(c.textContent)[1]) >= 0.8));
+  });
+}
+
+const { server, url: urlPromise } = startServer();
+let browser;
+let passed = 0, failed = 0;
+try {
+  const url = await urlPromise;
+  console.log(`server at ${url} (${secs()} s)`);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on("pageerror", (e) => { console.log(`page error: ${e.message}`); failed++; });
+  await page.goto(url);
+  await page.waitForSelector("body[data-ready='true']", { timeout: 30_000 });
+  for (const [name, test] of [["context tab", contextTab], ["circuit tab", circuitTab]]) {
+    try {
+      await test(page);
+      passed++;
+      console.log(`ok - ${name} (${secs()} s)`);
+    } catch (e) {
+      failed++;
+      console.log(`not ok - ${name}: ${e.stack}`);
+      if (shots) await page.screenshot({ path: path.join(tmpdir(), `fidelis-e2e-${name.replace(" ", "-")}-failure.png`), fullPage: true }).catch(() => {});
+    }
+  }
+} catch (e) {
+  failed++;
+  console.log(`not ok - setup: ${e.stack}`);
+} finally {
+  if (browser) await browser.close();
+  server.kill();
+}
+console.log(`browser test took ${secs()} s`);
+console.log(`e2e: ${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

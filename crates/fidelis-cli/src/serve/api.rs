@@ -1,0 +1,284 @@
+//! The router: the embedded page, the JSON API, and the error type every handler answers
+//! with (`{"error": "..."}` and a 4xx status).
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` , `/app.js`, `/style.css` | the page (embedded) |
+//! | `GET /api/info` | models, presets, tasks, methods, limits |
+//! | `POST /api/context` | start a context-attribution job → `202 {"job": id}` |
+//! | `POST /api/circuit` | start a circuit job → `202 {"job": id}` |
+//! | `GET /api/jobs/{id}` | status, progress, result |
+//! | `POST /api/jobs/{id}/cancel` | ask a job to stop |
+//! | `GET /api/jobs/{id}/files/{name}` | `result.json` (context) or `graph.json` (circuit) |
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::jobs::Refusal;
+use super::{AppState, circuit_job, context_job, presets};
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+/// A request the server refuses: a status and a message for the person who sent it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status (4xx for the client's mistakes).
+    pub status: StatusCode,
+    /// What went wrong, in words.
+    pub message: String,
+    /// Extra fields of the JSON body (e.g. the busy job's id).
+    pub extra: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: String) -> Self {
+        Self {
+            status,
+            message,
+            extra: None,
+        }
+    }
+
+    /// 400: the request is malformed or names something unknown.
+    pub fn bad_request(message: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: String) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 413: a body or a text over its limit.
+    pub fn too_large(message: String) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    /// 422: well-formed, but over a limit or not runnable (e.g. longer than the window).
+    pub fn unprocessable(message: String) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.message});
+        if let (Some(Value::Object(extra)), Value::Object(map)) = (self.extra, &mut body) {
+            map.extend(extra);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The JSON body, or an [`ApiError`] that says why it could not be read (malformed JSON,
+/// wrong content type, body over the size limit).
+fn body(payload: Result<Json<Value>, JsonRejection>, limit: usize) -> Result<Value, ApiError> {
+    match payload {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the request body is larger than the limit of {limit} bytes")
+            } else {
+                rejection.body_text()
+            };
+            Err(ApiError::new(status, message))
+        }
+    }
+}
+
+/// The router over `state`.
+pub fn router(state: AppState) -> Router {
+    let limit = state.limits.max_body_bytes;
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route("/api/info", get(info))
+        .route("/api/context", post(start_context))
+        .route("/api/circuit", post(start_circuit))
+        .route("/api/jobs/{id}", get(job_status))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/files/{name}", get(job_file))
+        .fallback(|| async { ApiError::not_found("no such page or API route".into()) })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn asset(content_type: &'static str, text: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// `GET /api/info`.
+async fn info(State(state): State<AppState>) -> Json<Value> {
+    let models: Vec<Value> = state
+        .models
+        .iter()
+        .map(|m| {
+            let c = m.model.config();
+            let graph = crate::circuit::graph_for(&m.model);
+            json!({
+                "name": m.name,
+                "n_layers": c.n_layers,
+                "n_heads": c.n_heads,
+                "d_model": c.d_model,
+                "n_ctx": c.n_ctx,
+                "d_vocab": c.d_vocab,
+                "edges": graph.n_edges(),
+            })
+        })
+        .collect();
+    let presets: Vec<_> = presets::all()
+        .into_iter()
+        .filter(|p| state.models.iter().any(|m| m.name == p.model))
+        .collect();
+    let tasks: Vec<&str> = fidelis_tasks::Task::ALL.iter().map(|t| t.name()).collect();
+    let methods: Vec<&str> = fidelis_attribution::Method::ALL
+        .iter()
+        .map(|(_, n)| *n)
+        .collect();
+    Json(json!({
+        "models": models,
+        "device": state.device,
+        "presets": presets,
+        "tasks": tasks,
+        "circuit_methods": methods,
+        "limits": state.limits,
+        "running_jobs": state.jobs.running(),
+    }))
+}
+
+fn refused(model: &str, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Busy(id) => ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "busy: model {model:?} is running job {id}; wait for it to finish or cancel it"
+            ),
+            extra: Some(json!({"busy": true, "job": id})),
+        },
+        Refusal::TooMany(n) => ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("busy: {n} jobs are running, the most this server allows"),
+            extra: Some(json!({"busy": true})),
+        },
+        Refusal::Spawn(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot start a job thread: {e}"),
+        ),
+    }
+}
+
+fn accepted(id: u64) -> Response {
+    (StatusCode::ACCEPTED, Json(json!({"job": id}))).into_response()
+}
+
+/// `POST /api/context`.
+async fn start_context(
+    State(state): State<AppState>,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let value = body(payload, state.limits.max_body_bytes)?;
+    let req = context_job::ContextRequest::from_value(value)?;
+    let prepared = context_job::prepare(&state, req)?;
+    let model = prepared.model_name.clone();
+    let id = state
+        .jobs
+        .start("context", &model, move |job| {
+            context_job::run(job, prepared)
+        })
+        .map_err(|r| refused(&model, r))?;
+    Ok(accepted(id))
+}
+
+/// `POST /api/circuit`.
+async fn start_circuit(
+    State(state): State<AppState>,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let value = body(payload, state.limits.max_body_bytes)?;
+    let req: circuit_job::CircuitRequest = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")))?;
+    let prepared = circuit_job::prepare(&state, req)?;
+    let model = prepared.model_name().to_string();
+    let id = state
+        .jobs
+        .start("circuit", &model, move |job| {
+            circuit_job::run(job, prepared)
+        })
+        .map_err(|r| refused(&model, r))?;
+    Ok(accepted(id))
+}
+
+fn job_id(text: &str) -> Result<u64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::not_found(format!("no job {text:?}")))
+}
+
+/// `GET /api/jobs/{id}`.
+async fn job_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
+    let job = state.jobs.get(id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no job {id} (finished jobs are kept a while, then forgotten)"
+        ))
+    })?;
+    let status = serde_json::to_value(job.status())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(status))
+}
+
+/// `POST /api/jobs/{id}/cancel`.
+async fn cancel_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
+    if !state.jobs.cancel(id) {
+        return Err(ApiError::not_found(format!("no job {id}")));
+    }
+    Ok(Json(json!({"job": id, "cancelling": true})))
+}
+
+/// `GET /api/jobs/{id}/files/{name}`.
+async fn job_file(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let job = state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let text = job
+        .file(&name)
+        .ok_or_else(|| ApiError::not_found(format!("job {id} has no file {name:?} (yet)")))?;
+    let disposition = format!("attachment; filename=\"{name}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,99 @@
+//! Context-attribution presets: worked examples the page offers per model.
+//!
+//! The organism was trained on context-copying questions ("Context: The key is in the red box.
+//! … Question: Where is the key? Answer:", see `fidelis_tasks::context_copy`), so its presets
+//! use that form: the facts are the input context, the question is the input current text and
+//! the contextless run sees the question alone. SmolLM2 gets free-form text in its chat
+//! template.
+
+use serde::Serialize;
+
+use super::context_job::ContextParams;
+
+/// One preset.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preset {
+    /// Its id, e.g. `organism-qa`.
+    pub id: &'static str,
+    /// What the page shows.
+    pub label: &'static str,
+    /// The model it is meant for (a `--model` name).
+    pub model: &'static str,
+    /// The parameters it sets.
+    pub params: ContextParams,
+}
+
+fn text(s: &str) -> Option<String> {
+    Some(s.to_string())
+}
+
+/// The organism's question form: `Context: {facts} Question: … Answer:`.
+fn organism(context: &str, question: &str) -> ContextParams {
+    ContextParams {
+        input_context: text(context),
+        input_current: text(&format!("Question: {question} Answer:")),
+        input_template: text("Context: {context} {current}"),
+        // The answer is a location of four tokens (" in the red box").
+        max_new_tokens: Some(4),
+        ..ContextParams::default()
+    }
+}
+
+fn smollm2(context: &str, question: &str, max_new_tokens: usize) -> ContextParams {
+    ContextParams {
+        input_context: text(context),
+        input_current: text(question),
+        chat: Some(true),
+        max_new_tokens: Some(max_new_tokens),
+        ..ContextParams::default()
+    }
+}
+
+/// Every preset, for every model; the server offers those whose model it serves.
+pub fn all() -> Vec<Preset> {
+    vec![
+        Preset {
+            id: "organism-qa",
+            label: "Fact lookup: where is the key?",
+            model: "organism",
+            params: organism(
+                "The key is in the red box. The coin is under the blue bag.",
+                "Where is the key?",
+            ),
+        },
+        Preset {
+            id: "organism-story",
+            label: "Story of three things: where is the coin?",
+            model: "organism",
+            params: organism(
+                "The ring is behind the green chest. The key is in the red box. The coin is under the blue bag.",
+                "Where is the coin?",
+            ),
+        },
+        Preset {
+            id: "smollm2-qa",
+            label: "Fact lookup: the capital of Zembla",
+            model: "smollm2",
+            params: smollm2(
+                "The capital of Zembla is Korvo. Zembla is famous for its blue cheese.",
+                "What is the capital of Zembla?",
+                16,
+            ),
+        },
+        Preset {
+            id: "smollm2-story",
+            label: "Story: Mara's concert",
+            model: "smollm2",
+            params: smollm2(
+                "Mara packed her violin and took the night train to Lisbon. When she arrived, the concert hall was closed for repairs, so she played in the old market square instead. A crowd gathered and a baker gave her bread.",
+                "Where did Mara play her violin, and what did she get?",
+                24,
+            ),
+        },
+    ]
+}
+
+/// The preset with this id.
+pub fn find(id: &str) -> Option<Preset> {
+    all().into_iter().find(|p| p.id == id)
+}
