@@ -326,3 +326,14 @@ fn circuit_jobs_report_progress_finish_and_cancel() {
     );
     assert_eq!(job["state"], "done", "{job}");
 }
+
+#[test]
+fn a_non_loopback_host_must_be_asked_for() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fidelis"))
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--allow-remote"), "{stderr}");
+}

@@ -486,3 +486,62 @@ pub fn run(job: &Job, prepared: PreparedContext) -> Result<serde_json::Value, St
         "seconds": seconds,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every parameter set, so every line the snippet can have is written.
+    fn all_params() -> ContextParams {
+        let text = |s: &str| Some(s.to_string());
+        ContextParams {
+            input_context: text("The key is in the red box."),
+            input_current: text("Question: Where is the key? Answer:"),
+            output_current: text("in the red box"),
+            output_context: text("Let me see."),
+            input_template: text("Context: {context} {current}"),
+            output_template: text("{context} {current}"),
+            contextless_input_template: text("{current}"),
+            separator: text(" "),
+            chat: Some(true),
+            no_bos: Some(true),
+            max_new_tokens: Some(4),
+            cti_metric: text("pcxmi"),
+            cti_std: Some(0.5),
+            cti_topk: Some(3),
+            method: text("ig"),
+            target: text("contrast-logit-diff"),
+            ig_steps: Some(16),
+            baseline: text(" the"),
+            aggregation: text("sum"),
+            cci_std: Some(-1.0),
+            cci_topk: Some(2),
+        }
+    }
+
+    /// The snippet for every parameter is the example `serve_context_snippet`, which `cargo
+    /// test` compiles: the exported Rust code builds against the crates' API.
+    #[test]
+    fn rust_snippet_is_the_compiled_example() {
+        let snippet = rust_snippet("organism", "cpu", &all_params());
+        let example = include_str!("../../examples/serve_context_snippet.rs.txt");
+        assert_eq!(snippet, example, "update the example to this test's output");
+    }
+
+    #[test]
+    fn every_parameter_is_a_flag_of_fidelis_context() {
+        let argv = argv("organism", "cpu", &all_params());
+        let parsed = ContextCommand::try_parse_from(&argv).expect("the command parses");
+        let a = parsed.args;
+        assert_eq!(a.output_current.as_deref(), Some("in the red box"));
+        assert_eq!(
+            (a.cti_std, a.cci_std, a.cti_topk, a.cci_topk),
+            (0.5, -1.0, Some(3), Some(2))
+        );
+        assert!(a.chat && a.no_bos);
+        assert_eq!(
+            (a.method.as_str(), a.ig_steps, a.baseline.as_str()),
+            ("ig", 16, " the")
+        );
+    }
+}
