@@ -61,6 +61,9 @@ function compareJson(a, b, where = "$") {
 async function contextTab(page) {
   const preset = await page.inputValue("#ctx-preset");
   assert.equal(preset, "organism-qa", "the first organism preset is selected on load");
+  // Parameters are editable; λ = 0 keeps every answer token above the mean CTI score, so the
+  // check below does not hang on how the (retrainable) organism scores its answer.
+  await page.fill("input[name='cti_std']", "0");
   const t0 = Date.now();
   await page.click("#ctx-run");
   await page.waitForSelector("#ctx-result:not([hidden])", { timeout: 120_000 });
@@ -80,6 +83,7 @@ async function contextTab(page) {
   const download = await page.evaluate(async (h) => (await fetch(h)).text(), href);
   const command = (await page.textContent("#ctx-export-cli")).trim();
   assert.ok(command.startsWith("fidelis context --model organism"), command);
+  assert.ok(command.includes("--cti-std 0"), command);
   assert.match(await page.textContent("#ctx-export-rust"), /attribute_context\(&model, &cfg\)/);
   const dir = mkdtempSync(path.join(tmpdir(), "fidelis-e2e-"));
   const env = { ...process.env, PATH: `${path.dirname(binary)}:${process.env.PATH}` };
