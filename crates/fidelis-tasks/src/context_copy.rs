@@ -1,10 +1,12 @@
-//! Context copying: a question whose answer must be copied from facts given in the context.
+//! Context copying: a question whose answer must be copied from a fact given in the context.
 //!
-//! "Context: The key is in the red box. The coin is under the blue bag. Question: Where is the
-//! key? Answer:" → " in the red box". Every fact places a different object with a different
-//! preposition, colour and container, so the answer is fixed only by finding the fact about
-//! the asked object and copying its location (an induction-style lookup). Without the context
-//! the answer cannot be guessed, which is what context attribution (PECoRe) looks for.
+//! "Context: The coin is blue. The key is in the red box. The cup is old. Question: Where is
+//! the key? Answer:" → " in the red box". The context states one location fact, about the
+//! asked object, among one or two distractor facts about other objects' colour or condition.
+//! The location (preposition, colour, container) is drawn at random, so it cannot be guessed
+//! without the context, which is what context attribution (PECoRe) looks for; the distractors
+//! share the location's vocabulary (colours), so copying the right words means finding the
+//! location fact, wherever it stands in the context.
 //!
 //! Unlike the [`crate::Task`] datasets these are text questions with multi-token answers: a
 //! model answers correctly when it reproduces `answer` token by token.
@@ -32,13 +34,16 @@ pub const CONTAINERS: [&str; 10] = [
 /// How an object relates to its container.
 pub const PREPOSITIONS: [&str; 4] = ["in", "under", "behind", "near"];
 
-/// Facts per context, at least two so that one is a distractor.
-pub const FACTS_RANGE: std::ops::RangeInclusive<usize> = 2..=3;
+/// Conditions a distractor fact can state ("The cup is old.").
+pub const CONDITIONS: [&str; 6] = ["old", "new", "small", "large", "heavy", "broken"];
+
+/// Distractor facts per context (each about another object's colour or condition).
+pub const DISTRACTORS_RANGE: std::ops::RangeInclusive<usize> = 1..=2;
 
 /// One context-copying question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextQuestion {
-    /// The facts, e.g. "The key is in the red box. The coin is under the blue bag."
+    /// The facts, e.g. "The coin is blue. The key is in the red box."
     pub context: String,
     /// The question, e.g. "Where is the key?"
     pub question: String,
@@ -71,28 +76,35 @@ pub fn context_questions(n: usize, seed: u64) -> Vec<ContextQuestion> {
 }
 
 fn context_question(rng: &mut StdRng) -> ContextQuestion {
-    let facts = rng.random_range(FACTS_RANGE);
-    let objects = sample(rng, OBJECTS.len(), facts);
-    let prepositions = sample(rng, PREPOSITIONS.len(), facts);
-    let colors = sample(rng, COLORS.len(), facts);
-    let containers = sample(rng, CONTAINERS.len(), facts);
-    let location = |i: usize| {
-        format!(
-            "{} the {} {}",
-            PREPOSITIONS[prepositions.index(i)],
-            COLORS[colors.index(i)],
-            CONTAINERS[containers.index(i)]
-        )
-    };
-    let context = (0..facts)
-        .map(|i| format!("The {} is {}.", OBJECTS[objects.index(i)], location(i)))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let asked = rng.random_range(0..facts);
+    let distractors = rng.random_range(DISTRACTORS_RANGE);
+    // Object 0 is asked about; colour 0 is its container's, the others colour distractors.
+    let objects = sample(rng, OBJECTS.len(), distractors + 1);
+    let colors = sample(rng, COLORS.len(), distractors + 1);
+    let location = format!(
+        " {} the {} {}",
+        PREPOSITIONS[rng.random_range(0..PREPOSITIONS.len())],
+        COLORS[colors.index(0)],
+        CONTAINERS[rng.random_range(0..CONTAINERS.len())]
+    );
+    let mut facts: Vec<String> = (1..=distractors)
+        .map(|i| {
+            let property = if rng.random_bool(0.5) {
+                COLORS[colors.index(i)]
+            } else {
+                CONDITIONS[rng.random_range(0..CONDITIONS.len())]
+            };
+            format!("The {} is {property}.", OBJECTS[objects.index(i)])
+        })
+        .collect();
+    let asked = OBJECTS[objects.index(0)];
+    facts.insert(
+        rng.random_range(0..=distractors),
+        format!("The {asked} is{location}."),
+    );
     ContextQuestion {
-        context,
-        question: format!("Where is the {}?", OBJECTS[objects.index(asked)]),
-        answer: format!(" {}", location(asked)),
+        context: facts.join(" "),
+        question: format!("Where is the {asked}?"),
+        answer: location,
     }
 }
 
@@ -113,6 +125,17 @@ mod tests {
             let fact = format!("The {object} is{}.", q.answer);
             assert!(q.context.contains(&fact), "{q:?}");
             assert!(q.prompt().ends_with(" Answer:"));
+            // One location fact, one or two distractors, none of them about the asked object.
+            let facts = q.context.split(". ").count();
+            assert!((2..=3).contains(&facts), "{q:?}");
+            assert_eq!(
+                q.context.matches(&format!("The {object} ")).count(),
+                1,
+                "{q:?}"
+            );
+            // The answer's colour is not any distractor's.
+            let color = q.answer.split(' ').nth(3).unwrap();
+            assert_eq!(q.context.matches(color).count(), 1, "{q:?}");
         }
     }
 }

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use fidelis_cli::organism::{TaskAccuracy, task_accuracies};
 use fidelis_models::Model;
 
-use super::train::{ANSWER_WEIGHT, LogRow, TrainConfig};
+use super::train::{LogRow, TrainConfig};
 
 /// Held-out examples per task in the card (the test uses the same number and seed).
 pub const EVAL_EXAMPLES: usize = 200;
@@ -75,8 +75,9 @@ pub fn write_card(dir: &Path, facts: &RunFacts<'_>) -> Result<Vec<TaskAccuracy>>
         md,
         "- Corpus: {} documents, `<|endoftext|> prompt answer . <|endoftext|>`: IOI (answer the \
          indirect object), Greater-Than (a random end year after the start year), SVA (the \
-         agreeing verb) and context-copying questions (\"Context: The key is in the red box. The \
-         coin is under the blue bag. Question: Where is the key? Answer: in the red box.\").",
+         agreeing verb) and context-copying questions, one location fact among one or two \
+         distractors (\"Context: The coin is blue. The key is in the red box. Question: Where is \
+         the key? Answer: in the red box.\").",
         facts.documents
     )?;
     writeln!(
@@ -86,7 +87,8 @@ pub fn write_card(dir: &Path, facts: &RunFacts<'_>) -> Result<Vec<TaskAccuracy>>
     )?;
     writeln!(
         md,
-        "- Objective: next-token cross-entropy on every token, answer tokens weighted {ANSWER_WEIGHT}x."
+        "- Objective: next-token cross-entropy on every token, answer tokens weighted {}x.",
+        cfg.answer_weight
     )?;
     writeln!(
         md,

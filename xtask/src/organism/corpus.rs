@@ -20,9 +20,15 @@ use super::tokenizer::{self, END_OF_TEXT_ID, Interner};
 /// The task families of the corpus, in the order of `FAMILY_SHARE`.
 pub const FAMILIES: [&str; 4] = ["ioi", "greater-than", "sva", "context-copy"];
 
-/// Documents generated per family, relative to `docs_per_family` (context copying is the
-/// hardest to learn, so it gets more).
-const FAMILY_SHARE: [f64; 4] = [1.0, 1.0, 0.5, 2.0];
+/// What the corpus holds: how many documents of each family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorpusConfig {
+    /// Documents generated per family, relative to `docs_per_family`, in the order of
+    /// [`FAMILIES`] (IOI is the slowest to learn, so it gets the most).
+    pub family_share: [f64; 4],
+    /// Documents per unit of share.
+    pub docs_per_family: usize,
+}
 
 /// One training sequence.
 #[derive(Debug, Clone)]
@@ -47,14 +53,15 @@ struct Text {
     answer: String,
 }
 
-/// Generates the corpus: about `docs_per_family` documents per task family (scaled by each
+/// Generates the corpus: about `cfg.docs_per_family` documents per task family (scaled by each
 /// family's share), deterministically from `seed`.
-pub fn build(docs_per_family: usize, seed: u64) -> Result<Corpus> {
+pub fn build(cfg: &CorpusConfig, seed: u64) -> Result<Corpus> {
     let interner = Interner::new()?;
     let tok = |text: &str| interner.encode(text);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut texts = Vec::new();
-    let count = |family: usize| (docs_per_family as f64 * FAMILY_SHARE[family]).ceil() as usize;
+    let count =
+        |family: usize| (cfg.docs_per_family as f64 * cfg.family_share[family]).ceil() as usize;
     for (family, task) in [Task::Ioi, Task::GreaterThan, Task::Sva]
         .into_iter()
         .enumerate()

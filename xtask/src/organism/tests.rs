@@ -4,6 +4,7 @@ use burn::prelude::*;
 use fidelis_models::{Hooks, Model};
 use fidelis_tasks::{Task, generate};
 
+use super::corpus::CorpusConfig;
 use super::save::save_hf_folder;
 use super::train::{TrainConfig, train};
 
@@ -14,7 +15,11 @@ fn tiny() -> TrainConfig {
         batch_size: 4,
         learning_rate: 1e-3,
         warmup_steps: 1,
-        docs_per_family: 40,
+        corpus: CorpusConfig {
+            family_share: [1.0, 1.0, 0.5, 2.0],
+            docs_per_family: 40,
+        },
+        answer_weight: 10.0,
         d_model: 16,
         n_layers: 2,
         n_heads: 2,
@@ -42,21 +47,26 @@ fn weights(model: &super::model::Gpt2) -> Vec<f32> {
 #[test]
 fn same_seed_gives_identical_weights() {
     let device = Device::flex().autodiff();
-    let a = train(&tiny(), &device, |_| {}).unwrap();
-    let b = train(&tiny(), &device, |_| {}).unwrap();
+    let a = train(&tiny(), &device, |_, _, _| Ok(())).unwrap();
+    let b = train(&tiny(), &device, |_, _, _| Ok(())).unwrap();
     let losses = |log: &[super::train::LogRow]| -> Vec<(f64, f64)> {
         log.iter().map(|row| (row.loss, row.answer_loss)).collect()
     };
     assert_eq!(losses(&a.log), losses(&b.log));
     assert_eq!(weights(&a.model), weights(&b.model));
-    let other = train(&TrainConfig { seed: 8, ..tiny() }, &device, |_| {}).unwrap();
+    let other = train(
+        &TrainConfig { seed: 8, ..tiny() },
+        &device,
+        |_, _, _| Ok(()),
+    )
+    .unwrap();
     assert_ne!(weights(&a.model), weights(&other.model));
 }
 
 #[test]
 fn saved_folder_loads_in_fidelis_models_with_the_same_logits() {
     let device = Device::flex().autodiff();
-    let trained = train(&tiny(), &device, |_| {}).unwrap();
+    let trained = train(&tiny(), &device, |_, _, _| Ok(())).unwrap();
     let dir = std::env::temp_dir().join(format!("fidelis-organism-test-{}", std::process::id()));
     save_hf_folder(&trained.model, trained.shape, &trained.corpus.pieces, &dir).unwrap();
     let loaded = Model::load(&dir, &Device::flex()).unwrap();

@@ -11,13 +11,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use super::corpus::{self, Corpus, Document};
+use super::corpus::{self, Corpus, CorpusConfig, Document};
 use super::model::{Gpt2, Shape};
 use super::tokenizer::END_OF_TEXT_ID;
-
-/// Loss weight of answer tokens relative to other tokens. The answers are what the tests ask
-/// of the model, and in a corpus of random names and places they are a small share of tokens.
-pub const ANSWER_WEIGHT: f32 = 10.0;
 
 /// Everything that determines a training run.
 #[derive(Debug, Clone)]
@@ -32,8 +28,12 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// Steps of linear warmup before the cosine decay.
     pub warmup_steps: usize,
-    /// Documents generated per task family (see [`corpus::build`]).
-    pub docs_per_family: usize,
+    /// The corpus (see [`corpus::build`]).
+    pub corpus: CorpusConfig,
+    /// Loss weight of answer tokens relative to other tokens. The answers are what the tests
+    /// ask of the model, and in a corpus of random names and places they are a small share of
+    /// tokens.
+    pub answer_weight: f32,
     /// Residual width.
     pub d_model: usize,
     /// Blocks.
@@ -51,11 +51,15 @@ impl TrainConfig {
     pub fn organism() -> Self {
         Self {
             seed: 0,
-            steps: 1400,
+            steps: 1500,
             batch_size: 32,
             learning_rate: 3e-3,
             warmup_steps: 60,
-            docs_per_family: 12_000,
+            corpus: CorpusConfig {
+                family_share: [2.0, 1.0, 0.5, 1.5],
+                docs_per_family: 12_000,
+            },
+            answer_weight: 10.0,
             d_model: 128,
             n_layers: 3,
             n_heads: 4,
@@ -92,6 +96,18 @@ pub struct Trained {
     pub log: Vec<LogRow>,
 }
 
+/// The model shape `cfg` asks for, with the vocabulary of `corpus` (its pieces and the two
+/// special tokens).
+pub fn shape_of(cfg: &TrainConfig, corpus: &Corpus) -> Shape {
+    Shape {
+        d_vocab: corpus.pieces.len() + 2,
+        n_ctx: cfg.n_ctx,
+        d_model: cfg.d_model,
+        n_layers: cfg.n_layers,
+        n_heads: cfg.n_heads,
+    }
+}
+
 /// Warmup then cosine decay to a tenth of the peak.
 fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
     if step < cfg.warmup_steps {
@@ -114,7 +130,7 @@ struct Batch {
     answer_tokens: f32,
 }
 
-fn batch(documents: &[&Document], device: &Device) -> Batch {
+fn batch(documents: &[&Document], answer_weight: f32, device: &Device) -> Batch {
     let len = documents
         .iter()
         .map(|d| d.tokens.len() - 1)
@@ -131,7 +147,7 @@ fn batch(documents: &[&Document], device: &Device) -> Batch {
             inputs[i] = i64::from(doc.tokens[p]);
             targets[i] = i64::from(doc.tokens[p + 1]);
             let is_answer = doc.answer.contains(&(p + 1));
-            weights[i] = if is_answer { ANSWER_WEIGHT } else { 1.0 };
+            weights[i] = if is_answer { answer_weight } else { 1.0 };
             answer_mask[i] = f32::from(u8::from(is_answer));
             real_mask[i] = 1.0;
             real_tokens += 1.0;
@@ -152,20 +168,15 @@ fn batch(documents: &[&Document], device: &Device) -> Batch {
     }
 }
 
-/// Trains the organism on `device` (an autodiff device), calling `on_log` at each log row.
+/// Trains the organism on `device` (an autodiff device), calling `on_log` with each log row
+/// and the model as it is at that step.
 pub fn train(
     cfg: &TrainConfig,
     device: &Device,
-    mut on_log: impl FnMut(&LogRow),
+    mut on_log: impl FnMut(&LogRow, &Gpt2, &Corpus) -> Result<()>,
 ) -> Result<Trained> {
-    let corpus = corpus::build(cfg.docs_per_family, cfg.seed)?;
-    let shape = Shape {
-        d_vocab: corpus.pieces.len() + 2,
-        n_ctx: cfg.n_ctx,
-        d_model: cfg.d_model,
-        n_layers: cfg.n_layers,
-        n_heads: cfg.n_heads,
-    };
+    let corpus = corpus::build(&cfg.corpus, cfg.seed)?;
+    let shape = shape_of(cfg, &corpus);
     let longest = corpus
         .documents
         .iter()
@@ -197,7 +208,7 @@ pub fn train(
             .drain(..cfg.batch_size)
             .map(|i| &corpus.documents[i])
             .collect();
-        let b = batch(&picked, device);
+        let b = batch(&picked, cfg.answer_weight, device);
         let [rows_n, len] = b.inputs.dims();
         let logits = model.forward(b.inputs);
         let log_probs = log_softmax(logits, 2)
@@ -226,7 +237,7 @@ pub fn train(
                 answer_loss: answer_sum / rows as f64,
                 elapsed_s: start.elapsed().as_secs_f64(),
             };
-            on_log(&row);
+            on_log(&row, &model, &corpus)?;
             log.push(row);
             (loss_sum, answer_sum, rows) = (0.0, 0.0, 0);
         }
