@@ -18,7 +18,6 @@ fn organism() -> Model {
 }
 
 #[test]
-#[ignore = "the committed organism is below 95% on IOI and context copying (MODEL_CARD.md, Status)"]
 fn organism_is_accurate_on_held_out_prompts() {
     let model = organism();
     let accuracies = task_accuracies(&model, EXAMPLES, SEED).unwrap();
