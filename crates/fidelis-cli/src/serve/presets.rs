@@ -1,10 +1,11 @@
 //! Context-attribution presets: worked examples the page offers per model.
 //!
-//! The organism was trained on context-copying questions ("Context: The key is in the red box.
-//! … Question: Where is the key? Answer:", see `fidelis_tasks::context_copy`), so its presets
-//! use that form: the facts are the input context, the question is the input current text and
-//! the contextless run sees the question alone. SmolLM2 gets free-form text in its chat
-//! template.
+//! The organism was trained on context-copying questions (one location fact among facts about
+//! other objects' colour or condition: "Context: The coin is blue. The key is in the red box.
+//! The cup is old. Question: Where is the key? Answer:", see `fidelis_tasks::context_copy`), so
+//! its presets use that form: the facts are the input context, the question is the input
+//! current text and the contextless run sees the question alone. SmolLM2 gets free-form text in
+//! its chat template.
 
 use serde::Serialize;
 
@@ -61,17 +62,17 @@ pub fn all() -> Vec<Preset> {
             label: "Fact lookup: where is the key?",
             model: "organism",
             params: organism(
-                "The key is in the red box. The coin is under the blue bag.",
+                "The coin is blue. The key is in the red box. The cup is old.",
                 "Where is the key?",
             ),
         },
         Preset {
             id: "organism-story",
-            label: "Story of three things: where is the coin?",
+            label: "Story of three things: where is the ring?",
             model: "organism",
             params: organism(
-                "The ring is behind the green chest. The key is in the red box. The coin is under the blue bag.",
-                "Where is the coin?",
+                "The lamp is broken. The book is yellow. The ring is behind the green chest.",
+                "Where is the ring?",
             ),
         },
         Preset {
