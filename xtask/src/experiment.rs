@@ -12,7 +12,8 @@ use fidelis_cli::circuit::{DataSource, curve_csv, graph_for, load_examples, toke
 use fidelis_cli::plot::faithfulness_plot;
 use fidelis_cli::{device::parse_device, progress};
 use fidelis_faithfulness::{
-    Ablation, BuiltinMetric, Curve, EvalOptions, Selection, faithfulness_curve, mib_sizes,
+    Ablation, BuiltinMetric, Curve, CurvePoint, EvalOptions, Selection, faithfulness_curve,
+    mib_sizes,
 };
 use fidelis_models::Model;
 use fidelis_models::fetch::resolve_model_name;
@@ -116,10 +117,58 @@ struct Run {
 
 /// Runs `cargo xtask experiment ...`.
 pub fn run(args: &[String]) -> Result<()> {
-    match args.first().map(String::as_str) {
-        Some("faithfulness") => faithfulness(&parse(&args[1..])?),
-        _ => bail!("{USAGE}"),
+    match (args.first().map(String::as_str), args.get(1)) {
+        (Some("faithfulness"), _) => faithfulness(&parse(&args[1..])?),
+        (Some("replot"), Some(dir)) => replot(Path::new(dir)),
+        _ => bail!("{USAGE}\n\nor: cargo xtask experiment replot results/<model>/<task>"),
     }
+}
+
+/// Redraws `faithfulness.svg` of a results folder from its `curves.csv` and `summary.json`
+/// (no model runs).
+fn replot(dir: &Path) -> Result<()> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let summary: serde_json::Value = serde_json::from_str(&read("summary.json")?)?;
+    let mut curves: Vec<(String, Curve)> = Vec::new();
+    for (i, line) in read("curves.csv")?.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || anyhow::anyhow!("curves.csv line {}: {line:?}", i + 1);
+        let [label, requested, edges, fraction, metric, faithfulness] = f[..] else {
+            return Err(bad());
+        };
+        let point = CurvePoint {
+            requested_edges: requested.parse().map_err(|_| bad())?,
+            edges: edges.parse().map_err(|_| bad())?,
+            fraction: fraction.parse().map_err(|_| bad())?,
+            metric: metric.parse().map_err(|_| bad())?,
+            faithfulness: faithfulness.parse().map_err(|_| bad())?,
+        };
+        match curves.iter_mut().find(|(l, _)| l == label) {
+            Some((_, c)) => c.points.push(point),
+            None => curves.push((
+                label.to_string(),
+                Curve {
+                    clean: 0.0,
+                    empty: 0.0,
+                    points: vec![point],
+                    cpr: 0.0,
+                    cmd: 0.0,
+                },
+            )),
+        }
+    }
+    let name = |key: &str| summary[key].as_str().unwrap_or("?").to_string();
+    let title = format!("{} · {}", name("model"), name("task"));
+    let lines: Vec<(&str, &Curve)> = curves.iter().map(|(l, c)| (l.as_str(), c)).collect();
+    std::fs::write(
+        dir.join("faithfulness.svg"),
+        faithfulness_plot(&lines, &title),
+    )?;
+    println!("wrote {}", dir.join("faithfulness.svg").display());
+    Ok(())
 }
 
 fn faithfulness(o: &Options) -> Result<()> {

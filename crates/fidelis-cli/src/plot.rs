@@ -44,7 +44,17 @@ pub fn faithfulness_plot(lines: &[(&str, &Curve)], title: &str) -> String {
         );
         e += 1.0;
     }
-    for v in [0.0f32, 0.2, 0.4, 0.6, 0.8, 1.0] {
+    // Ticks over the whole range: signed-selection curves can go well above 1.
+    let step = if y1 - y0 <= 1.5 {
+        0.2
+    } else if y1 - y0 <= 4.0 {
+        0.5
+    } else {
+        1.0
+    };
+    let first = (y0 / step).ceil() as i32;
+    let last = (y1 / step).floor() as i32;
+    for v in (first..=last).map(|k| k as f32 * step) {
         let yv = y(v);
         let _ = writeln!(
             s,
