@@ -107,12 +107,20 @@ fn metric_for(task: Task) -> BuiltinMetric {
 
 /// One method's result under one selection rule.
 struct Run {
-    /// `method` for the abs rule, `method/rule` otherwise.
-    label: String,
     method: Method,
     selection: Selection,
     seconds: f64,
     curve: Curve,
+}
+
+impl Run {
+    /// `method` for the abs rule, `method/rule` otherwise.
+    fn label(&self) -> String {
+        match self.selection {
+            Selection::TopAbs => self.method.name().to_string(),
+            other => format!("{}/{}", self.method.name(), other.name()),
+        }
+    }
 }
 
 /// Runs `cargo xtask experiment ...`.
@@ -237,12 +245,16 @@ fn faithfulness(o: &Options) -> Result<()> {
                 &mib_sizes(graph.n_edges()),
                 &eval,
             )?;
-            let label = match selection {
-                Selection::TopAbs => method.name().to_string(),
-                other => format!("{}/{}", method.name(), other.name()),
+            let run = Run {
+                method,
+                selection,
+                seconds,
+                curve,
             };
+            let curve = &run.curve;
             println!(
-                "{label:<20} CPR {:.3}  CMD {:.3}  first ≥ 0.8 at {}  (evaluated in {:.1} s)",
+                "{:<20} CPR {:.3}  CMD {:.3}  first ≥ 0.8 at {}  (evaluated in {:.1} s)",
+                run.label(),
                 curve.cpr,
                 curve.cmd,
                 curve
@@ -250,13 +262,7 @@ fn faithfulness(o: &Options) -> Result<()> {
                     .map_or("never".into(), |p| format!("{} edges", p.edges)),
                 start.elapsed().as_secs_f64()
             );
-            runs.push(Run {
-                label,
-                method,
-                selection,
-                seconds,
-                curve,
-            });
+            runs.push(run);
             write_results(&dir, o, &runs, pairs.len())?;
         }
     }
@@ -270,7 +276,7 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
     csv.push('\n');
     for r in runs {
         for line in curve_csv(&r.curve).lines().skip(1) {
-            let _ = writeln!(csv, "{},{line}", r.label);
+            let _ = writeln!(csv, "{},{line}", r.label());
         }
     }
     std::fs::write(dir.join("curves.csv"), csv)?;
@@ -278,7 +284,7 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
         .iter()
         .map(|r| {
             serde_json::json!({
-                "label": r.label,
+                "label": r.label(),
                 "method": r.method.name(),
                 "selection": r.selection.name(),
                 "seconds": r.seconds,
@@ -299,7 +305,12 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    let lines: Vec<(&str, &Curve)> = runs.iter().map(|r| (r.label.as_str(), &r.curve)).collect();
+    let labels: Vec<String> = runs.iter().map(Run::label).collect();
+    let lines: Vec<(&str, &Curve)> = labels
+        .iter()
+        .zip(runs)
+        .map(|(l, r)| (l.as_str(), &r.curve))
+        .collect();
     let title = format!("{} · {}", o.model, o.task.name());
     std::fs::write(
         dir.join("faithfulness.svg"),
