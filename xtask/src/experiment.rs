@@ -21,7 +21,7 @@ use fidelis_tasks::Task;
 
 const USAGE: &str = "usage: cargo xtask experiment faithfulness --model NAME|PATH --task TASK
     [--n 64] [--seed 0] [--methods eap,eap-ig-inputs,eap-ig-activations,clean-corrupted]
-    [--steps 5] [--steps-per-pass 1] [--batch-size 16] [--selection abs[,signed,greedy]] [--device cpu]
+    [--steps 5] [--steps-per-pass 1] [--workers N] [--batch-size 16] [--selection abs[,signed,greedy]] [--device cpu]
     [--out results]
 
 Each method's graph is evaluated once per selection rule (abs: top edges by |score|, the
@@ -37,6 +37,8 @@ struct Options {
     methods: Vec<Method>,
     steps: usize,
     steps_per_pass: usize,
+    /// Concurrent eap-ig-activations passes; `None`: every core on a CPU device, 1 otherwise.
+    workers: Option<usize>,
     batch_size: usize,
     selections: Vec<Selection>,
     device: String,
@@ -57,6 +59,7 @@ fn parse(args: &[String]) -> Result<Options> {
         ],
         steps: 5,
         steps_per_pass: 1,
+        workers: None,
         batch_size: 16,
         selections: vec![Selection::TopAbs],
         device: "cpu".into(),
@@ -75,6 +78,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--seed" => o.seed = value()?.parse()?,
             "--steps" => o.steps = value()?.parse()?,
             "--steps-per-pass" => o.steps_per_pass = value()?.parse()?,
+            "--workers" => o.workers = Some(value()?.parse()?),
             "--batch-size" => o.batch_size = value()?.parse()?,
             "--device" => o.device = value()?.clone(),
             "--selection" => {
@@ -208,6 +212,9 @@ fn faithfulness(o: &Options) -> Result<()> {
         let mut opts = EdgeAttribution::new(method);
         opts.steps = o.steps;
         opts.steps_per_pass = o.steps_per_pass;
+        opts.workers = o
+            .workers
+            .unwrap_or_else(|| fidelis_cli::device::default_workers(&o.device));
         opts.batch_size = o.batch_size;
         let bar = progress::bar(1, method.name());
         let start = Instant::now();

@@ -8,7 +8,6 @@
 use burn::prelude::*;
 use fidelis_faithfulness::data::{PromptPair, batches};
 use fidelis_faithfulness::evaluate::{mix_rows, reader_groups};
-use fidelis_faithfulness::metric::last_position_logits;
 use fidelis_faithfulness::{Metric, PairBatch};
 use fidelis_graph::Graph;
 use fidelis_models::{Activation, Hooks, Transformer};
@@ -52,7 +51,7 @@ pub fn exact_scores(
     let mut done = 0;
     for batch in batches(model, pairs, opts.batch_size) {
         let batch = batch?;
-        let clean = clean_run(model, &batch.clean)?;
+        let clean = clean_run(model, &batch.clean, false)?;
         let delta = opts.ablation.node_values(model, &batch)? - clean.outputs;
         let base = loss_per_example(
             metric,
@@ -127,8 +126,7 @@ pub fn patch_edges(
         hooks.add(pt, add);
     }
     let tokens = repeat(&batch.clean, copies);
-    let logits = model.forward_batch(&tokens, &mut hooks)?;
-    let last = last_position_logits(logits, &tokens.last_positions());
+    let last = model.forward_batch_at(&tokens, &tokens.last_positions(), &mut hooks)?;
     let clean = Tensor::cat(vec![clean_logits.clone(); copies], 0);
     let targets = batch.targets.repeat(copies);
     let loss = loss_per_example(metric, last, clean, &targets);

@@ -47,6 +47,8 @@ pub struct DiscoverOptions {
     pub batch_size: usize,
     /// Interpolation steps stacked per pass.
     pub steps_per_pass: usize,
+    /// Passes of eap-ig-activations run at once on their own threads.
+    pub workers: usize,
     /// Mean instead of sum over d_model.
     pub mean_aggregation: bool,
     /// Prepend BOS to every prompt.
@@ -162,6 +164,7 @@ pub fn discover(model: &Model, opts: &DiscoverOptions) -> Result<Graph> {
     attribution.steps = opts.steps;
     attribution.batch_size = opts.batch_size;
     attribution.steps_per_pass = opts.steps_per_pass;
+    attribution.workers = opts.workers;
     attribution.exact_edges_per_pass = opts.exact_per_pass;
     attribution.ablation = ablation(model, &opts.ablation, &pairs, opts.batch_size)?;
     if opts.mean_aggregation {

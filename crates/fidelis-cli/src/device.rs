@@ -21,6 +21,21 @@ pub fn compiled_backends() -> Vec<&'static str> {
     backends
 }
 
+/// Whether a `--device` value names a CPU backend (`cpu`, `flex`, `ndarray`).
+pub fn is_cpu(spec: &str) -> bool {
+    matches!(spec, "cpu" | "flex" | "ndarray")
+}
+
+/// The default number of concurrent passes on `device`: every core of a CPU (one pass keeps
+/// little more than one busy), one on a GPU (a pass fills it already).
+pub fn default_workers(device: &str) -> usize {
+    if is_cpu(device) {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        1
+    }
+}
+
 /// Parses a `--device` value into a Burn device.
 ///
 /// `cpu` picks the fastest CPU backend compiled in (flex, measured ~2x ndarray on a 2-core box).

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fidelis_attribution::Method;
-use fidelis_cli::{circuit, device::parse_device, progress};
+use fidelis_cli::{circuit, device, device::parse_device, progress};
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::fetch::{fetch_smollm2, resolve_model_name, smollm2_path};
 use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
@@ -213,6 +213,10 @@ struct DiscoverArgs {
     /// Interpolation steps stacked into one forward/backward (more memory, fewer passes).
     #[arg(long, default_value_t = 1)]
     steps_per_pass: usize,
+    /// Passes of eap-ig-activations run at once, each on its own thread (memory × this)
+    /// [default: the number of cores on a CPU device, 1 on a GPU].
+    #[arg(long)]
+    workers: Option<usize>,
     /// Average scores over d_model instead of summing.
     #[arg(long)]
     mean_aggregation: bool,
@@ -375,6 +379,9 @@ fn discover_options(args: DiscoverArgs) -> Result<circuit::DiscoverOptions> {
         ablation: args.ablation,
         batch_size: args.batch_size,
         steps_per_pass: args.steps_per_pass,
+        workers: args
+            .workers
+            .unwrap_or_else(|| device::default_workers(&args.model.device)),
         mean_aggregation: args.mean_aggregation,
         add_bos: !args.data.no_bos,
         exact_from: args.exact_from,

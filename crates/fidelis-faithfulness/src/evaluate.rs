@@ -14,7 +14,7 @@ use fidelis_graph::Graph;
 use fidelis_models::{Activation, Batch, Hooks, Transformer, TransformerConfig, point};
 
 use crate::data::{PairBatch, PromptPair, batches, check_pairs};
-use crate::metric::{Metric, last_position_logits};
+use crate::metric::Metric;
 use crate::nodes::{input_point, logits_input_point};
 use crate::{Ablation, FaithError, Result};
 
@@ -387,8 +387,7 @@ fn check_finite(metric: &dyn Metric, vals: &[f32], batch: usize) -> Result<()> {
 
 /// Last-position logits of a clean forward.
 pub fn clean_last_logits(model: &Transformer, batch: &PairBatch) -> Result<Tensor<2>> {
-    let logits = model.forward_batch(&batch.clean, &mut Hooks::new())?;
-    Ok(last_position_logits(logits, &batch.last))
+    Ok(model.forward_batch_at(&batch.clean, &batch.last, &mut Hooks::new())?)
 }
 
 /// The metric on the clean and on the corrupted prompts.
@@ -406,8 +405,8 @@ pub fn evaluate_baseline(
     for (i, batch) in batches(model, pairs, batch_size).enumerate() {
         let batch = batch?;
         let clean = clean_last_logits(model, &batch)?;
-        let corrupted = model.forward_batch(&batch.corrupted, &mut Hooks::new())?;
-        let corrupted = last_position_logits(corrupted, &batch.last_corrupted);
+        let corrupted =
+            model.forward_batch_at(&batch.corrupted, &batch.last_corrupted, &mut Hooks::new())?;
         let c = values(metric.per_example(clean.clone(), clean.clone(), &batch.targets));
         let k = values(metric.per_example(corrupted, clean, &batch.targets));
         check_finite(metric, &c, i)?;
@@ -492,8 +491,7 @@ pub fn evaluate_circuits(
             let k = chunk.len();
             let mut hooks = ablation_hooks(model, graph, ablated.clone(), chunk);
             let tokens = repeat_batch_of(&batch.clean, k);
-            let logits = model.forward_batch(&tokens, &mut hooks)?;
-            let logits = last_position_logits(logits, &tokens.last_positions());
+            let logits = model.forward_batch_at(&tokens, &tokens.last_positions(), &mut hooks)?;
             let clean_k = crate::data::repeat_batch(clean.clone(), k);
             let targets = if k == 1 {
                 batch.targets.clone()

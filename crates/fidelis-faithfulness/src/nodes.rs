@@ -68,7 +68,12 @@ pub fn stack_node_outputs(hooks: &Hooks, n_layers: usize) -> Result<Tensor<4>> {
 
 /// Registers gradient probes at every backward node's input.
 pub fn probe_node_inputs(hooks: &mut Hooks, n_layers: usize) {
-    for l in 0..n_layers {
+    probe_node_inputs_from(hooks, 0, n_layers);
+}
+
+/// Registers gradient probes at the inputs of backward nodes in layers `first..` and the logits.
+pub fn probe_node_inputs_from(hooks: &mut Hooks, first: usize, n_layers: usize) {
+    for l in first..n_layers {
         hooks
             .probe(point::q_input(l))
             .probe(point::k_input(l))
@@ -91,6 +96,27 @@ pub fn stack_input_grads(
     shape: [usize; 3],
     device: &Device,
 ) -> Tensor<4> {
+    stack_input_grads_from(hooks, grads, cfg, 0, shape, device)
+}
+
+/// Number of backward columns (reader inputs) before layer `first`: `first · (3 · n_heads + 1)`.
+pub fn columns_before(cfg: &TransformerConfig, first: usize) -> usize {
+    first * (3 * cfg.n_heads + 1)
+}
+
+/// [`stack_input_grads`] for the reader inputs of layers `first..` and the logits only: the
+/// last `n_backward - columns_before(first)` columns of the graph.
+///
+/// # Shapes
+/// - returns `[batch, pos, n_backward - columns_before(cfg, first), d_model]`
+pub fn stack_input_grads_from(
+    hooks: &Hooks,
+    grads: &Gradients,
+    cfg: &TransformerConfig,
+    first: usize,
+    shape: [usize; 3],
+    device: &Device,
+) -> Tensor<4> {
     let [b, p, d] = shape;
     let h = cfg.n_heads;
     let grad4 = |pt: String, n: usize| match hooks.probe_grad(&pt, grads) {
@@ -98,8 +124,8 @@ pub fn stack_input_grads(
         Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
         None => Tensor::zeros([b, p, n, d], device),
     };
-    let mut parts = Vec::with_capacity(4 * cfg.n_layers + 1);
-    for l in 0..cfg.n_layers {
+    let mut parts = Vec::with_capacity(4 * (cfg.n_layers - first.min(cfg.n_layers)) + 1);
+    for l in first..cfg.n_layers {
         parts.push(grad4(point::q_input(l), h));
         parts.push(grad4(point::k_input(l), h));
         parts.push(grad4(point::v_input(l), h));
@@ -110,15 +136,41 @@ pub fn stack_input_grads(
 }
 
 /// `Σ_{batch, pos, d} a[b, p, f, d] · g[b, p, c, d]` for every row f and column c: the EAP
-/// score matrix of one batch as a single matrix product.
+/// score matrix of one batch.
+///
+/// Computed as one batched product per chunk of positions, `g[bp] @ a[bp]ᵀ`, summed over the
+/// positions: `g` (the large operand, `n_backward` wide) is read in place and never
+/// transposed; only `a` is, and only a chunk's worth of `[c, f]` products is held at once.
 ///
 /// # Shapes
 /// - `a`: `[batch, pos, n_forward, d]`, `g`: `[batch, pos, n_backward, d]`
 /// - returns `[n_forward, n_backward]`
 pub fn contract(a: Tensor<4>, g: Tensor<4>) -> Tensor<2> {
+    /// Bound on the floats of one chunk's `[chunk, c, f]` products.
+    const CHUNK_FLOATS: usize = 1 << 24;
     let [b, p, f, d] = a.dims();
     let [_, _, c, _] = g.dims();
-    let a = a.permute([2, 0, 1, 3]).reshape([f, b * p * d]);
-    let g = g.permute([0, 1, 3, 2]).reshape([b * p * d, c]);
-    a.matmul(g)
+    let rows = b * p;
+    let chunk = (CHUNK_FLOATS / (c * f).max(1)).clamp(1, rows);
+    let a = a.reshape([rows, f, d]);
+    let g = g.reshape([rows, c, d]);
+    let mut total: Option<Tensor<2>> = None;
+    for lo in (0..rows).step_by(chunk) {
+        let hi = (lo + chunk).min(rows);
+        let at = a.clone().slice_dim(0, lo..hi).swap_dims(1, 2);
+        let part = g
+            .clone()
+            .slice_dim(0, lo..hi)
+            .matmul(at)
+            .sum_dim(0)
+            .reshape([c, f]);
+        total = Some(match total {
+            Some(t) => t + part,
+            None => part,
+        });
+    }
+    match total {
+        Some(t) => t.transpose(),
+        None => Tensor::zeros([f, c], &a.device()),
+    }
 }

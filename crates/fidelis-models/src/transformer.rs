@@ -248,6 +248,63 @@ impl Transformer {
         self.run(tokens, None, &mut Hooks::new(), Some(cache))
     }
 
+    /// Runs a right-padded batch and returns the logits at one position per example only
+    /// (usually [`Batch::last_positions`]). The final norm and the unembedding run on those
+    /// rows alone, which saves most of the `d_vocab`-wide work of [`Transformer::forward_batch`].
+    /// The `ln_final` hook sees `[batch, 1, d_model]`.
+    ///
+    /// # Shapes
+    /// - `positions`: one per example; returns logits `[batch, d_vocab]`
+    pub fn forward_batch_at(
+        &self,
+        batch: &Batch,
+        positions: &[usize],
+        hooks: &mut Hooks,
+    ) -> Result<Tensor<2>> {
+        let [size, seq] = batch.tokens.dims();
+        self.check_input(&batch.tokens, seq)?;
+        check_positions(positions, size, seq)?;
+        let x = self.embed_tokens(batch.tokens.clone(), 0, hooks)?;
+        let x = self.blocks_from(0, x, 0, Some(&batch.lengths), hooks, None)?;
+        self.unembed_at(x, positions, hooks)
+    }
+
+    /// Runs blocks `layer..` of a right-padded batch from a given residual stream (what
+    /// `blocks.{layer}.hook_resid_pre` holds), and returns the logits at one position per
+    /// example. Everything before `layer` is skipped, so attribution methods that perturb a
+    /// late activation pay only for the layers it can affect; hooks of earlier layers never
+    /// fire.
+    ///
+    /// # Shapes
+    /// - `resid_pre`: `[batch, pos, d_model]`; `positions`: one per example; returns
+    ///   `[batch, d_vocab]`
+    pub fn forward_batch_from(
+        &self,
+        batch: &Batch,
+        layer: usize,
+        resid_pre: Tensor<3>,
+        positions: &[usize],
+        hooks: &mut Hooks,
+    ) -> Result<Tensor<2>> {
+        let [size, seq] = batch.tokens.dims();
+        if layer >= self.config.n_layers {
+            return Err(ModelError::InvalidInput(format!(
+                "start layer {layer} is out of range: the model has {} layers",
+                self.config.n_layers
+            )));
+        }
+        if resid_pre.dims() != [size, seq, self.config.d_model] {
+            return Err(ModelError::InvalidInput(format!(
+                "residual stream has shape {:?}, expected {:?}",
+                resid_pre.dims(),
+                [size, seq, self.config.d_model]
+            )));
+        }
+        check_positions(positions, size, seq)?;
+        let x = self.blocks_from(layer, resid_pre, 0, Some(&batch.lengths), hooks, None)?;
+        self.unembed_at(x, positions, hooks)
+    }
+
     fn run(
         &self,
         tokens: Tensor<2, Int>,
@@ -264,19 +321,8 @@ impl Transformer {
             c.layers = vec![None; self.config.n_layers];
         }
         let d = self.config.d_model;
-        let flat = tokens.reshape([batch * seq]);
-        let embed = self.embed.clone().select(0, flat).reshape([batch, seq, d]);
-        let mut x = hooks.apply3(point::EMBED, embed)?;
-        if let Some(pos) = &self.pos_embed {
-            let pos = pos.clone().slice(start..start + seq).unsqueeze_dim::<3>(0);
-            let pos = hooks.apply3(point::POS_EMBED, pos.expand([batch, seq, d]))?;
-            x = x + pos;
-        }
-        let mask = self.attention_mask(batch, seq, start, lengths);
-        for (l, block) in self.blocks.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = self.block(l, block, x, start, mask.clone(), hooks, layer_cache)?;
-        }
+        let x = self.embed_tokens(tokens, start, hooks)?;
+        let x = self.blocks_from(0, x, start, lengths, hooks, cache.as_deref_mut())?;
         if let Some(c) = cache {
             c.len += seq;
         }
@@ -285,6 +331,68 @@ impl Transformer {
             .reshape([batch * seq, d])
             .matmul(self.unembed.clone().transpose());
         Ok(logits.reshape([batch, seq, self.config.d_vocab]))
+    }
+
+    /// Token (and learned position) embeddings of positions `start..start + seq`.
+    fn embed_tokens(
+        &self,
+        tokens: Tensor<2, Int>,
+        start: usize,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor<3>> {
+        let [batch, seq] = tokens.dims();
+        let d = self.config.d_model;
+        let flat = tokens.reshape([batch * seq]);
+        let embed = self.embed.clone().select(0, flat).reshape([batch, seq, d]);
+        let mut x = hooks.apply3(point::EMBED, embed)?;
+        if let Some(pos) = &self.pos_embed {
+            let pos = pos.clone().slice(start..start + seq).unsqueeze_dim::<3>(0);
+            let pos = hooks.apply3(point::POS_EMBED, pos.expand([batch, seq, d]))?;
+            x = x + pos;
+        }
+        Ok(x)
+    }
+
+    /// Blocks `first..` on the residual stream `x`.
+    fn blocks_from(
+        &self,
+        first: usize,
+        mut x: Tensor<3>,
+        start: usize,
+        lengths: Option<&[usize]>,
+        hooks: &mut Hooks,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<3>> {
+        let [batch, seq, _] = x.dims();
+        let mask = self.attention_mask(batch, seq, start, lengths);
+        for (l, block) in self.blocks.iter().enumerate().skip(first) {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = self.block(l, block, x, start, mask.clone(), hooks, layer_cache)?;
+        }
+        Ok(x)
+    }
+
+    /// Final norm and unembedding of one position per example.
+    fn unembed_at(
+        &self,
+        x: Tensor<3>,
+        positions: &[usize],
+        hooks: &mut Hooks,
+    ) -> Result<Tensor<2>> {
+        let [batch, seq, d] = x.dims();
+        let rows: Vec<i64> = positions
+            .iter()
+            .enumerate()
+            .map(|(b, &p)| (b * seq + p) as i64)
+            .collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [batch]), &x.device());
+        let x = x
+            .reshape([batch * seq, d])
+            .select(0, index)
+            .reshape([batch, 1, d]);
+        let x = hooks.apply3(point::LN_FINAL, self.ln_final.forward(x))?;
+        Ok(x.reshape([batch, d])
+            .matmul(self.unembed.clone().transpose()))
     }
 
     fn check_input(&self, tokens: &Tensor<2, Int>, total_len: usize) -> Result<()> {
@@ -511,6 +619,22 @@ impl Transformer {
             None => out,
         }
     }
+}
+
+/// One position per example, each inside the sequence.
+fn check_positions(positions: &[usize], batch: usize, seq: usize) -> Result<()> {
+    if positions.len() != batch {
+        return Err(ModelError::InvalidInput(format!(
+            "{} logit positions for a batch of {batch}",
+            positions.len()
+        )));
+    }
+    if let Some(p) = positions.iter().find(|&&p| p >= seq) {
+        return Err(ModelError::InvalidInput(format!(
+            "logit position {p} is past the sequence of {seq} tokens"
+        )));
+    }
+    Ok(())
 }
 
 /// `x @ w + b` over the last dimension of a rank-3 tensor.

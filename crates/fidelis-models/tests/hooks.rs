@@ -253,3 +253,104 @@ fn hook_errors_name_the_point() {
         "{msg}"
     );
 }
+
+/// A right-padded batch of two prompts of different lengths.
+fn padded_batch(model: &Model) -> fidelis_models::Batch {
+    let a = model.tokenizer.encode(PROMPT).unwrap();
+    let b = model.tokenizer.encode("The cat sat").unwrap();
+    fidelis_models::Batch::from_sequences(&[a, b], 0, &device()).unwrap()
+}
+
+#[test]
+fn logits_at_positions_equal_the_full_forward_rows() {
+    for name in ["tiny-gpt2", "tiny-llama-gqa"] {
+        let model = load(name);
+        let batch = padded_batch(&model);
+        let full = model
+            .transformer
+            .forward_batch(&batch, &mut Hooks::new())
+            .unwrap();
+        let [_, seq, v] = full.dims();
+        let positions = vec![batch.lengths[0] - 1, 1];
+        let at = model
+            .transformer
+            .forward_batch_at(&batch, &positions, &mut Hooks::new())
+            .unwrap();
+        assert_eq!(at.dims(), [2, v]);
+        let full = values(full);
+        let at = values(at);
+        for (i, &p) in positions.iter().enumerate() {
+            let row = &full[(i * seq + p) * v..(i * seq + p + 1) * v];
+            let diff = max_abs_diff(row, &at[i * v..(i + 1) * v]);
+            assert!(diff < 1e-5, "{name}: example {i} differs by {diff}");
+        }
+    }
+}
+
+#[test]
+fn a_run_from_a_recorded_residual_continues_the_full_run() {
+    for name in ["tiny-gpt2", "tiny-llama-gqa"] {
+        let model = load(name);
+        let batch = padded_batch(&model);
+        let positions = batch.last_positions();
+        let n_layers = model.config().n_layers;
+        for layer in 0..n_layers {
+            // A hook after `layer` must act the same in both runs.
+            let edit = |hooks: &mut Hooks| {
+                hooks.map(point::mlp_out(n_layers - 1), |a| match a {
+                    Activation::Rank3(t) => Activation::Rank3(t * 0.5),
+                    other => other,
+                });
+            };
+            let mut hooks = Hooks::new();
+            hooks.record(point::resid_pre(layer));
+            edit(&mut hooks);
+            let full = model
+                .transformer
+                .forward_batch_at(&batch, &positions, &mut hooks)
+                .unwrap();
+            let resid = hooks
+                .recorded(&point::resid_pre(layer))
+                .and_then(Activation::rank3)
+                .unwrap();
+            let mut later = Hooks::new();
+            edit(&mut later);
+            // Hooks of skipped layers never fire.
+            later.record(point::resid_pre(0));
+            let from = model
+                .transformer
+                .forward_batch_from(&batch, layer, resid, &positions, &mut later)
+                .unwrap();
+            let diff = max_abs_diff(&values(full), &values(from));
+            assert!(diff < 1e-5, "{name}: from layer {layer} differs by {diff}");
+            assert_eq!(later.recorded(&point::resid_pre(0)).is_some(), layer == 0);
+        }
+    }
+}
+
+#[test]
+fn bad_positions_and_start_layers_are_errors() {
+    let model = load("tiny-gpt2");
+    let batch = padded_batch(&model);
+    let t = &model.transformer;
+    let err = |r: fidelis_models::Result<Tensor<2>>| match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    };
+    let e = err(t.forward_batch_at(&batch, &[0], &mut Hooks::new()));
+    assert!(e.contains("1 logit positions for a batch of 2"), "{e}");
+    let e = err(t.forward_batch_at(&batch, &[0, 99], &mut Hooks::new()));
+    assert!(e.contains("position 99 is past the sequence"), "{e}");
+    let [b, p] = batch.tokens.dims();
+    let d = model.config().d_model;
+    let resid = Tensor::<3>::zeros([b, p, d], &device());
+    let layers = model.config().n_layers;
+    let e = err(t.forward_batch_from(&batch, layers, resid.clone(), &[0, 0], &mut Hooks::new()));
+    assert!(
+        e.contains(&format!("start layer {layers} is out of range")),
+        "{e}"
+    );
+    let wrong = Tensor::<3>::zeros([b, p, d + 1], &device());
+    let e = err(t.forward_batch_from(&batch, 0, wrong, &[0, 0], &mut Hooks::new()));
+    assert!(e.contains("residual stream has shape"), "{e}");
+}

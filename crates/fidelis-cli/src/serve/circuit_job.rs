@@ -62,6 +62,8 @@ pub struct PreparedCircuit {
     batch_size: usize,
     seed: u64,
     add_bos: bool,
+    /// Concurrent eap-ig-activations passes: the CLI's default for the server's device.
+    workers: usize,
     command: String,
 }
 
@@ -164,6 +166,7 @@ pub fn prepare(state: &super::AppState, req: CircuitRequest) -> Result<PreparedC
         batch_size,
         seed,
         add_bos,
+        workers: crate::device::default_workers(&state.device),
         command: shell_command(&argv),
     })
 }
@@ -206,6 +209,7 @@ pub fn run(job: &Job, p: PreparedCircuit) -> Result<serde_json::Value, String> {
     let mut attribution = EdgeAttribution::new(p.method);
     attribution.steps = p.steps;
     attribution.batch_size = p.batch_size;
+    attribution.workers = p.workers;
     attribution.ablation = ablation(&p.model, &p.ablation, &pairs, p.batch_size).map_err(err)?;
     job.progress("scoring edges", 0, 1);
     attribute_edges(
