@@ -165,16 +165,11 @@ fn path_integral_scores(
             .collect()
     };
     let (x1, x0) = (input(&clean), input(&corrupted));
+    let batch = PairBatch::new(model, pairs).unwrap();
     let mut grad_sum = vec![0f64; bsz * p * nb * d];
     for j in 0..=n {
         let alpha = j as f32 / n as f32;
-        let weight = if j == 0 || j == n {
-            1.0
-        } else if j % 2 == 1 {
-            4.0
-        } else {
-            2.0
-        } / (3.0 * n as f64);
+        let weight = simpson_weight(j, n);
         let x: Vec<f32> = x0
             .iter()
             .zip(&x1)
@@ -185,19 +180,7 @@ fn path_integral_scores(
             point::resid_pre(0),
             Tensor::<3>::from_data(TensorData::new(x, [bsz, p, d]), device),
         );
-        fidelis_faithfulness::nodes::probe_node_inputs(&mut hooks, model.config().n_layers);
-        let logits = model.forward_batch(&clean_b, &mut hooks).unwrap();
-        let batch = PairBatch::new(model, pairs).unwrap();
-        let last = fidelis_faithfulness::metric::last_position_logits(logits, &batch.last);
-        let loss = loss_per_example(&METRIC, last.clone(), last, &batch.targets).sum();
-        let grads = loss.backward();
-        let g = values(fidelis_faithfulness::nodes::stack_input_grads(
-            &hooks,
-            &grads,
-            model.config(),
-            [bsz, p, d],
-            device,
-        ));
+        let g = probed_reader_grads(model, &clean_b, &batch, hooks);
         for (acc, v) in grad_sum.iter_mut().zip(g) {
             *acc += weight * f64::from(v);
         }
@@ -279,13 +262,7 @@ fn activation_path_integral_scores(
         let mut grad_sum = vec![0f64; bsz * p * nb * d];
         for j in 0..=n {
             let alpha = j as f32 / n as f32;
-            let weight = if j == 0 || j == n {
-                1.0
-            } else if j % 2 == 1 {
-                4.0
-            } else {
-                2.0
-            } / (3.0 * n as f64);
+            let weight = simpson_weight(j, n);
             let mut x = Vec::with_capacity(bsz * p * w * d);
             for i in 0..bsz * p {
                 for f in rows.clone() {
@@ -307,19 +284,7 @@ fn activation_path_integral_scores(
                     Tensor::<4>::from_data(TensorData::new(x, [bsz, p, w, d]), device),
                 );
             }
-            fidelis_faithfulness::nodes::probe_node_inputs(&mut hooks, cfg.n_layers);
-            let logits = model.forward_batch(&clean_b, &mut hooks).unwrap();
-            let last = fidelis_faithfulness::metric::last_position_logits(logits, &batch.last);
-            let clean_last = batch_clean_logits(model, &clean_b, &batch);
-            let loss = loss_per_example(&METRIC, last, clean_last, &batch.targets).sum();
-            let grads = loss.backward();
-            let g = values(fidelis_faithfulness::nodes::stack_input_grads(
-                &hooks,
-                &grads,
-                cfg,
-                [bsz, p, d],
-                device,
-            ));
+            let g = probed_reader_grads(model, &clean_b, &batch, hooks);
             for (acc, v) in grad_sum.iter_mut().zip(g) {
                 *acc += weight * f64::from(v);
             }
@@ -341,14 +306,41 @@ fn activation_path_integral_scores(
     out
 }
 
-/// Clean last-position logits (the KL reference; unused by logit difference).
-fn batch_clean_logits(
+/// Simpson's rule weight of point `j` of `n` (even) intervals on [0, 1].
+fn simpson_weight(j: usize, n: usize) -> f64 {
+    let w = if j == 0 || j == n {
+        1.0
+    } else if j % 2 == 1 {
+        4.0
+    } else {
+        2.0
+    };
+    w / (3.0 * n as f64)
+}
+
+/// ∂L/∂(every reader input) of one clean-prompt run with `hooks`' replacements, from plain
+/// probes and a full forward from the embeddings, as host values `[batch, pos, n_backward, d]`.
+/// The loss is the logit difference, which does not read the clean logits.
+fn probed_reader_grads(
     model: &Transformer,
     clean_b: &fidelis_models::Batch,
     batch: &PairBatch,
-) -> Tensor<2> {
-    let logits = model.forward_batch(clean_b, &mut Hooks::new()).unwrap();
-    fidelis_faithfulness::metric::last_position_logits(logits, &batch.last)
+    mut hooks: Hooks,
+) -> Vec<f32> {
+    let cfg = model.config();
+    let [bsz, p] = clean_b.tokens.dims();
+    fidelis_faithfulness::nodes::probe_node_inputs(&mut hooks, cfg.n_layers);
+    let logits = model.forward_batch(clean_b, &mut hooks).unwrap();
+    let last = fidelis_faithfulness::metric::last_position_logits(logits, &batch.last);
+    let loss = loss_per_example(&METRIC, last.clone(), last, &batch.targets).sum();
+    let grads = loss.backward();
+    values(fidelis_faithfulness::nodes::stack_input_grads(
+        &hooks,
+        &grads,
+        cfg,
+        [bsz, p, cfg.d_model],
+        model.device(),
+    ))
 }
 
 #[test]
