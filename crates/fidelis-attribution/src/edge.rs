@@ -459,23 +459,20 @@ fn in_parallel(
             tick(k);
         }
     });
-    let results: Vec<Option<Result<Tensor<2>>>> = results
-        .into_iter()
-        .map(|slot| slot.into_inner().ok().flatten())
-        .collect();
     // The first real error wins over the groups that were skipped because of it.
-    if let Some(Some(Err(_))) = results.iter().find(|r| matches!(r, Some(Err(_)))) {
-        let first = results.into_iter().find_map(|r| r.and_then(Result::err));
-        return Err(first.unwrap_or_else(|| AttributionError::Options("worker failed".into())));
+    let mut rows = Vec::with_capacity(groups.len());
+    let mut skipped = false;
+    for slot in results {
+        match slot.into_inner().ok().flatten() {
+            Some(Ok(row)) => rows.push(row),
+            Some(Err(e)) => return Err(e),
+            None => skipped = true,
+        }
     }
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(AttributionError::Options(
-                    "a worker stopped before scoring its node group".into(),
-                ))
-            })
-        })
-        .collect()
+    if skipped {
+        return Err(AttributionError::Options(
+            "a worker stopped before scoring its node group".into(),
+        ));
+    }
+    Ok(rows)
 }
