@@ -8,9 +8,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
 use fidelis_benches::{bench_model, devices};
-use fidelis_faithfulness::metric::last_position_logits;
-use fidelis_faithfulness::nodes::probe_node_inputs;
-use fidelis_faithfulness::{BuiltinMetric, Metric, PairBatch, PromptPair};
+use fidelis_circuit::metric::last_position_logits;
+use fidelis_circuit::{BuiltinMetric, Metric, NodeMap, PairBatch, PromptPair, Silent};
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::{Hooks, point};
 
@@ -47,10 +46,11 @@ fn circuit_benches(c: &mut Criterion) {
         let pairs = pairs(cfg.d_vocab);
         let batch = PairBatch::new(&model, &pairs).expect("batch");
         let metric = BuiltinMetric::LogitDiff;
+        let map = NodeMap::for_config(&cfg).expect("node map");
         group.bench_function(format!("forward_backward_probes/{backend}"), |b| {
             b.iter(|| {
                 let mut hooks = Hooks::new();
-                probe_node_inputs(&mut hooks, cfg.n_layers);
+                map.probe_inputs_from(&mut hooks, 0);
                 let logits = model.forward_batch(&batch.clean, &mut hooks).unwrap();
                 let last = last_position_logits(logits, &batch.last);
                 let grads = metric
@@ -74,7 +74,7 @@ fn circuit_benches(c: &mut Criterion) {
                         cfg.n_heads,
                         cfg.parallel_attn_mlp,
                     ));
-                    attribute_edges(&model, &mut graph, &pairs, &metric, &opts, &mut |_, _| {})
+                    attribute_edges(&model, &mut graph, &pairs, &metric, &opts, &mut Silent)
                         .unwrap()[0]
                 })
             });

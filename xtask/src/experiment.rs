@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
-use fidelis_cli::circuit::{DataSource, curve_csv, graph_for, load_examples, tokenize};
+use fidelis_attribution::EdgeMethod;
+use fidelis_circuit::{Ablation, BuiltinMetric};
+use fidelis_cli::circuit::{Scored, curve_csv, load_examples, score_edges, tokenize};
+use fidelis_cli::device::parse_device;
+use fidelis_cli::options::DiscoverJob;
 use fidelis_cli::plot::faithfulness_plot;
-use fidelis_cli::{device::parse_device, progress};
+use fidelis_cli::progress::Bar;
 use fidelis_faithfulness::{
-    Ablation, BuiltinMetric, Curve, CurvePoint, EvalOptions, Selection, faithfulness_curve,
-    mib_sizes,
+    Curve, CurvePoint, EvalOptions, Selection, evaluate::STAGE, faithfulness_curve, mib_sizes,
 };
 use fidelis_models::Model;
 use fidelis_models::fetch::resolve_model_name;
@@ -28,39 +30,31 @@ Each method's graph is evaluated once per selection rule (abs: top edges by |sco
 paper's rule; signed: top edges by signed score; greedy: grown from the logits); curves of
 other rules than abs are labelled METHOD/RULE. Results are rewritten after every method.";
 
-/// Parsed options.
+/// Parsed options: the scoring job every method shares (`circuit discover`'s typed options;
+/// its `method` is replaced by each of `methods`) and what the experiment adds.
 struct Options {
     model: String,
     task: Task,
-    n: usize,
-    seed: u64,
-    methods: Vec<Method>,
-    steps: usize,
-    steps_per_pass: usize,
-    /// Concurrent eap-ig-activations passes; `None`: every core on a CPU device, 1 otherwise.
-    workers: Option<usize>,
-    batch_size: usize,
+    job: DiscoverJob,
+    methods: Vec<EdgeMethod>,
     selections: Vec<Selection>,
     device: String,
     out: PathBuf,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
+    let mut job = DiscoverJob::default();
+    job.data.task = Some(Task::Ioi);
     let mut o = Options {
         model: "smollm2".into(),
         task: Task::Ioi,
-        n: 64,
-        seed: 0,
+        job,
         methods: vec![
-            Method::Eap,
-            Method::EapIgInputs,
-            Method::EapIgActivations,
-            Method::CleanCorrupted,
+            EdgeMethod::Eap,
+            EdgeMethod::EapIgInputs,
+            EdgeMethod::EapIgActivations,
+            EdgeMethod::CleanCorrupted,
         ],
-        steps: 5,
-        steps_per_pass: 1,
-        workers: None,
-        batch_size: 16,
         selections: vec![Selection::TopAbs],
         device: "cpu".into(),
         out: PathBuf::from("results"),
@@ -73,13 +67,16 @@ fn parse(args: &[String]) -> Result<Options> {
         };
         match flag.as_str() {
             "--model" => o.model = value()?.clone(),
-            "--task" => o.task = value()?.parse()?,
-            "--n" => o.n = value()?.parse()?,
-            "--seed" => o.seed = value()?.parse()?,
-            "--steps" => o.steps = value()?.parse()?,
-            "--steps-per-pass" => o.steps_per_pass = value()?.parse()?,
-            "--workers" => o.workers = Some(value()?.parse()?),
-            "--batch-size" => o.batch_size = value()?.parse()?,
+            "--task" => {
+                o.task = value()?.parse()?;
+                o.job.data.task = Some(o.task);
+            }
+            "--n" => o.job.data.n = value()?.parse()?,
+            "--seed" => o.job.data.seed = value()?.parse()?,
+            "--steps" => o.job.steps = value()?.parse()?,
+            "--steps-per-pass" => o.job.steps_per_pass = value()?.parse()?,
+            "--workers" => o.job.workers = Some(value()?.parse()?),
+            "--batch-size" => o.job.batch_size = value()?.parse()?,
             "--device" => o.device = value()?.clone(),
             "--selection" => {
                 o.selections = value()?
@@ -111,7 +108,7 @@ fn metric_for(task: Task) -> BuiltinMetric {
 
 /// One method's result under one selection rule.
 struct Run {
-    method: Method,
+    method: EdgeMethod,
     selection: Selection,
     seconds: f64,
     curve: Curve,
@@ -121,8 +118,8 @@ impl Run {
     /// `method` for the abs rule, `method/rule` otherwise.
     fn label(&self) -> String {
         match self.selection {
-            Selection::TopAbs => self.method.name().to_string(),
-            other => format!("{}/{}", self.method.name(), other.name()),
+            Selection::TopAbs => self.method.to_string(),
+            other => format!("{}/{other}", self.method),
         }
     }
 }
@@ -188,14 +185,7 @@ fn faithfulness(o: &Options) -> Result<()> {
     let path = resolve_model_name(&o.model)?;
     let model =
         Model::load(&path, &device).with_context(|| format!("loading {}", path.display()))?;
-    let examples = load_examples(
-        &model,
-        &DataSource::Task {
-            task: o.task,
-            n: o.n,
-            seed: o.seed,
-        },
-    )?;
+    let examples = load_examples(&model, &o.job.data.source()?)?;
     let pairs = tokenize(&model, &examples, true)?;
     let metric = metric_for(o.task);
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
@@ -208,42 +198,25 @@ fn faithfulness(o: &Options) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut runs = Vec::new();
     for &method in &o.methods {
-        let mut graph = graph_for(&model);
-        let mut opts = EdgeAttribution::new(method);
-        opts.steps = o.steps;
-        opts.steps_per_pass = o.steps_per_pass;
-        opts.workers = o
-            .workers
-            .unwrap_or_else(|| fidelis_cli::device::default_workers(&o.device));
-        opts.batch_size = o.batch_size;
-        let bar = progress::bar(1, method.name());
+        let job = DiscoverJob {
+            method,
+            loss: metric,
+            ..o.job.clone()
+        };
+        let mut bar = Bar::new(&method.to_string());
         let start = Instant::now();
-        attribute_edges(
-            &model.transformer,
-            &mut graph,
-            &pairs,
-            &metric,
-            &opts,
-            &mut |d, t| {
-                bar.set_length(t as u64);
-                bar.set_position(d as u64);
-            },
-        )?;
+        let Scored { graph, ablation } =
+            score_edges(&model, &job, &pairs, None, &o.device, &mut bar)?;
         let seconds = start.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        println!("{:<20} scored in {seconds:.1} s", method.name());
-        std::fs::write(
-            dir.join(format!("{}.json", method.name())),
-            graph.to_json_string(),
-        )?;
+        bar.finish();
+        println!("{method:<20} scored in {seconds:.1} s");
+        std::fs::write(dir.join(format!("{method}.json")), graph.to_json_string())?;
         for &selection in &o.selections {
-            let eval = EvalOptions {
-                ablation: Ablation::Patching,
-                batch_size: o.batch_size,
-                circuits_per_pass: 4,
-                selection,
-            };
+            let mut eval = EvalOptions::new(ablation.clone());
+            eval.batch_size = o.job.batch_size;
+            eval.selection = selection;
             let start = Instant::now();
+            let mut bar = Bar::new(STAGE);
             let curve = faithfulness_curve(
                 &model.transformer,
                 &graph,
@@ -251,7 +224,9 @@ fn faithfulness(o: &Options) -> Result<()> {
                 &metric,
                 &mib_sizes(graph.n_edges()),
                 &eval,
+                &mut bar,
             )?;
+            bar.finish();
             let run = Run {
                 method,
                 selection,
@@ -292,8 +267,8 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
         .map(|r| {
             serde_json::json!({
                 "label": r.label(),
-                "method": r.method.name(),
-                "selection": r.selection.name(),
+                "method": r.method.to_string(),
+                "selection": r.selection.to_string(),
                 "seconds": r.seconds,
                 "cpr": r.curve.cpr,
                 "cmd": r.curve.cmd,
@@ -304,8 +279,8 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
         })
         .collect();
     let summary = serde_json::json!({
-        "model": o.model, "task": o.task.name(), "examples": n_pairs, "steps": o.steps,
-        "metric": fidelis_faithfulness::Metric::name(&metric_for(o.task)), "ablation": "patching",
+        "model": o.model, "task": o.task.name(), "examples": n_pairs, "steps": o.job.steps,
+        "metric": metric_for(o.task).to_string(), "ablation": Ablation::Patching.name(),
         "methods": summary,
     });
     std::fs::write(

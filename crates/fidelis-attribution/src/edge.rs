@@ -1,7 +1,7 @@
 //! Edge attribution scores (Hanna, Pezzelle & Belinkov 2024, §3).
 //!
 //! For an upstream node u and a reader input v, with `Δa_u = ã_u − a_u(clean)` (ã the corrupted
-//! output, a dataset mean or zero) and L the loss of [`loss_per_example`]:
+//! output, a dataset mean or zero) and L the loss of [`fidelis_circuit::loss_per_example`]:
 //! - **EAP**: `Σ_examples Σ_pos Δa_u · ∂L/∂in_v` at the clean input.
 //! - **EAP-IG (inputs)**: the gradient averaged over m points `x' + (k/m)(x − x')`,
 //!   k = 0..m−1, between the corrupted (x') and clean (x) input embeddings — the Riemann sum of
@@ -23,21 +23,39 @@
 //! the clean residual stream (nothing upstream of the group differs from the clean run), and
 //! groups run on [`EdgeAttribution::workers`] threads.
 
-use burn::prelude::*;
-use fidelis_faithfulness::data::{PairBatch, PromptPair, batches, check_pairs};
-use fidelis_faithfulness::evaluate::check_graph_fits;
-use fidelis_faithfulness::nodes::{columns_before, contract, input_point};
-use fidelis_faithfulness::{Ablation, Metric};
-use fidelis_graph::Graph;
-use fidelis_models::{Activation, Transformer, point};
+use std::ops::Range;
 
-use crate::gradient::{CleanRun, PassContext, Start, clean_run, repeat};
+use burn::prelude::*;
+use fidelis_circuit::data::{PairBatch, PromptPair, batches, check_pairs, repeat_tokens};
+use fidelis_circuit::progress::report;
+use fidelis_circuit::runs::{CleanRun, PassContext, Start, clean_run};
+use fidelis_circuit::{Ablation, Metric, NodeMap, Progress, contract::contract, to_vec};
+use fidelis_graph::Graph;
+use fidelis_models::{Activation, Transformer};
+
 use crate::{AttributionError, Result};
 
-pub use crate::gradient::loss_per_example;
+/// The stage name edge attribution reports to its [`Progress`].
+pub const STAGE: &str = "scoring edges";
 
-/// An edge attribution method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A gradient edge attribution method (exact patching has its own entry point,
+/// [`crate::exact::exact_edges`]; [`crate::EdgeMethod`] names all five).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive, parse_err_ty = fidelis_circuit::names::UnknownName, parse_err_fn = unknown_method)]
+#[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Edge attribution patching: one gradient at the clean input.
     Eap,
@@ -47,56 +65,47 @@ pub enum Method {
     EapIgActivations,
     /// Gradients averaged over the clean and the corrupted input.
     CleanCorrupted,
-    /// True single-edge patching effects.
-    Exact,
+}
+
+fn unknown_method(given: &str) -> fidelis_circuit::names::UnknownName {
+    fidelis_circuit::names::UnknownName::of::<Method>("method", given)
 }
 
 impl Method {
-    /// Every method with its command-line name.
-    pub const ALL: [(Self, &'static str); 5] = [
-        (Self::Eap, "eap"),
-        (Self::EapIgInputs, "eap-ig-inputs"),
-        (Self::EapIgActivations, "eap-ig-activations"),
-        (Self::CleanCorrupted, "clean-corrupted"),
-        (Self::Exact, "exact"),
-    ];
-
     /// The command-line name.
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(m, _)| *m == self)
-            .map_or("?", |(_, n)| n)
+    pub fn name(self) -> String {
+        self.to_string()
     }
 }
 
-impl std::str::FromStr for Method {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let s = s.to_ascii_lowercase();
-        Self::ALL
-            .iter()
-            .find(|(_, n)| *n == s)
-            .map(|(m, _)| *m)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
-                format!(
-                    "unknown method {s:?} (expected one of {})",
-                    names.join(", ")
-                )
-            })
-    }
-}
-
-/// How a score is aggregated over the d_model dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a score is aggregated over the d_model dimension (`sum`, `mean`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case", parse_err_ty = fidelis_circuit::names::UnknownName, parse_err_fn = unknown_aggregation)]
+#[serde(rename_all = "kebab-case")]
 pub enum Aggregation {
     /// Sum over dimensions (the EAP-IG default).
     #[default]
     Sum,
     /// Mean over dimensions (the sum divided by d_model).
     Mean,
+}
+
+fn unknown_aggregation(given: &str) -> fidelis_circuit::names::UnknownName {
+    fidelis_circuit::names::UnknownName::of::<Aggregation>("aggregation", given)
 }
 
 /// Options of [`attribute_edges`].
@@ -114,10 +123,6 @@ pub struct EdgeAttribution {
     pub batch_size: usize,
     /// Interpolation steps stacked into one forward/backward (memory × this).
     pub steps_per_pass: usize,
-    /// Edges patched per forward by [`Method::Exact`] (memory × this).
-    pub exact_edges_per_pass: usize,
-    /// Restrict [`Method::Exact`] to these `(row, column)` edges; the others keep score 0.
-    pub exact_subset: Option<Vec<(usize, usize)>>,
     /// Forward/backward passes of [`Method::EapIgActivations`] run at once, each on its own
     /// thread (its node groups are independent). Worth the cores on a CPU backend, where one
     /// pass keeps little more than one core busy; memory × this.
@@ -134,8 +139,6 @@ impl EdgeAttribution {
             aggregation: Aggregation::Sum,
             batch_size: 16,
             steps_per_pass: 1,
-            exact_edges_per_pass: 32,
-            exact_subset: None,
             workers: 1,
         }
     }
@@ -159,38 +162,38 @@ impl EdgeAttribution {
     }
 }
 
-/// Progress of a long attribution: `done` of `total` units (forward/backward passes).
-pub type ProgressFn<'a> = &'a mut dyn FnMut(usize, usize);
-
 /// Scores every edge of `graph` with `opts.method` on `pairs` and stores the scores in the
 /// graph (invalid positions stay 0). Returns the `[n_forward, n_backward]` score matrix.
+/// Ticks `progress` after every forward/backward pass (stage [`STAGE`]); a `Break` from it
+/// stops the work with [`AttributionError::is_cancelled`].
 pub fn attribute_edges(
     model: &Transformer,
     graph: &mut Graph,
     pairs: &[PromptPair],
     metric: &dyn Metric,
     opts: &EdgeAttribution,
-    progress: ProgressFn<'_>,
+    progress: &mut dyn Progress,
 ) -> Result<Vec<f32>> {
     opts.check()?;
-    check_graph_fits(model, graph)?;
+    let map = NodeMap::for_model(model, graph)?;
     let needs_equal = matches!(opts.ablation, Ablation::Patching);
     check_pairs(pairs, model.config().d_vocab, needs_equal)?;
-    let (nf, nb) = (graph.n_forward(), graph.n_backward());
-    let mut scores = if opts.method == Method::Exact {
-        crate::exact::exact_scores(model, graph, pairs, metric, opts, progress)?
-    } else {
-        gradient_scores(model, pairs, metric, opts, progress)?
-    };
-    if opts.aggregation == Aggregation::Mean && opts.method != Method::Exact {
+    let mut scores = gradient_scores(model, &map, pairs, metric, opts, progress)?;
+    if opts.aggregation == Aggregation::Mean {
         let d = model.config().d_model as f32;
         scores.iter_mut().for_each(|s| *s /= d);
     }
+    store_scores(graph, scores)
+}
+
+/// Zeroes the entries that are not edges, stores the scores in `graph` and returns them.
+pub(crate) fn store_scores(graph: &mut Graph, mut scores: Vec<f32>) -> Result<Vec<f32>> {
     for (s, valid) in scores.iter_mut().zip(graph.valid_mask()) {
         if !valid {
             *s = 0.0;
         }
     }
+    let (nf, nb) = (graph.n_forward(), graph.n_backward());
     graph.set_scores(&scores, nf, nb)?;
     Ok(scores)
 }
@@ -202,16 +205,16 @@ pub fn passes_per_batch(method: Method, steps: usize, n_layers: usize) -> usize 
         Method::CleanCorrupted => 2,
         Method::EapIgInputs => steps,
         Method::EapIgActivations => (2 * n_layers + 1) * steps,
-        Method::Exact => 0,
     }
 }
 
 fn gradient_scores(
     model: &Transformer,
+    map: &NodeMap,
     pairs: &[PromptPair],
     metric: &dyn Metric,
     opts: &EdgeAttribution,
-    progress: ProgressFn<'_>,
+    progress: &mut dyn Progress,
 ) -> Result<Vec<f32>> {
     let n_batches = pairs.len().div_ceil(opts.batch_size);
     let per_batch = passes_per_batch(opts.method, opts.steps, model.config().n_layers);
@@ -220,10 +223,11 @@ fn gradient_scores(
     let mut sum: Option<Tensor<2>> = None;
     for batch in batches(model, pairs, opts.batch_size) {
         let batch = batch?;
-        let block = batch_scores(model, &batch, metric, opts, &mut |k| {
+        let mut tick = |k: usize| {
             done += k;
-            progress(done, total);
-        })?;
+            report(progress, STAGE, done, total)
+        };
+        let block = batch_scores(model, map, &batch, metric, opts, &mut tick)?;
         sum = Some(match sum {
             Some(s) => s + block,
             None => block,
@@ -231,22 +235,32 @@ fn gradient_scores(
     }
     let sum = sum.ok_or_else(|| AttributionError::Options("no examples".into()))?;
     let scores = sum / pairs.len() as f32;
-    Ok(fidelis_faithfulness::evaluate::values(scores))
+    Ok(to_vec(scores)?)
 }
+
+/// Counts finished passes; an error (a cancelled [`Progress`]) stops the work.
+type Tick<'a> = dyn FnMut(usize) -> fidelis_circuit::Result<()> + 'a;
 
 /// The summed `[n_forward, n_backward]` score block of one batch.
 fn batch_scores(
     model: &Transformer,
+    map: &NodeMap,
     batch: &PairBatch,
     metric: &dyn Metric,
     opts: &EdgeAttribution,
-    tick: &mut dyn FnMut(usize),
+    tick: &mut Tick<'_>,
 ) -> Result<Tensor<2>> {
-    let clean = clean_run(model, &batch.clean, opts.method == Method::EapIgActivations)?;
-    let ablated = opts.ablation.node_values(model, batch)?;
+    let clean = clean_run(
+        model,
+        map,
+        &batch.clean,
+        opts.method == Method::EapIgActivations,
+    )?;
+    let ablated = opts.ablation.node_values(model, map, batch)?;
     let delta = ablated.clone() - clean.outputs.clone();
     let ctx = PassContext {
         model,
+        map,
         metric,
         clean_logits: clean.last_logits.clone(),
         targets: &batch.targets,
@@ -254,19 +268,21 @@ fn batch_scores(
     match opts.method {
         Method::Eap => {
             let g = ctx.reader_grads(&batch.clean, 1, |_| {})?;
-            tick(1);
+            tick(1)?;
             Ok(contract(delta, g))
         }
         Method::CleanCorrupted => {
             let g_clean = ctx.reader_grads(&batch.clean, 1, |_| {})?;
-            tick(1);
+            tick(1)?;
             let g_corrupted = ctx.reader_grads(&batch.corrupted, 1, |_| {})?;
-            tick(1);
+            tick(1)?;
             Ok(contract(delta, (g_clean + g_corrupted) / 2.0))
         }
         Method::EapIgInputs => {
-            let input = |t: &Tensor<4>| t.clone().slice_dim(2, 0..1).squeeze_dim::<3>(2);
-            let (x_clean, x_corrupted) = (input(&clean.outputs), input(&ablated));
+            let input = &map.writers()[0];
+            let rows = input.rows.clone();
+            let input_of = |t: &Tensor<4>| t.clone().slice_dim(2, rows.clone()).squeeze_dim::<3>(2);
+            let (x_clean, x_corrupted) = (input_of(&clean.outputs), input_of(&ablated));
             let alphas: Vec<f32> = (0..opts.steps)
                 .map(|k| k as f32 / opts.steps as f32)
                 .collect();
@@ -279,13 +295,22 @@ fn batch_scores(
                 tick,
                 |alpha| {
                     let x = x_corrupted.clone() + (x_clean.clone() - x_corrupted.clone()) * alpha;
-                    vec![(input_point(), Activation::Rank3(x))]
+                    vec![(input.point.clone(), Activation::Rank3(x))]
                 },
             )?;
             Ok(contract(delta, g))
         }
-        Method::EapIgActivations => activation_ig(&ctx, batch, &clean, &ablated, delta, opts, tick),
-        Method::Exact => unreachable!("exact scores are computed by crate::exact"),
+        Method::EapIgActivations => {
+            let run = GroupRuns {
+                ctx: &ctx,
+                batch,
+                clean: &clean,
+                ablated: &ablated,
+                delta,
+                opts,
+            };
+            run.all(tick)
+        }
     }
 }
 
@@ -297,13 +322,13 @@ fn integrated(
     alphas: &[f32],
     opts: &EdgeAttribution,
     start: &Start,
-    tick: &mut dyn FnMut(usize),
+    tick: &mut Tick<'_>,
     replace: impl Fn(f32) -> Vec<(String, Activation)>,
 ) -> Result<Tensor<4>> {
     let mut total: Option<Tensor<4>> = None;
     for chunk in alphas.chunks(opts.steps_per_pass) {
         let copies = chunk.len();
-        let tokens = repeat(&batch.clean, copies);
+        let tokens = repeat_tokens(&batch.clean, copies);
         let mut stacked: Vec<(String, Vec<Activation>)> = Vec::new();
         for &alpha in chunk {
             for (i, (pt, act)) in replace(alpha).into_iter().enumerate() {
@@ -318,7 +343,7 @@ fn integrated(
                 hooks.replace(pt, cat_activations(acts));
             }
         })?;
-        tick(copies);
+        tick(copies)?;
         total = Some(match total {
             Some(t) => t + g,
             None => g,
@@ -342,85 +367,114 @@ fn cat_activations(acts: Vec<Activation>) -> Activation {
     }
 }
 
-/// EAP-IG on activations: for each node group (input, the heads of a layer, an MLP), integrate
-/// the reader gradients while that group's outputs move from the ablated to the clean value.
+/// A node group of EAP-IG on activations: its output hook point, its rows, where its passes
+/// start.
+struct Group {
+    point: String,
+    rows: Range<usize>,
+    per_head: bool,
+    start: Start,
+}
+
+/// EAP-IG on activations for one batch: for each node group (a writer of the node map: the
+/// input, the heads of a layer, an MLP), integrate the reader gradients while that group's
+/// outputs move from the ablated to the clean value.
 ///
 /// Everything upstream of a group's layer is clean in those runs, so each run starts at the
 /// group's layer from the recorded clean residual stream and only the readers from that layer
 /// on are differentiated: about half the work of running every pass from the embeddings, with
 /// the same gradients.
-#[allow(clippy::too_many_arguments)]
-fn activation_ig(
-    ctx: &PassContext<'_>,
-    batch: &PairBatch,
-    clean: &CleanRun,
-    ablated: &Tensor<4>,
+struct GroupRuns<'a> {
+    ctx: &'a PassContext<'a>,
+    batch: &'a PairBatch,
+    clean: &'a CleanRun,
+    ablated: &'a Tensor<4>,
     delta: Tensor<4>,
-    opts: &EdgeAttribution,
-    tick: &mut dyn FnMut(usize),
-) -> Result<Tensor<2>> {
-    let cfg = ctx.model.config();
-    let h = cfg.n_heads;
-    let nb = columns_before(cfg, cfg.n_layers) + 1;
-    let alphas: Vec<f32> = (1..=opts.steps)
-        .map(|k| k as f32 / opts.steps as f32)
-        .collect();
-    let mut groups: Vec<Group> = vec![(input_point(), 0..1, Start::Embeddings)];
-    for l in 0..cfg.n_layers {
-        let first = 1 + l * (h + 1);
-        let start = Start::Layer(l, Box::new(clean.resid_pre[l].clone()));
-        groups.push((point::result(l), first..first + h, start.clone()));
-        groups.push((point::mlp_out(l), first + h..first + h + 1, start));
+    opts: &'a EdgeAttribution,
+}
+
+impl GroupRuns<'_> {
+    /// The groups, in row order.
+    fn groups(&self) -> Vec<Group> {
+        self.ctx
+            .map
+            .writers()
+            .iter()
+            .map(|w| Group {
+                point: w.point.clone(),
+                rows: w.rows.clone(),
+                per_head: w.per_head,
+                start: match w.layer {
+                    None => Start::Embeddings,
+                    Some(l) => Start::Layer(l, Box::new(self.clean.resid_pre[l].clone())),
+                },
+            })
+            .collect()
     }
-    let run = |(pt, range, start): &Group, tick: &mut dyn FnMut(usize)| -> Result<Tensor<2>> {
+
+    /// The score rows of one group, `[rows, n_backward]`.
+    fn run(&self, group: &Group, tick: &mut Tick<'_>) -> Result<Tensor<2>> {
+        let (ctx, opts) = (self.ctx, self.opts);
+        let alphas: Vec<f32> = (1..=opts.steps)
+            .map(|k| k as f32 / opts.steps as f32)
+            .collect();
+        let range = group.rows.clone();
         let (a, c) = (
-            clean.outputs.clone().slice_dim(2, range.clone()),
-            ablated.clone().slice_dim(2, range.clone()),
+            self.clean.outputs.clone().slice_dim(2, range.clone()),
+            self.ablated.clone().slice_dim(2, range.clone()),
         );
-        let rank3 = range.len() == 1;
-        let g = integrated(ctx, batch, &alphas, opts, start, tick, |alpha| {
-            let x = c.clone() + (a.clone() - c.clone()) * alpha;
-            let act = if rank3 {
-                Activation::Rank3(x.squeeze_dim::<3>(2))
-            } else {
-                Activation::Rank4(x)
-            };
-            vec![(pt.clone(), act)]
-        })?;
-        let skipped = columns_before(cfg, start.layer());
-        let block = contract(delta.clone().slice_dim(2, range.clone()), g);
+        let g = integrated(
+            ctx,
+            self.batch,
+            &alphas,
+            opts,
+            &group.start,
+            tick,
+            |alpha| {
+                let x = c.clone() + (a.clone() - c.clone()) * alpha;
+                let act = if group.per_head {
+                    Activation::Rank4(x)
+                } else {
+                    Activation::Rank3(x.squeeze_dim::<3>(2))
+                };
+                vec![(group.point.clone(), act)]
+            },
+        )?;
+        let skipped = ctx.map.first_column(group.start.layer());
+        let block = contract(self.delta.clone().slice_dim(2, range.clone()), g);
         let row = if skipped == 0 {
             block
         } else {
             let zeros = Tensor::zeros([range.len(), skipped], ctx.model.device());
             Tensor::cat(vec![zeros, block], 1)
         };
-        debug_assert_eq!(row.dims()[1], nb);
+        debug_assert_eq!(row.dims()[1], ctx.map.n_backward());
         Ok(row)
-    };
-    let rows = if opts.workers <= 1 {
-        groups
-            .iter()
-            .map(|group| run(group, &mut *tick))
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        in_parallel(&groups, opts.workers, tick, run)?
-    };
-    Ok(Tensor::cat(rows, 0))
+    }
+
+    /// Every group's rows, stacked in row order: `[n_forward, n_backward]`.
+    fn all(&self, tick: &mut Tick<'_>) -> Result<Tensor<2>> {
+        let groups = self.groups();
+        let rows = if self.opts.workers <= 1 {
+            groups
+                .iter()
+                .map(|group| self.run(group, &mut *tick))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            in_parallel(&groups, self.opts.workers, tick, |g, t| self.run(g, t))?
+        };
+        Ok(Tensor::cat(rows, 0))
+    }
 }
 
-/// A node group of EAP-IG on activations: its output hook point, its rows, where its passes
-/// start.
-type Group = (String, std::ops::Range<usize>, Start);
-
 /// Runs `run` on every group with `workers` threads, in any order, and returns the results in
-/// group order. Progress ticks reach `tick` on the calling thread, so a callback that unwinds
-/// (a cancelled job) stops the workers at their next tick.
+/// group order. Progress ticks reach `tick` on the calling thread; when it returns an error (a
+/// cancelled job) the workers stop at their next tick and that error is returned.
 fn in_parallel(
     groups: &[Group],
     workers: usize,
-    tick: &mut dyn FnMut(usize),
-    run: impl Fn(&Group, &mut dyn FnMut(usize)) -> Result<Tensor<2>> + Sync,
+    tick: &mut Tick<'_>,
+    run: impl Fn(&Group, &mut Tick<'_>) -> Result<Tensor<2>> + Sync,
 ) -> Result<Vec<Tensor<2>>> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Mutex, mpsc};
@@ -428,6 +482,7 @@ fn in_parallel(
     let stop = AtomicBool::new(false);
     let results: Vec<Mutex<Option<Result<Tensor<2>>>>> =
         groups.iter().map(|_| Mutex::new(None)).collect();
+    let mut stopped: Option<fidelis_circuit::CircuitError> = None;
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<usize>();
         for _ in 0..workers.min(groups.len()) {
@@ -440,9 +495,11 @@ fn in_parallel(
                         break;
                     }
                     let mut report = |k: usize| {
-                        if tx.send(k).is_err() {
+                        if stop.load(Ordering::Relaxed) || tx.send(k).is_err() {
                             stop.store(true, Ordering::Relaxed);
+                            return Err(fidelis_circuit::CircuitError::Cancelled);
                         }
+                        Ok(())
                     };
                     let r = run(&groups[i], &mut report);
                     if r.is_err() {
@@ -456,17 +513,25 @@ fn in_parallel(
         }
         drop(tx);
         for k in rx {
-            tick(k);
+            if stopped.is_none()
+                && let Err(e) = tick(k)
+            {
+                stop.store(true, Ordering::Relaxed);
+                stopped = Some(e);
+            }
         }
     });
-    // The first real error wins over the groups that were skipped because of it.
+    if let Some(e) = stopped {
+        return Err(e.into());
+    }
+    // The first real error wins over the groups that stopped or were skipped because of it.
     let mut rows = Vec::with_capacity(groups.len());
     let mut skipped = false;
     for slot in results {
         match slot.into_inner().ok().flatten() {
             Some(Ok(row)) => rows.push(row),
-            Some(Err(e)) => return Err(e),
-            None => skipped = true,
+            Some(Err(e)) if !e.is_cancelled() => return Err(e),
+            Some(Err(_)) | None => skipped = true,
         }
     }
     if skipped {

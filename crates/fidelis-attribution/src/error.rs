@@ -1,28 +1,35 @@
 //! The error type of `fidelis-attribution`.
 
-use fidelis_faithfulness::FaithError;
+use fidelis_circuit::CircuitError;
 use fidelis_models::ModelError;
 
 /// What can go wrong while attributing.
 #[derive(Debug, thiserror::Error)]
 pub enum AttributionError {
-    /// Data, model or metric problem found while running the model.
+    /// Data, model, graph or metric problem found by the circuit runtime, or a cancellation.
     #[error(transparent)]
-    Faith(#[from] FaithError),
+    Circuit(#[from] CircuitError),
     /// The options do not fit together (names the options).
     #[error("invalid options: {0}")]
     Options(String),
 }
 
+impl AttributionError {
+    /// Whether the work stopped because the caller's progress asked it to.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Self::Circuit(e) if e.is_cancelled())
+    }
+}
+
 impl From<ModelError> for AttributionError {
     fn from(e: ModelError) -> Self {
-        Self::Faith(FaithError::Model(e))
+        Self::Circuit(CircuitError::Model(e))
     }
 }
 
 impl From<fidelis_graph::GraphError> for AttributionError {
     fn from(e: fidelis_graph::GraphError) -> Self {
-        Self::Faith(FaithError::Graph(e))
+        Self::Circuit(CircuitError::Graph(e))
     }
 }
 

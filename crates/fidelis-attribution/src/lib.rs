@@ -2,15 +2,17 @@
 //!
 //! Scores every edge of a transformer's computational graph for a task, the first step of
 //! circuit discovery (Hanna, Pezzelle & Belinkov 2024, "Have Faith in Faithfulness",
-//! arXiv 2403.17806; reference implementation hannamw/EAP-IG).
+//! arXiv 2403.17806; reference implementation hannamw/EAP-IG), and attributes single
+//! predictions to input tokens. It sits beside `fidelis-faithfulness` on the circuit runtime
+//! (`fidelis-circuit`), which supplies the node map, the recording and probed runs, the score
+//! contraction, prompt pairs, metrics and ablation values.
 //!
-//! - [`edge`]: [`attribute_edges`] with [`Method::Eap`], [`Method::EapIgInputs`],
-//!   [`Method::EapIgActivations`], [`Method::CleanCorrupted`] and [`Method::Exact`]; losses
-//!   come from any [`fidelis_faithfulness::Metric`] (logit difference, probability difference,
-//!   KL to the clean distribution, or your own); Δa is measured against patched (corrupted),
-//!   mean or zero activations; scores aggregate over d_model by sum or mean.
-//! - [`exact`]: true single-edge patching, many edges per forward.
-//! - [`gradient`]: the recording and probed passes the gradient methods share.
+//! - [`edge`]: [`attribute_edges`] with the gradient [`Method`]s — EAP, EAP-IG on inputs,
+//!   EAP-IG on activations, clean-corrupted; losses come from any [`fidelis_circuit::Metric`];
+//!   Δa is measured against patched (corrupted), mean or zero activations; scores aggregate over
+//!   d_model by sum or mean.
+//! - [`exact`]: [`exact_edges`], true single-edge patching, many edges per forward.
+//! - [`EdgeMethod`]: the five methods by name, as jobs and the CLI choose them.
 //! - [`token`]: token attribution for one prediction (saliency, input×gradient, integrated
 //!   gradients, attention, occlusion) over probability, log-probability, logit, entropy,
 //!   contrastive, KL and P-CXMI targets, with word aggregation; `fidelis-context` builds on it.
@@ -23,7 +25,7 @@
 //! ```no_run
 //! use burn::prelude::*;
 //! use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
-//! use fidelis_faithfulness::{BuiltinMetric, PromptPair};
+//! use fidelis_circuit::{BuiltinMetric, PromptPair, Silent};
 //! use fidelis_graph::{Graph, GraphConfig};
 //! use fidelis_models::Model;
 //!
@@ -33,7 +35,7 @@
 //! let mut graph = Graph::new(GraphConfig::new(cfg.n_layers, cfg.n_heads, cfg.parallel_attn_mlp));
 //! let pairs: Vec<PromptPair> = vec![/* clean/corrupted token ids and answers */];
 //! let opts = EdgeAttribution::new(Method::EapIgInputs);
-//! attribute_edges(&model.transformer, &mut graph, &pairs, &BuiltinMetric::LogitDiff, &opts, &mut |_, _| {})?;
+//! attribute_edges(&model.transformer, &mut graph, &pairs, &BuiltinMetric::LogitDiff, &opts, &mut Silent)?;
 //! graph.apply_topn(200, true)?;
 //! std::fs::write("graph.json", graph.to_json_string())?;
 //! # Ok(()) }
@@ -42,8 +44,58 @@
 pub mod edge;
 mod error;
 pub mod exact;
-pub mod gradient;
 pub mod token;
 
 pub use edge::{Aggregation, EdgeAttribution, Method, attribute_edges};
 pub use error::{AttributionError, Result};
+pub use exact::{ExactPatching, exact_edges};
+
+/// An edge scoring method by name: the four gradient [`Method`]s and exact patching (`eap`,
+/// `eap-ig-inputs`, `eap-ig-activations`, `clean-corrupted`, `exact`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive, parse_err_ty = fidelis_circuit::names::UnknownName, parse_err_fn = unknown_edge_method)]
+#[serde(rename_all = "kebab-case")]
+pub enum EdgeMethod {
+    /// [`Method::Eap`].
+    Eap,
+    /// [`Method::EapIgInputs`].
+    #[default]
+    EapIgInputs,
+    /// [`Method::EapIgActivations`].
+    EapIgActivations,
+    /// [`Method::CleanCorrupted`].
+    CleanCorrupted,
+    /// True single-edge patching ([`exact_edges`]).
+    Exact,
+}
+
+fn unknown_edge_method(given: &str) -> fidelis_circuit::names::UnknownName {
+    fidelis_circuit::names::UnknownName::of::<EdgeMethod>("method", given)
+}
+
+impl EdgeMethod {
+    /// The gradient method, or `None` for exact patching.
+    pub fn gradient(self) -> Option<Method> {
+        match self {
+            Self::Eap => Some(Method::Eap),
+            Self::EapIgInputs => Some(Method::EapIgInputs),
+            Self::EapIgActivations => Some(Method::EapIgActivations),
+            Self::CleanCorrupted => Some(Method::CleanCorrupted),
+            Self::Exact => None,
+        }
+    }
+}

@@ -33,6 +33,7 @@ use std::str::FromStr;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::{log_softmax, softmax};
+use fidelis_circuit::to_vec;
 use fidelis_models::{Activation, Hooks, Transformer, point};
 
 use crate::{AttributionError, Result};
@@ -440,14 +441,14 @@ pub fn attribute_tokens(
                 hooks.record(point::pattern(l));
             }
             let logits = model.forward(tokens, &mut hooks)?;
-            out.target_value = to_vec(target.evaluate(last_logits(logits)))[0];
+            out.target_value = to_vec(target.evaluate(last_logits(logits)))?[0];
             let mut rows = Vec::with_capacity(mc.n_layers * mc.n_heads * pos);
             for l in 0..mc.n_layers {
                 let p = recorded4(&hooks, &point::pattern(l))?;
                 let [_, h, q, k] = p.dims();
                 rows.extend(to_vec(
                     p.slice([0..1, 0..h, q - 1..q, 0..k]).reshape([h * k]),
-                ));
+                )?);
             }
             out.scores = select_attention(&rows, mc.n_layers, mc.n_heads, pos, cfg.attention);
             out.attention = Some(rows);
@@ -656,13 +657,6 @@ fn token_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
-}
-
 /// Next-token logits at the last position `[k, d_vocab]` of `[k, pos, d_vocab]` logits.
 fn last_logits(logits: Tensor<3>) -> Tensor<2> {
     let [k, pos, vocab] = logits.dims();
@@ -690,7 +684,7 @@ fn embeddings(model: &Transformer, tokens: &Tensor<2, Int>) -> Result<Vec<f32>> 
     let mut hooks = Hooks::new();
     hooks.record(point::EMBED);
     model.forward(tokens.clone(), &mut hooks)?;
-    Ok(to_vec(recorded3(&hooks, point::EMBED)?))
+    Ok(to_vec(recorded3(&hooks, point::EMBED)?)?)
 }
 
 /// The baseline embeddings `[pos · d_model]`.
@@ -730,7 +724,7 @@ fn target_values(
     let mut hooks = Hooks::new();
     hooks.replace(point::EMBED, embed);
     let logits = model.forward(tokens, &mut hooks)?;
-    Ok(to_vec(target.evaluate(last_logits(logits))))
+    Ok(to_vec(target.evaluate(last_logits(logits)))?)
 }
 
 /// Target values and ∂target/∂embedding for each of `rows` (`[k · pos · d]`).
@@ -755,5 +749,5 @@ fn gradient_at(
                 "the target does not depend on the embeddings (no gradient)".into(),
             )
         })?;
-    Ok((to_vec(values), to_vec(grad)))
+    Ok((to_vec(values)?, to_vec(grad)?))
 }

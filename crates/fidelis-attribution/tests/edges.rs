@@ -8,24 +8,25 @@ mod common;
 use burn::prelude::*;
 use common::*;
 use fidelis_attribution::exact::patch_edges;
-use fidelis_attribution::gradient::{PassContext, clean_run, loss_per_example};
-use fidelis_attribution::{AttributionError, EdgeAttribution, Method, attribute_edges};
-use fidelis_faithfulness::ablation::node_outputs;
+use fidelis_attribution::{
+    AttributionError, EdgeAttribution, ExactPatching, Method, attribute_edges, exact_edges,
+};
+use fidelis_circuit::ablation::node_outputs;
+use fidelis_circuit::contract::contract;
+use fidelis_circuit::runs::{PassContext, clean_run};
+use fidelis_circuit::{
+    Ablation, BuiltinMetric, NodeMap, PairBatch, PromptPair, Silent, loss_per_example,
+};
 use fidelis_faithfulness::evaluate::evaluate_graph;
-use fidelis_faithfulness::nodes::contract;
-use fidelis_faithfulness::{Ablation, BuiltinMetric, PairBatch, evaluate_baseline};
+use fidelis_faithfulness::evaluate_baseline;
 use fidelis_graph::Graph;
 use fidelis_models::{Hooks, Transformer, point};
 
 const METRIC: BuiltinMetric = BuiltinMetric::LogitDiff;
 
-fn scores(
-    model: &Transformer,
-    pairs: &[fidelis_faithfulness::PromptPair],
-    opts: &EdgeAttribution,
-) -> (Graph, Vec<f32>) {
+fn scores(model: &Transformer, pairs: &[PromptPair], opts: &EdgeAttribution) -> (Graph, Vec<f32>) {
     let mut graph = graph_of(model);
-    let s = attribute_edges(model, &mut graph, pairs, &METRIC, opts, &mut |_, _| {}).unwrap();
+    let s = attribute_edges(model, &mut graph, pairs, &METRIC, opts, &mut Silent).unwrap();
     (graph, s)
 }
 
@@ -48,18 +49,21 @@ fn assert_close(what: &str, got: f64, want: f64, rel: f64, abs: f64) {
 }
 
 fn eap_matches_finite_differences_on(name: &str) {
-    let model = load(name).transformer;
+    eap_matches_finite_differences(&load(name).transformer);
+}
+
+fn eap_matches_finite_differences(model: &Transformer) {
     let pairs = random_pairs(6, 300, 7);
-    let (graph, s) = scores(&model, &pairs, &EdgeAttribution::new(Method::Eap));
+    let (graph, s) = scores(model, &pairs, &EdgeAttribution::new(Method::Eap));
     let device = model.device();
-    let clean = node_outputs_host(&model, &batch_of(&pairs, false, device));
-    let corrupted = node_outputs_host(&model, &batch_of(&pairs, true, device));
+    let clean = node_outputs_host(model, &batch_of(&pairs, false, device));
+    let corrupted = node_outputs_host(model, &batch_of(&pairs, true, device));
     let delta: Vec<f32> = corrupted.iter().zip(&clean).map(|(c, a)| c - a).collect();
     let eps = 1e-2;
     let nb = graph.n_backward();
     for (f, b) in sample_edges(&graph) {
-        let plus = loss_with_added(&model, &graph, &pairs, &delta, f, b, eps);
-        let minus = loss_with_added(&model, &graph, &pairs, &delta, f, b, -eps);
+        let plus = loss_with_added(model, &graph, &pairs, &delta, f, b, eps);
+        let minus = loss_with_added(model, &graph, &pairs, &delta, f, b, -eps);
         let taylor = (plus - minus) / (2.0 * f64::from(eps)) / pairs.len() as f64;
         let edge = graph.edge_name(f, b);
         assert_close(&edge, f64::from(s[f * nb + b]), taylor, 2e-2, 2e-4);
@@ -82,10 +86,12 @@ fn eap_agrees_with_exact_to_first_order_as_delta_shrinks() {
     let pairs = random_pairs(4, 300, 11);
     let graph = graph_of(&model);
     let batch = PairBatch::new(&model, &pairs).unwrap();
-    let clean = clean_run(&model, &batch.clean, false).unwrap();
-    let delta = node_outputs(&model, &batch.corrupted).unwrap() - clean.outputs.clone();
+    let map = NodeMap::for_model(&model, &graph).unwrap();
+    let clean = clean_run(&model, &map, &batch.clean, false).unwrap();
+    let delta = node_outputs(&model, &map, &batch.corrupted).unwrap() - clean.outputs.clone();
     let ctx = PassContext {
         model: &model,
+        map: &map,
         metric: &METRIC,
         clean_logits: clean.last_logits.clone(),
         targets: &batch.targets,
@@ -107,17 +113,7 @@ fn eap_agrees_with_exact_to_first_order_as_delta_shrinks() {
     for t in [0.1f32, 0.01] {
         let scaled = delta.clone() * t;
         let eap = values(contract(scaled.clone(), g.clone()));
-        let exact = patch_edges(
-            &model,
-            &graph,
-            &batch,
-            &METRIC,
-            &scaled,
-            &clean.last_logits,
-            &base,
-            &edges,
-        )
-        .unwrap();
+        let exact = patch_edges(&ctx, &batch.clean, &scaled, &base, &edges).unwrap();
         let err: f64 = edges
             .iter()
             .zip(&exact)
@@ -143,7 +139,7 @@ fn eap_agrees_with_exact_to_first_order_as_delta_shrinks() {
 fn path_integral_scores(
     model: &Transformer,
     graph: &Graph,
-    pairs: &[fidelis_faithfulness::PromptPair],
+    pairs: &[PromptPair],
     n: usize,
 ) -> Vec<f64> {
     let device = model.device();
@@ -231,7 +227,7 @@ fn eap_ig_inputs_with_64_steps_matches_an_independent_path_integral() {
 fn activation_path_integral_scores(
     model: &Transformer,
     graph: &Graph,
-    pairs: &[fidelis_faithfulness::PromptPair],
+    pairs: &[PromptPair],
     n: usize,
 ) -> Vec<f64> {
     let device = model.device();
@@ -243,17 +239,12 @@ fn activation_path_integral_scores(
     let corrupted = node_outputs_host(model, &corrupt_b);
     let [bsz, p] = clean_b.tokens.dims();
     let cfg = model.config();
-    let (d, h, nf, nb) = (
-        cfg.d_model,
-        cfg.n_heads,
-        graph.n_forward(),
-        graph.n_backward(),
-    );
+    let (d, nf, nb) = (cfg.d_model, graph.n_forward(), graph.n_backward());
     let mut groups = vec![(point::resid_pre(0), 0..1)];
     for l in 0..cfg.n_layers {
-        let first = 1 + l * (h + 1);
-        groups.push((point::result(l), first..first + h));
-        groups.push((point::mlp_out(l), first + h..first + h + 1));
+        let mlp = graph.mlp_row(l);
+        groups.push((point::result(l), graph.forward_range_of_layer(l)));
+        groups.push((point::mlp_out(l), mlp..mlp + 1));
     }
     let batch = PairBatch::new(model, pairs).unwrap();
     let mut out = vec![0f64; nf * nb];
@@ -329,18 +320,13 @@ fn probed_reader_grads(
 ) -> Vec<f32> {
     let cfg = model.config();
     let [bsz, p] = clean_b.tokens.dims();
-    fidelis_faithfulness::nodes::probe_node_inputs(&mut hooks, cfg.n_layers);
+    let map = NodeMap::for_config(cfg).unwrap();
+    map.probe_inputs_from(&mut hooks, 0);
     let logits = model.forward_batch(clean_b, &mut hooks).unwrap();
-    let last = fidelis_faithfulness::metric::last_position_logits(logits, &batch.last);
+    let last = fidelis_circuit::metric::last_position_logits(logits, &batch.last);
     let loss = loss_per_example(&METRIC, last.clone(), last, &batch.targets).sum();
     let grads = loss.backward();
-    values(fidelis_faithfulness::nodes::stack_input_grads(
-        &hooks,
-        &grads,
-        cfg,
-        [bsz, p, cfg.d_model],
-        model.device(),
-    ))
+    values(map.stack_input_grads_from(&hooks, &grads, 0, [bsz, p, cfg.d_model], model.device()))
 }
 
 #[test]
@@ -349,24 +335,27 @@ fn eap_ig_activations_with_64_steps_matches_an_independent_path_integral() {
     // residual stream and differentiates only the readers from there on; the reference runs
     // every pass from the embeddings.
     for name in ["tiny-gpt2", "tiny-llama-gqa"] {
-        let model = load(name).transformer;
-        let pairs = random_pairs(3, 300, 11);
-        let mut opts = EdgeAttribution::new(Method::EapIgActivations);
-        opts.steps = 64;
-        opts.steps_per_pass = 16;
-        let (graph, s) = scores(&model, &pairs, &opts);
-        let reference = activation_path_integral_scores(&model, &graph, &pairs, 64);
-        let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let mut worst = 0f64;
-        for i in graph.edge_indices() {
-            worst = worst.max((f64::from(s[i]) - reference[i]).abs() / scale);
-        }
-        // The library's right Riemann sum (k = 1..m) is O(1/m) from the integral.
-        assert!(
-            worst < 0.02,
-            "{name}: largest gap {worst} of the largest score {scale}"
-        );
+        activation_ig_matches_the_path_integral(name, &load(name).transformer);
     }
+}
+
+fn activation_ig_matches_the_path_integral(name: &str, model: &Transformer) {
+    let pairs = random_pairs(3, 300, 11);
+    let mut opts = EdgeAttribution::new(Method::EapIgActivations);
+    opts.steps = 64;
+    opts.steps_per_pass = 16;
+    let (graph, s) = scores(model, &pairs, &opts);
+    let reference = activation_path_integral_scores(model, &graph, &pairs, 64);
+    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let mut worst = 0f64;
+    for i in graph.edge_indices() {
+        worst = worst.max((f64::from(s[i]) - reference[i]).abs() / scale);
+    }
+    // The library's right Riemann sum (k = 1..m) is O(1/m) from the integral.
+    assert!(
+        worst < 0.02,
+        "{name}: largest gap {worst} of the largest score {scale}"
+    );
 }
 
 #[test]
@@ -385,7 +374,10 @@ fn parallel_workers_give_the_sequential_scores() {
         &pairs,
         &METRIC,
         &opts,
-        &mut |done, total| ticks.push((done, total)),
+        &mut |_: &str, done, total| {
+            ticks.push((done, total));
+            std::ops::ControlFlow::Continue(())
+        },
     )
     .unwrap();
     for i in 0..one.len() {
@@ -461,7 +453,7 @@ fn kl_has_zero_eap_gradient_at_the_clean_point_but_not_eap_ig() {
             &pairs,
             &BuiltinMetric::Kl,
             &opts,
-            &mut |_, _| {},
+            &mut Silent,
         )
         .unwrap()
     };
@@ -472,25 +464,30 @@ fn kl_has_zero_eap_gradient_at_the_clean_point_but_not_eap_ig() {
 
 #[test]
 fn exact_scores_equal_single_edge_ablated_runs() {
-    let model = load("tiny-gpt2").transformer;
+    exact_equals_single_edge_ablation(&load("tiny-gpt2").transformer);
+}
+
+fn exact_equals_single_edge_ablation(model: &Transformer) {
     let pairs = random_pairs(3, 300, 17);
-    let mut graph = graph_of(&model);
+    let mut graph = graph_of(model);
     let edges = sample_edges(&graph);
-    let mut opts = EdgeAttribution::new(Method::Exact);
-    opts.exact_subset = Some(edges.clone());
-    opts.exact_edges_per_pass = 5;
-    let s = attribute_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut |_, _| {}).unwrap();
-    let base = evaluate_baseline(&model, &pairs, &METRIC, 8).unwrap();
+    let opts = ExactPatching {
+        subset: Some(edges.clone()),
+        edges_per_pass: 5,
+        ..ExactPatching::default()
+    };
+    let s = exact_edges(model, &mut graph, &pairs, &METRIC, &opts, &mut Silent).unwrap();
+    let base = evaluate_baseline(model, &pairs, &METRIC, 8).unwrap();
     let clean_loss: f64 =
         -base.clean.iter().map(|&x| f64::from(x)).sum::<f64>() / pairs.len() as f64;
     let nb = graph.n_backward();
     for &(f, b) in &edges {
-        let mut g = graph_of(&model);
+        let mut g = graph_of(model);
         for i in g.edge_indices().collect::<Vec<_>>() {
             g.set_in_graph(i / nb, i % nb, true);
         }
         g.set_in_graph(f, b, false);
-        let m = evaluate_graph(&model, &g, &pairs, &METRIC, &Ablation::Patching, 8).unwrap();
+        let m = evaluate_graph(model, &g, &pairs, &METRIC, &Ablation::Patching, 8).unwrap();
         let loss: f64 = -m.iter().map(|&x| f64::from(x)).sum::<f64>() / pairs.len() as f64;
         assert_close(
             &graph.edge_name(f, b),
@@ -505,18 +502,22 @@ fn exact_scores_equal_single_edge_ablated_runs() {
 #[test]
 fn ablating_every_edge_gives_the_corrupted_run_and_none_the_clean_run() {
     for name in ["tiny-gpt2", "tiny-llama-gqa"] {
-        let model = load(name).transformer;
+        every_and_no_edge_ablated(&load(name).transformer);
+    }
+}
+
+fn every_and_no_edge_ablated(model: &Transformer) {
+    {
         let pairs = random_pairs(5, 300, 23);
-        let base = evaluate_baseline(&model, &pairs, &METRIC, 3).unwrap();
-        let mut graph = graph_of(&model);
-        let empty =
-            evaluate_graph(&model, &graph, &pairs, &METRIC, &Ablation::Patching, 3).unwrap();
+        let base = evaluate_baseline(model, &pairs, &METRIC, 3).unwrap();
+        let mut graph = graph_of(model);
+        let empty = evaluate_graph(model, &graph, &pairs, &METRIC, &Ablation::Patching, 3).unwrap();
         let nb = graph.n_backward();
         for i in graph.edge_indices().collect::<Vec<_>>() {
             graph.set_in_graph(i / nb, i % nb, true);
         }
         for ablation in [Ablation::Patching, Ablation::Zero] {
-            let full = evaluate_graph(&model, &graph, &pairs, &METRIC, &ablation, 3).unwrap();
+            let full = evaluate_graph(model, &graph, &pairs, &METRIC, &ablation, 3).unwrap();
             for i in 0..pairs.len() {
                 assert_close(
                     "full graph",
@@ -539,6 +540,52 @@ fn ablating_every_edge_gives_the_corrupted_run_and_none_the_clean_run() {
     }
 }
 
+/// tiny-gpt2's shape with attention and MLP reading the same residual stream (GPT-NeoX's
+/// parallel layout), random weights: a layout variant that the graph crate and the node map
+/// define, and every consumer must follow.
+fn parallel_model() -> Transformer {
+    let mut cfg = load("tiny-gpt2").transformer.config().clone();
+    cfg.parallel_attn_mlp = true;
+    Transformer::random(cfg, 31, &device()).unwrap()
+}
+
+#[test]
+fn a_parallel_attention_mlp_layout_is_followed_by_every_consumer() {
+    let model = parallel_model();
+    let graph = graph_of(&model);
+    assert!(graph.cfg().parallel_attn_mlp);
+    // The node map takes the layout from the graph: an MLP sees the writers before its layer.
+    let map = NodeMap::for_model(&model, &graph).unwrap();
+    for r in map.readers() {
+        if r.kind == fidelis_circuit::ReaderKind::Mlp {
+            assert_eq!(r.visible, graph.forward_range_of_layer(r.layer).start);
+        }
+    }
+    // Every consumer, each against its independent reference: EAP (finite differences),
+    // EAP-IG on activations (a separate path integral from the embeddings), exact patching
+    // (single-edge ablated runs), and edge-ablated runs (the clean and corrupted runs).
+    eap_matches_finite_differences(&model);
+    activation_ig_matches_the_path_integral("parallel", &model);
+    exact_equals_single_edge_ablation(&model);
+    every_and_no_edge_ablated(&model);
+    // The graph of the sequential layout does not fit the parallel model.
+    let c = model.config();
+    let sequential = Graph::new(fidelis_graph::GraphConfig::new(
+        c.n_layers, c.n_heads, false,
+    ));
+    let mut g = sequential.clone();
+    let err = attribute_edges(
+        &model,
+        &mut g,
+        &random_pairs(2, 300, 1),
+        &METRIC,
+        &EdgeAttribution::new(Method::Eap),
+        &mut Silent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("parallel"), "{err}");
+}
+
 #[test]
 fn bad_options_and_data_are_named() {
     let model = load("tiny-gpt2").transformer;
@@ -546,13 +593,12 @@ fn bad_options_and_data_are_named() {
     let mut graph = graph_of(&model);
     let mut opts = EdgeAttribution::new(Method::EapIgInputs);
     opts.ablation = Ablation::Zero;
-    let err =
-        attribute_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut |_, _| {}).unwrap_err();
+    let err = attribute_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut Silent).unwrap_err();
     assert!(matches!(err, AttributionError::Options(_)), "{err}");
     assert!(err.to_string().contains("eap-ig-inputs"), "{err}");
-    let eap_error = |pairs: &[fidelis_faithfulness::PromptPair], graph: &mut Graph| {
+    let eap_error = |pairs: &[PromptPair], graph: &mut Graph| {
         let opts = EdgeAttribution::new(Method::Eap);
-        attribute_edges(&model, graph, pairs, &METRIC, &opts, &mut |_, _| {})
+        attribute_edges(&model, graph, pairs, &METRIC, &opts, &mut Silent)
             .unwrap_err()
             .to_string()
     };
@@ -569,4 +615,44 @@ fn bad_options_and_data_are_named() {
         err.contains("100000") && err.contains("vocabulary"),
         "{err}"
     );
+}
+
+#[test]
+fn a_progress_that_breaks_stops_the_work_with_a_cancellation() {
+    let model = load("tiny-gpt2").transformer;
+    let pairs = random_pairs(4, 300, 3);
+    for workers in [1, 2] {
+        let mut opts = EdgeAttribution::new(Method::EapIgActivations);
+        opts.workers = workers;
+        let mut ticks = 0;
+        let mut stop_after_two = |_: &str, _: usize, _: usize| {
+            ticks += 1;
+            if ticks < 2 {
+                std::ops::ControlFlow::Continue(())
+            } else {
+                std::ops::ControlFlow::Break(())
+            }
+        };
+        let mut graph = graph_of(&model);
+        let err = attribute_edges(
+            &model,
+            &mut graph,
+            &pairs,
+            &METRIC,
+            &opts,
+            &mut stop_after_two,
+        )
+        .unwrap_err();
+        assert!(err.is_cancelled(), "workers {workers}: {err}");
+        let passes = 5 * (2 * model.config().n_layers + 1);
+        assert!(
+            ticks < passes,
+            "workers {workers}: {ticks} ticks of {passes}"
+        );
+    }
+    let mut graph = graph_of(&model);
+    let opts = ExactPatching::default();
+    let mut stop = |_: &str, _: usize, _: usize| std::ops::ControlFlow::Break(());
+    let err = exact_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut stop).unwrap_err();
+    assert!(err.is_cancelled(), "{err}");
 }

@@ -5,13 +5,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use fidelis_attribution::{Aggregation, EdgeAttribution, Method, attribute_edges};
-use fidelis_faithfulness::{Ablation, BuiltinMetric, NodeMeans, PromptPair};
+use fidelis_attribution::{
+    Aggregation, EdgeAttribution, EdgeMethod, ExactPatching, attribute_edges, exact_edges,
+};
+use fidelis_circuit::{Ablation, Progress, PromptPair};
+use fidelis_faithfulness::{EvalOptions, completeness, faithfulness_curve, mib_sizes};
 use fidelis_graph::{Graph, GraphConfig, SvgOptions};
 use fidelis_models::Model;
 use fidelis_tasks::{Example, Task, TextTokenizer};
 
-use crate::progress;
+use crate::options::{DiscoverJob, DiscoverOptions, EvaluateOptions};
+use crate::progress::Bar;
 
 /// Where the examples come from.
 #[derive(Debug, Clone)]
@@ -28,47 +32,6 @@ pub enum DataSource {
     /// An EAP-IG CSV (`clean, corrupted, correct_idx, incorrect_idx`) or a JSONL with text
     /// answers.
     File(PathBuf),
-}
-
-/// Options of `fidelis circuit discover`.
-#[derive(Debug, Clone)]
-pub struct DiscoverOptions {
-    /// The examples.
-    pub data: DataSource,
-    /// Attribution method.
-    pub method: Method,
-    /// EAP-IG interpolation steps.
-    pub steps: usize,
-    /// The loss (`logit-diff`, `prob-diff`, `kl`, `js`).
-    pub loss: BuiltinMetric,
-    /// `patching`, `mean` or `zero`.
-    pub ablation: String,
-    /// Examples per batch.
-    pub batch_size: usize,
-    /// Interpolation steps stacked per pass.
-    pub steps_per_pass: usize,
-    /// Passes of eap-ig-activations run at once on their own threads.
-    pub workers: usize,
-    /// Mean instead of sum over d_model.
-    pub mean_aggregation: bool,
-    /// Prepend BOS to every prompt.
-    pub add_bos: bool,
-    /// Exact: only the top edges of this previously scored graph.
-    pub exact_from: Option<PathBuf>,
-    /// Exact: how many of its top edges (by |score|).
-    pub exact_top: usize,
-    /// Exact: edges patched per forward.
-    pub exact_per_pass: usize,
-    /// Mark the top-n edges as the circuit (then prune) in the written graph.
-    pub top_n: Option<usize>,
-    /// Number of edges to print.
-    pub print_top: usize,
-    /// Also evaluate the faithfulness curve at the MIB sizes (table, CSV and SVG plot).
-    pub curve: bool,
-    /// Store node scores (each node's summed outgoing edge scores) in the graph JSON.
-    pub node_scores: bool,
-    /// Where to write the graph JSON.
-    pub out: PathBuf,
 }
 
 /// The model's tokenizer as the tasks crate wants it.
@@ -125,23 +88,6 @@ pub fn graph_for(model: &Model) -> Graph {
     Graph::new(cfg)
 }
 
-/// What ablated edges carry, by name (`patching`, `mean` over the clean prompts, `zero`).
-pub fn ablation(model: &Model, name: &str, pairs: &[PromptPair], batch: usize) -> Result<Ablation> {
-    Ok(match name {
-        "patching" => Ablation::Patching,
-        "zero" => Ablation::Zero,
-        "mean" => {
-            let prompts: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
-            Ablation::Mean(Box::new(NodeMeans::compute(
-                &model.transformer,
-                &prompts,
-                batch,
-            )?))
-        }
-        other => bail!("unknown ablation {other:?} (expected patching, mean or zero)"),
-    })
-}
-
 /// The top `n` edges (by |score|) of a saved graph, as `(row, column)` of `graph`.
 fn top_edges_of(path: &Path, graph: &Graph, n: usize) -> Result<Vec<(usize, usize)>> {
     let text =
@@ -155,46 +101,89 @@ fn top_edges_of(path: &Path, graph: &Graph, n: usize) -> Result<Vec<(usize, usiz
         .collect()
 }
 
-/// Runs `fidelis circuit discover`; returns the scored graph.
-pub fn discover(model: &Model, opts: &DiscoverOptions) -> Result<Graph> {
-    let examples = load_examples(model, &opts.data)?;
-    let pairs = tokenize(model, &examples, opts.add_bos)?;
+/// What [`score_edges`] hands back: the scored graph and the ablation values it used (the
+/// faithfulness curve that may follow reuses them).
+pub struct Scored {
+    /// The graph with every edge scored.
+    pub graph: Graph,
+    /// What ablated edges carried.
+    pub ablation: Ablation,
+}
+
+/// Scores every edge of `model`'s graph on `pairs` as `job` says (only `subset` for exact
+/// patching when given), reporting to `progress`. `device` is the `--device` the model runs
+/// on, for the default number of workers.
+pub fn score_edges(
+    model: &Model,
+    job: &DiscoverJob,
+    pairs: &[PromptPair],
+    subset: Option<Vec<(usize, usize)>>,
+    device: &str,
+    progress: &mut dyn Progress,
+) -> Result<Scored> {
     let mut graph = graph_for(model);
-    let mut attribution = EdgeAttribution::new(opts.method);
-    attribution.steps = opts.steps;
-    attribution.batch_size = opts.batch_size;
-    attribution.steps_per_pass = opts.steps_per_pass;
-    attribution.workers = opts.workers;
-    attribution.exact_edges_per_pass = opts.exact_per_pass;
-    attribution.ablation = ablation(model, &opts.ablation, &pairs, opts.batch_size)?;
-    if opts.mean_aggregation {
-        attribution.aggregation = Aggregation::Mean;
+    let ablation = job
+        .ablation
+        .values(&model.transformer, pairs, job.batch_size)?;
+    let t = &model.transformer;
+    match job.method.gradient() {
+        Some(method) => {
+            let mut opts = EdgeAttribution::new(method);
+            opts.steps = job.steps;
+            opts.batch_size = job.batch_size;
+            opts.steps_per_pass = job.steps_per_pass;
+            opts.workers = job
+                .workers
+                .unwrap_or_else(|| crate::device::default_workers(device));
+            opts.ablation = ablation.clone();
+            if job.mean_aggregation {
+                opts.aggregation = Aggregation::Mean;
+            }
+            attribute_edges(t, &mut graph, pairs, &job.loss, &opts, progress)?;
+        }
+        None => {
+            let opts = ExactPatching {
+                ablation: ablation.clone(),
+                batch_size: job.batch_size,
+                edges_per_pass: job.exact_per_pass,
+                subset,
+            };
+            exact_edges(t, &mut graph, pairs, &job.loss, &opts, progress)?;
+        }
     }
-    if let Some(from) = &opts.exact_from {
-        attribution.exact_subset = Some(top_edges_of(from, &graph, opts.exact_top)?);
-    }
+    Ok(Scored { graph, ablation })
+}
+
+/// Runs `fidelis circuit discover` on `model` (which runs on `device`); returns the scored
+/// graph.
+pub fn discover(model: &Model, device: &str, opts: &DiscoverOptions) -> Result<Graph> {
+    let job = &opts.job;
+    anyhow::ensure!(
+        opts.exact_from.is_none() || job.method == EdgeMethod::Exact,
+        "--exact-from only applies to --method exact"
+    );
+    let examples = load_examples(model, &job.data.source()?)?;
+    let pairs = tokenize(model, &examples, !job.data.no_bos)?;
+    let subset = match &opts.exact_from {
+        Some(from) => Some(top_edges_of(from, &graph_for(model), opts.exact_top)?),
+        None => None,
+    };
     eprintln!(
         "{} examples · {} edges · method {} · loss {} · ablation {}",
         pairs.len(),
-        graph.n_edges(),
-        opts.method.name(),
-        fidelis_faithfulness::Metric::name(&opts.loss),
-        attribution.ablation.name()
+        graph_for(model).n_edges(),
+        job.method,
+        job.loss,
+        job.ablation
     );
-    let bar = progress::bar(1, opts.method.name());
+    let mut bar = Bar::new(&job.method.to_string());
     let start = Instant::now();
-    attribute_edges(
-        &model.transformer,
-        &mut graph,
-        &pairs,
-        &opts.loss,
-        &attribution,
-        &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    )?;
-    bar.finish_and_clear();
+    let scored = score_edges(model, job, &pairs, subset, device, &mut bar)?;
+    bar.finish();
+    let Scored {
+        mut graph,
+        ablation,
+    } = scored;
     let secs = start.elapsed().as_secs_f64();
     if opts.node_scores {
         let scores = graph.node_scores_from_edges();
@@ -210,21 +199,20 @@ pub fn discover(model: &Model, opts: &DiscoverOptions) -> Result<Graph> {
     print_top(&graph, opts.print_top);
     println!("wrote {}", opts.out.display());
     if opts.curve {
-        let eval = fidelis_faithfulness::EvalOptions {
-            ablation: attribution.ablation.clone(),
-            batch_size: opts.batch_size,
-            circuits_per_pass: 4,
-            selection: Default::default(),
-        };
-        let sizes = fidelis_faithfulness::mib_sizes(graph.n_edges());
-        let curve = fidelis_faithfulness::faithfulness_curve(
+        let mut eval = EvalOptions::new(ablation);
+        eval.batch_size = job.batch_size;
+        let sizes = mib_sizes(graph.n_edges());
+        let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
+        let curve = faithfulness_curve(
             &model.transformer,
             &graph,
             &pairs,
-            &opts.loss,
+            &job.loss,
             &sizes,
             &eval,
+            &mut bar,
         )?;
+        bar.finish();
         print_curve(&curve);
         let (csv, svg) = (
             opts.out.with_extension("curve.csv"),
@@ -232,8 +220,8 @@ pub fn discover(model: &Model, opts: &DiscoverOptions) -> Result<Graph> {
         );
         std::fs::write(&csv, curve_csv(&curve))
             .with_context(|| format!("writing {}", csv.display()))?;
-        let plot =
-            crate::plot::faithfulness_plot(&[(opts.method.name(), &curve)], "discovered circuit");
+        let name = job.method.to_string();
+        let plot = crate::plot::faithfulness_plot(&[(name.as_str(), &curve)], "discovered circuit");
         std::fs::write(&svg, plot).with_context(|| format!("writing {}", svg.display()))?;
         println!("wrote {} and {}", csv.display(), svg.display());
     }
@@ -309,33 +297,6 @@ pub fn show(path: &Path, top: usize, svg: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// Options of `fidelis circuit evaluate`.
-#[derive(Debug, Clone)]
-pub struct EvaluateOptions {
-    /// The examples.
-    pub data: DataSource,
-    /// The metric (`logit-diff`, `prob-diff`, `kl`, `js`, `correct-prob`).
-    pub metric: BuiltinMetric,
-    /// `patching`, `mean` or `zero`.
-    pub ablation: String,
-    /// Circuit sizes (top-n edges of the graph's scores); empty = the graph's own circuit.
-    pub sizes: Vec<usize>,
-    /// Use the MIB edge fractions as sizes.
-    pub mib: bool,
-    /// Examples per batch.
-    pub batch_size: usize,
-    /// Circuits stacked into one forward.
-    pub circuits_per_pass: usize,
-    /// How each size's circuit is chosen.
-    pub selection: fidelis_faithfulness::Selection,
-    /// Prepend BOS.
-    pub add_bos: bool,
-    /// Write the curve as CSV here.
-    pub csv: Option<PathBuf>,
-    /// Write the result as JSON here.
-    pub json: Option<PathBuf>,
-}
-
 /// Reads a graph JSON.
 pub fn read_graph(path: &Path) -> Result<Graph> {
     let text =
@@ -358,12 +319,13 @@ pub fn curve_csv(curve: &fidelis_faithfulness::Curve) -> String {
 /// Runs `fidelis circuit evaluate`: a faithfulness curve over sizes, or the file's own circuit
 /// with its completeness.
 pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Result<()> {
-    use fidelis_faithfulness::{EvalOptions, completeness, faithfulness_curve, mib_sizes};
     let graph = read_graph(graph_path)?;
-    let examples = load_examples(model, &opts.data)?;
-    let pairs = tokenize(model, &examples, opts.add_bos)?;
+    let examples = load_examples(model, &opts.data.source()?)?;
+    let pairs = tokenize(model, &examples, !opts.data.no_bos)?;
     let eval = EvalOptions {
-        ablation: ablation(model, &opts.ablation, &pairs, opts.batch_size)?,
+        ablation: opts
+            .ablation
+            .values(&model.transformer, &pairs, opts.batch_size)?,
         batch_size: opts.batch_size,
         circuits_per_pass: opts.circuits_per_pass,
         selection: opts.selection,
@@ -381,7 +343,9 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
             "{} marks no circuit; give --sizes or --mib to evaluate its top edges",
             graph_path.display()
         );
-        let c = completeness(&model.transformer, &graph, &pairs, metric, &eval)?;
+        let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
+        let c = completeness(&model.transformer, &graph, &pairs, metric, &eval, &mut bar)?;
+        bar.finish();
         println!(
             "circuit of {} edges ({} ablation)",
             graph.n_edges_in_graph(),
@@ -397,7 +361,17 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
         );
         serde_json::to_value(&c)?
     } else {
-        let curve = faithfulness_curve(&model.transformer, &graph, &pairs, metric, &sizes, &eval)?;
+        let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
+        let curve = faithfulness_curve(
+            &model.transformer,
+            &graph,
+            &pairs,
+            metric,
+            &sizes,
+            &eval,
+            &mut bar,
+        )?;
+        bar.finish();
         println!(
             "{} ablation, {} examples, circuits chosen by {}",
             eval.ablation.name(),

@@ -138,11 +138,9 @@ pub fn run(args: &ContextArgs) -> Result<()> {
     let model = load_model(&args.model.model, &args.model.device)?;
     let cfg = config(&model, args)?;
     let start = Instant::now();
-    let spinner = crate::progress::spinner("context attribution");
-    let out = attribute_context_with_progress(&model, &cfg, &mut |stage| {
-        spinner.set_message(stage.to_string());
-    })?;
-    spinner.finish_and_clear();
+    let mut bar = crate::progress::Bar::new("context attribution");
+    let out = attribute_context_with_progress(&model, &cfg, &mut bar)?;
+    bar.finish();
     let secs = start.elapsed().as_secs_f64();
     let color = !args.no_color && std::io::IsTerminal::is_terminal(&std::io::stdout());
     print!("{}", render::terminal(&out, color));

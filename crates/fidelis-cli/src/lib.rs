@@ -11,6 +11,7 @@ pub mod circuit;
 pub mod context;
 pub mod device;
 pub mod model_args;
+pub mod options;
 pub mod organism;
 pub mod plot;
 pub mod progress;

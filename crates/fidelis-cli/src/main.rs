@@ -4,12 +4,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fidelis_attribution::Method;
-use fidelis_cli::{circuit, device, device::parse_device, progress};
+use fidelis_cli::model_args::{ModelFlags, load_model};
+use fidelis_cli::options::{DiscoverOptions, EvaluateOptions, GenerateOptions};
+use fidelis_cli::{circuit, progress};
 use fidelis_graph::{Graph, GraphConfig};
-use fidelis_models::fetch::{fetch_smollm2, resolve_model_name, smollm2_path};
+use fidelis_models::fetch::{fetch_smollm2, smollm2_path};
 use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
 
 #[derive(Parser)]
@@ -23,49 +24,19 @@ struct Cli {
     command: Command,
 }
 
-#[derive(clap::Args)]
-struct ModelArgs {
-    /// A Hugging Face model folder, a .gguf file, `organism` (the small GPT-2 shipped in
-    /// models/organism/) or `smollm2` (after `fidelis models fetch smollm2`).
-    #[arg(long, default_value = "organism")]
-    model: String,
-    /// Where to run: cpu, flex, ndarray, wgpu or cuda[:N].
-    #[arg(long, default_value = "cpu")]
-    device: String,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Generate text after a prompt (greedy unless --temperature > 0).
     Generate {
         #[command(flatten)]
-        model: ModelArgs,
-        /// The prompt.
-        #[arg(long)]
-        prompt: String,
-        /// Maximum number of new tokens.
-        #[arg(long, default_value_t = 32)]
-        max_new_tokens: usize,
-        /// Sampling temperature; 0 is greedy.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        /// Sample only among the k most likely tokens.
-        #[arg(long)]
-        top_k: Option<usize>,
-        /// Nucleus sampling mass.
-        #[arg(long)]
-        top_p: Option<f32>,
-        /// Sampler seed.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Do not prepend the BOS token.
-        #[arg(long)]
-        no_bos: bool,
+        model: ModelFlags,
+        #[command(flatten)]
+        opts: GenerateOptions,
     },
     /// Show a model's architecture, parameter count, hook points and graph size.
     Inspect {
         #[command(flatten)]
-        model: ModelArgs,
+        model: ModelFlags,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -123,128 +94,17 @@ struct EvaluateArgs {
     /// A graph JSON with scores (from `circuit discover`) or a marked circuit.
     graph: PathBuf,
     #[command(flatten)]
-    model: ModelArgs,
+    model: ModelFlags,
     #[command(flatten)]
-    data: DataArgs,
-    /// The metric: logit-diff, prob-diff, kl, js or correct-prob.
-    #[arg(long, default_value = "logit-diff")]
-    metric: String,
-    /// What ablated edges carry: patching (corrupted prompts), mean or zero.
-    #[arg(long, default_value = "patching")]
-    ablation: String,
-    /// Circuit sizes (edge counts, comma-separated), chosen as --selection says.
-    #[arg(long, value_delimiter = ',', conflicts_with = "mib")]
-    sizes: Vec<usize>,
-    /// Use the MIB edge fractions (0.1 % … 100 %) as sizes.
-    #[arg(long)]
-    mib: bool,
-    /// How each size's circuit is chosen: abs (top edges by |score|, the paper's choice),
-    /// signed (top edges by signed score) or greedy (grown from the logits by |score|).
-    #[arg(long, default_value = "abs")]
-    selection: String,
-    /// Examples per batch.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Circuits stacked into one forward (memory × this, fewer passes).
-    #[arg(long, default_value_t = 4)]
-    circuits_per_pass: usize,
-    /// Write the curve as CSV.
-    #[arg(long)]
-    csv: Option<PathBuf>,
-    /// Write the result as JSON.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
-#[derive(clap::Args)]
-struct DataArgs {
-    /// A generated task: ioi, greater-than, sva, gender-bias, country-capital, hypernymy.
-    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
-    task: Option<String>,
-    /// An EAP-IG CSV (clean, corrupted, correct_idx, incorrect_idx) or a JSONL with text answers.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Number of generated examples (with --task).
-    #[arg(long, default_value_t = 64)]
-    n: usize,
-    /// Seed of the task generator.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Do not prepend the BOS token to prompts.
-    #[arg(long)]
-    no_bos: bool,
-}
-
-impl DataArgs {
-    fn source(&self) -> Result<circuit::DataSource> {
-        Ok(match (&self.task, &self.data) {
-            (Some(task), _) => circuit::DataSource::Task {
-                task: task.parse()?,
-                n: self.n,
-                seed: self.seed,
-            },
-            (None, Some(path)) => circuit::DataSource::File(path.clone()),
-            (None, None) => anyhow::bail!("give --task NAME or --data FILE"),
-        })
-    }
+    opts: EvaluateOptions,
 }
 
 #[derive(clap::Args)]
 struct DiscoverArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    model: ModelFlags,
     #[command(flatten)]
-    data: DataArgs,
-    /// eap, eap-ig-inputs, eap-ig-activations, clean-corrupted or exact.
-    #[arg(long, default_value = "eap-ig-inputs")]
-    method: String,
-    /// Interpolation steps of the EAP-IG methods.
-    #[arg(long, default_value_t = 5)]
-    steps: usize,
-    /// The loss: logit-diff, prob-diff, kl or js.
-    #[arg(long, default_value = "logit-diff")]
-    loss: String,
-    /// What Δa is measured against: patching (corrupted prompts), mean or zero.
-    #[arg(long, default_value = "patching")]
-    ablation: String,
-    /// Examples per batch.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Interpolation steps stacked into one forward/backward (more memory, fewer passes).
-    #[arg(long, default_value_t = 1)]
-    steps_per_pass: usize,
-    /// Passes of eap-ig-activations run at once, each on its own thread (memory × this)
-    /// [default: the number of cores on a CPU device, 1 on a GPU].
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Average scores over d_model instead of summing.
-    #[arg(long)]
-    mean_aggregation: bool,
-    /// With --method exact: score only the top edges of this earlier graph JSON.
-    #[arg(long)]
-    exact_from: Option<PathBuf>,
-    /// With --exact-from: how many of its top edges.
-    #[arg(long, default_value_t = 200)]
-    exact_top: usize,
-    /// With --method exact: edges patched per forward.
-    #[arg(long, default_value_t = 32)]
-    exact_per_pass: usize,
-    /// Mark the top-n edges as the circuit (pruned) in the written graph.
-    #[arg(long)]
-    top_n: Option<usize>,
-    /// How many top edges to print.
-    #[arg(long, default_value_t = 20)]
-    print_top: usize,
-    /// Also evaluate the faithfulness curve at the MIB sizes (0.1 % … 100 % of edges): print
-    /// it, and write it next to --out as .curve.csv and .curve.svg.
-    #[arg(long)]
-    curve: bool,
-    /// Store node-level scores (each node's summed outgoing edge scores) in the graph JSON.
-    #[arg(long)]
-    node_scores: bool,
-    /// Where to write the graph JSON.
-    #[arg(long, default_value = "graph.json")]
-    out: PathBuf,
+    opts: DiscoverOptions,
 }
 
 #[derive(Subcommand)]
@@ -274,24 +134,16 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate {
-            model,
-            prompt,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            no_bos,
-        } => {
+        Command::Generate { model, opts } => {
             let loaded = load(&model)?;
-            let ids = loaded.tokenizer.encode_prompt(&prompt, !no_bos)?;
+            let prompt = opts.prompt;
+            let ids = loaded.tokenizer.encode_prompt(&prompt, !opts.no_bos)?;
             let cfg = GenerateConfig {
-                max_new_tokens,
-                temperature,
-                top_k,
-                top_p,
-                seed,
+                max_new_tokens: opts.max_new_tokens,
+                temperature: opts.temperature,
+                top_k: opts.top_k,
+                top_p: opts.top_p,
+                seed: opts.seed,
                 stop_tokens: loaded.tokenizer.eos_id().into_iter().collect(),
             };
             print!("{prompt}");
@@ -321,26 +173,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Circuit { action } => match action {
             CircuitAction::Discover(args) => {
                 let loaded = load(&args.model)?;
-                let opts = discover_options(*args)?;
-                circuit::discover(&loaded, &opts)?;
+                circuit::discover(&loaded, &args.model.device, &args.opts)?;
             }
             CircuitAction::Show { graph, top, svg } => circuit::show(&graph, top, svg.as_deref())?,
             CircuitAction::Evaluate(args) => {
                 let loaded = load(&args.model)?;
-                let opts = circuit::EvaluateOptions {
-                    data: args.data.source()?,
-                    metric: args.metric.parse().map_err(anyhow::Error::msg)?,
-                    ablation: args.ablation.clone(),
-                    sizes: args.sizes.clone(),
-                    mib: args.mib,
-                    batch_size: args.batch_size,
-                    circuits_per_pass: args.circuits_per_pass,
-                    selection: args.selection.parse().map_err(anyhow::Error::msg)?,
-                    add_bos: !args.data.no_bos,
-                    csv: args.csv.clone(),
-                    json: args.json.clone(),
-                };
-                circuit::evaluate(&loaded, &args.graph, &opts)?;
+                circuit::evaluate(&loaded, &args.graph, &args.opts)?;
             }
             CircuitAction::Compare { a, b, top } => circuit::compare(&a, &b, top)?,
         },
@@ -364,37 +202,6 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn discover_options(args: DiscoverArgs) -> Result<circuit::DiscoverOptions> {
-    let data = args.data.source()?;
-    let method: Method = args.method.parse().map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        args.exact_from.is_none() || method == Method::Exact,
-        "--exact-from only applies to --method exact"
-    );
-    Ok(circuit::DiscoverOptions {
-        data,
-        method,
-        steps: args.steps,
-        loss: args.loss.parse().map_err(anyhow::Error::msg)?,
-        ablation: args.ablation,
-        batch_size: args.batch_size,
-        steps_per_pass: args.steps_per_pass,
-        workers: args
-            .workers
-            .unwrap_or_else(|| device::default_workers(&args.model.device)),
-        mean_aggregation: args.mean_aggregation,
-        add_bos: !args.data.no_bos,
-        exact_from: args.exact_from,
-        exact_top: args.exact_top,
-        exact_per_pass: args.exact_per_pass,
-        top_n: args.top_n,
-        print_top: args.print_top,
-        curve: args.curve,
-        node_scores: args.node_scores,
-        out: args.out,
-    })
-}
-
 fn check_model_name(name: &str) -> Result<()> {
     anyhow::ensure!(
         name == "smollm2",
@@ -403,17 +210,8 @@ fn check_model_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn load(args: &ModelArgs) -> Result<Model> {
-    let device = parse_device(&args.device)?;
-    let path: PathBuf = resolve_model_name(&args.model)?;
-    let bar = progress::bar(1, "loading");
-    let model = Model::load_with_progress(&path, &device, &|done, total| {
-        bar.set_length(total);
-        bar.set_position(done.min(total));
-    })
-    .with_context(|| format!("loading {}", path.display()))?;
-    bar.finish_and_clear();
-    Ok(model)
+fn load(args: &ModelFlags) -> Result<Model> {
+    load_model(&args.model, &args.device)
 }
 
 /// Nodes and edges of the EAP-IG computational graph (input, heads, MLPs, logits; q/k/v inputs

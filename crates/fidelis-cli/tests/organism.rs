@@ -48,10 +48,9 @@ fn organism_tokenizer_poses_the_circuit_tasks() {
 #[test]
 fn eap_ig_finds_a_faithful_ioi_circuit_in_under_ten_percent_of_edges() {
     use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
+    use fidelis_circuit::{Ablation, BuiltinMetric, Silent};
     use fidelis_cli::circuit::{DataSource, graph_for, load_examples, tokenize};
-    use fidelis_faithfulness::{
-        Ablation, BuiltinMetric, EvalOptions, faithfulness_curve, mib_sizes,
-    };
+    use fidelis_faithfulness::{EvalOptions, faithfulness_curve, mib_sizes};
     let model = organism();
     let data = DataSource::Task {
         task: Task::Ioi,
@@ -68,7 +67,7 @@ fn eap_ig_finds_a_faithful_ioi_circuit_in_under_ten_percent_of_edges() {
         &pairs,
         &metric,
         &opts,
-        &mut |_, _| {},
+        &mut Silent,
     )
     .unwrap();
     let eval = EvalOptions {
@@ -78,8 +77,16 @@ fn eap_ig_finds_a_faithful_ioi_circuit_in_under_ten_percent_of_edges() {
         selection: Default::default(),
     };
     let sizes = mib_sizes(graph.n_edges());
-    let curve =
-        faithfulness_curve(&model.transformer, &graph, &pairs, &metric, &sizes, &eval).unwrap();
+    let curve = faithfulness_curve(
+        &model.transformer,
+        &graph,
+        &pairs,
+        &metric,
+        &sizes,
+        &eval,
+        &mut Silent,
+    )
+    .unwrap();
     let first = curve.first_reaching(0.8).expect("the curve reaches 0.8");
     assert!(first.fraction < 0.1, "0.8 first reached at {first:?}");
     assert!(

@@ -48,6 +48,20 @@ pub enum ContextError {
     /// An attribution error.
     #[error(transparent)]
     Attribution(#[from] AttributionError),
+    /// The caller's progress asked the run to stop.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl ContextError {
+    /// Whether the run stopped because the caller's progress asked it to.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            Self::Cancelled => true,
+            Self::Attribution(e) => e.is_cancelled(),
+            _ => false,
+        }
+    }
 }
 
 /// `Result` with [`ContextError`].

@@ -53,7 +53,7 @@ pub mod select;
 pub use cti::CtiMetric;
 pub use error::{ContextError, Result};
 pub use pecore::{
-    CciOutput, ContextAttribution, Info, PecoreConfig, attribute_context,
-    attribute_context_with_progress,
+    CciOutput, ContextAttribution, Info, PecoreConfig, STAGE_CCI, STAGE_CTI, STAGE_GENERATING,
+    attribute_context, attribute_context_with_progress,
 };
 pub use select::{Selection, select};

@@ -7,6 +7,9 @@ use burn::tensor::TensorData;
 use fidelis_attribution::token::{
     Target, TargetFunction, TokenAttributionConfig, TokenMethod, attribute_tokens,
 };
+use std::ops::ControlFlow;
+
+use fidelis_circuit::{Progress, Silent};
 use fidelis_models::{GenerateConfig, Hooks, Model};
 use serde::Serialize;
 
@@ -186,17 +189,30 @@ struct Runs {
     current_noctx: std::ops::Range<usize>,
 }
 
+/// The stage of generating the output (when it is not given).
+pub const STAGE_GENERATING: &str = "generating";
+/// The stage of the two force-decoded runs and the CTI scores.
+pub const STAGE_CTI: &str = "cti";
+/// The stage of attributing each selected token to the context (counted).
+pub const STAGE_CCI: &str = "cci";
+
 /// Runs PECoRe on one example.
 pub fn attribute_context(model: &Model, cfg: &PecoreConfig) -> Result<ContextAttribution> {
-    attribute_context_with_progress(model, cfg, &mut |_| {})
+    attribute_context_with_progress(model, cfg, &mut Silent)
 }
 
-/// Like [`attribute_context`], reporting each stage (`"generating"`, `"cti"`, `"cci 2/5"`).
+/// Like [`attribute_context`], reporting each stage to `progress` ([`STAGE_GENERATING`],
+/// [`STAGE_CTI`], then [`STAGE_CCI`] with the count of attributed tokens); a `Break` from it
+/// stops the run with [`ContextError::Cancelled`].
 pub fn attribute_context_with_progress(
     model: &Model,
     cfg: &PecoreConfig,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<ContextAttribution> {
+    let mut stage = |name: &str, done: usize, total: usize| match progress.tick(name, done, total) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(ContextError::Cancelled),
+    };
     check(cfg)?;
     let output_template = cfg.output_template.clone().unwrap_or_else(|| {
         if cfg.output_context.is_some() {
@@ -208,7 +224,7 @@ pub fn attribute_context_with_progress(
     let (generated, output_current) = match &cfg.output_current {
         Some(text) => (false, text.trim().to_string()),
         None => {
-            progress("generating");
+            stage(STAGE_GENERATING, 0, 0)?;
             (true, generate(model, cfg, &output_template)?)
         }
     };
@@ -220,7 +236,7 @@ pub fn attribute_context_with_progress(
         }));
     }
     let runs = layout(model, cfg, &output_template, &output_current)?;
-    progress("cti");
+    stage(STAGE_CTI, 0, 0)?;
     let ctx_logits = next_token_logits(model, &runs.contextual.ids)?;
     let noctx_logits = next_token_logits(model, &runs.contextless.ids)?;
     let vocab = model.config().d_vocab;
@@ -240,7 +256,7 @@ pub fn attribute_context_with_progress(
     let tokens_of = |r: &std::ops::Range<usize>| runs.contextual.tokens[r.clone()].to_vec();
     let mut cci_scores = Vec::with_capacity(cti.ranked.len());
     for (step, &(j, score)) in cti.ranked.iter().enumerate() {
-        progress(&format!("cci {}/{}", step + 1, cti.ranked.len()));
+        stage(STAGE_CCI, step, cti.ranked.len())?;
         let (pc, pn) = (runs.current_ctx.start + j, runs.current_noctx.start + j);
         let token = runs.contextual.ids[pc];
         let contextless_row = row(&noctx_logits, pn - 1);
@@ -283,6 +299,7 @@ pub fn attribute_context_with_progress(
             cci_threshold: cues.threshold,
         });
     }
+    stage(STAGE_CCI, cti.ranked.len(), cti.ranked.len())?;
     Ok(ContextAttribution {
         input_context: cfg.input_context.clone(),
         input_context_tokens: tokens_of(&runs.input_context),

@@ -14,8 +14,9 @@ use fidelis_graph::Graph;
 use fidelis_models::Transformer;
 use serde::Serialize;
 
+use fidelis_circuit::{Ablation, CircuitError, Metric, Progress, PromptPair, Result};
+
 use crate::evaluate::{evaluate_baseline, evaluate_circuits, mean};
-use crate::{Ablation, FaithError, Metric, PromptPair, Result};
 
 /// The edge fractions at which MIB evaluates circuits: 0.1 % … 100 %.
 pub const MIB_FRACTIONS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
@@ -68,40 +69,48 @@ pub fn mib_sizes(n_edges: usize) -> Vec<usize> {
     sizes
 }
 
-/// How a circuit of n edges is chosen from a scored graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a circuit of n edges is chosen from a scored graph. Names: `abs`, `signed`, `greedy`
+/// (one table for `Display`, `FromStr`, serde and the CLI).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(parse_err_ty = fidelis_circuit::names::UnknownName, parse_err_fn = unknown_selection)]
 pub enum Selection {
     /// The n edges of largest |score| (the EAP-IG paper and MIB).
     #[default]
+    #[strum(to_string = "abs", serialize = "top-abs")]
+    #[serde(rename = "abs")]
     TopAbs,
     /// The n edges of largest signed score: edges whose ablation helps the metric come last.
+    #[strum(to_string = "signed", serialize = "top-signed")]
+    #[serde(rename = "signed")]
     TopSigned,
     /// Greedy growth from the logits by |score| (the reference's `greedy`).
+    #[strum(serialize = "greedy")]
+    #[serde(rename = "greedy")]
     Greedy,
+}
+
+fn unknown_selection(given: &str) -> fidelis_circuit::names::UnknownName {
+    fidelis_circuit::names::UnknownName::of::<Selection>("selection", given)
 }
 
 impl Selection {
     /// The CLI name: `abs`, `signed` or `greedy`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Selection::TopAbs => "abs",
-            Selection::TopSigned => "signed",
-            Selection::Greedy => "greedy",
-        }
-    }
-}
-
-impl std::str::FromStr for Selection {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "abs" | "top-abs" => Ok(Selection::TopAbs),
-            "signed" | "top-signed" => Ok(Selection::TopSigned),
-            "greedy" => Ok(Selection::Greedy),
-            other => Err(format!(
-                "unknown selection '{other}' (expected abs, signed or greedy)"
-            )),
-        }
+    pub fn name(self) -> String {
+        self.to_string()
     }
 }
 
@@ -136,6 +145,22 @@ pub struct EvalOptions {
     pub selection: Selection,
 }
 
+impl EvalOptions {
+    /// Circuits stacked into one forward by default.
+    pub const DEFAULT_CIRCUITS_PER_PASS: usize = 4;
+
+    /// The defaults with `ablation`: batches of 16, four circuits per forward, top edges by
+    /// |score|.
+    pub fn new(ablation: Ablation) -> Self {
+        Self {
+            ablation,
+            batch_size: 16,
+            circuits_per_pass: Self::DEFAULT_CIRCUITS_PER_PASS,
+            selection: Selection::default(),
+        }
+    }
+}
+
 /// The faithfulness curve of `scored` at the given sizes.
 pub fn faithfulness_curve(
     model: &Transformer,
@@ -144,9 +169,10 @@ pub fn faithfulness_curve(
     metric: &dyn Metric,
     sizes: &[usize],
     opts: &EvalOptions,
+    progress: &mut dyn Progress,
 ) -> Result<Curve> {
     if sizes.is_empty() {
-        return Err(FaithError::Data("no circuit sizes to evaluate".into()));
+        return Err(CircuitError::Data("no circuit sizes to evaluate".into()));
     }
     let mut sizes = sizes.to_vec();
     sizes.sort_unstable();
@@ -158,16 +184,7 @@ pub fn faithfulness_curve(
         .collect::<Result<_>>()?;
     let mut masks: Vec<Vec<bool>> = circuits.iter().map(|g| g.in_graph().to_vec()).collect();
     masks.push(vec![false; masks[0].len()]);
-    let values = evaluate_circuits(
-        model,
-        scored,
-        &masks,
-        pairs,
-        metric,
-        &opts.ablation,
-        opts.batch_size,
-        opts.circuits_per_pass,
-    )?;
+    let values = evaluate_circuits(model, scored, &masks, pairs, metric, opts, progress)?;
     let clean = mean(&evaluate_baseline(model, pairs, metric, opts.batch_size)?.clean);
     let empty = mean(&values[sizes.len()]);
     let points: Vec<CurvePoint> = sizes
@@ -232,6 +249,7 @@ pub fn completeness(
     pairs: &[PromptPair],
     metric: &dyn Metric,
     opts: &EvalOptions,
+    progress: &mut dyn Progress,
 ) -> Result<Completeness> {
     let inside = circuit.in_graph().to_vec();
     let complement: Vec<bool> = circuit
@@ -241,16 +259,8 @@ pub fn completeness(
         .map(|(&v, &i)| v && !i)
         .collect();
     let empty = vec![false; inside.len()];
-    let v = evaluate_circuits(
-        model,
-        circuit,
-        &[inside, complement, empty],
-        pairs,
-        metric,
-        &opts.ablation,
-        opts.batch_size,
-        opts.circuits_per_pass,
-    )?;
+    let masks = [inside, complement, empty];
+    let v = evaluate_circuits(model, circuit, &masks, pairs, metric, opts, progress)?;
     let clean = mean(&evaluate_baseline(model, pairs, metric, opts.batch_size)?.clean);
     let (c, k, e) = (mean(&v[0]), mean(&v[1]), mean(&v[2]));
     Ok(Completeness {
@@ -285,7 +295,7 @@ pub struct Overlap {
 /// Edge and node overlap of the circuits of two graphs of the same shape.
 pub fn overlap(a: &Graph, b: &Graph) -> Result<Overlap> {
     if a.cfg() != b.cfg() {
-        return Err(FaithError::Data(format!(
+        return Err(CircuitError::Data(format!(
             "graphs of different shapes: {:?} vs {:?}",
             a.cfg(),
             b.cfg()
@@ -363,6 +373,12 @@ mod tests {
             [(0, 3), (0, 4), (2, 4)]
         );
         assert_eq!("signed".parse::<Selection>(), Ok(Selection::TopSigned));
-        assert!("best".parse::<Selection>().unwrap_err().contains("best"));
+        assert!(
+            "best"
+                .parse::<Selection>()
+                .unwrap_err()
+                .to_string()
+                .contains("best")
+        );
     }
 }

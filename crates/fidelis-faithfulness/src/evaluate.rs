@@ -7,89 +7,23 @@
 //! `Σ_{u→v not in C} (ã_u − a_u(this run))` — one matrix product per reader group — so the run
 //! costs one forward plus the recording of node outputs (EAP-IG reference, `evaluate_graph`).
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use burn::prelude::*;
-use fidelis_graph::Graph;
-use fidelis_models::{Activation, Batch, Hooks, Transformer, TransformerConfig, point};
+use fidelis_circuit::data::{
+    PairBatch, PromptPair, batches, check_pairs, repeat_batch, repeat_tokens,
+};
+use fidelis_circuit::node_map::ReaderKind;
+use fidelis_circuit::progress::report;
+use fidelis_circuit::{Ablation, CircuitError, Metric, NodeMap, Progress, Result, Silent, to_vec};
+use fidelis_graph::{Graph, Qkv};
+use fidelis_models::{Activation, Hooks, Transformer};
 
-use crate::data::{PairBatch, PromptPair, batches, check_pairs};
-use crate::metric::Metric;
-use crate::nodes::{input_point, logits_input_point};
-use crate::{Ablation, FaithError, Result};
+use crate::EvalOptions;
 
-/// Which columns of the score matrix a hook point feeds, and how many rows it sees.
-#[derive(Debug, Clone, Copy)]
-pub struct ReaderGroup {
-    /// First column.
-    pub col: usize,
-    /// Number of columns (heads for q/k/v inputs, 1 for an MLP or the logits).
-    pub width: usize,
-    /// Number of forward rows written before this reader (a prefix).
-    pub visible: usize,
-    /// Whether the hook point is per head (`[batch, pos, head, d]`, q/k/v inputs).
-    pub per_head: bool,
-}
-
-/// The reader group of each reader hook point, in forward order: per layer q, k, v inputs and
-/// the MLP input, then the logits input.
-pub fn reader_groups(cfg: &TransformerConfig, parallel: bool) -> Vec<(String, ReaderGroup)> {
-    let h = cfg.n_heads;
-    let mut groups = Vec::with_capacity(4 * cfg.n_layers + 1);
-    for l in 0..cfg.n_layers {
-        let base = l * (3 * h + 1);
-        let visible = 1 + l * (h + 1);
-        let points = [point::q_input(l), point::k_input(l), point::v_input(l)];
-        for (i, pt) in points.into_iter().enumerate() {
-            let (col, width) = (base + i * h, h);
-            groups.push((
-                pt,
-                ReaderGroup {
-                    col,
-                    width,
-                    visible,
-                    per_head: true,
-                },
-            ));
-        }
-        let mlp_visible = if parallel { visible } else { visible + h };
-        let col = base + 3 * h;
-        groups.push((
-            point::mlp_in(l),
-            ReaderGroup {
-                col,
-                width: 1,
-                visible: mlp_visible,
-                per_head: false,
-            },
-        ));
-    }
-    let n_forward = 1 + cfg.n_layers * (h + 1);
-    groups.push((
-        logits_input_point(cfg.n_layers),
-        ReaderGroup {
-            col: cfg.n_layers * (3 * h + 1),
-            width: 1,
-            visible: n_forward,
-            per_head: false,
-        },
-    ));
-    groups
-}
-
-/// `Σ_f diff[b, p, f, :] · weights[f, c]` for each column c.
-///
-/// # Shapes
-/// - `diff`: `[batch, pos, f, d]`, `weights`: `[f, c]`; returns `[batch, pos, c, d]`
-pub fn mix_rows(diff: Tensor<4>, weights: Tensor<2>) -> Tensor<4> {
-    let [b, p, f, d] = diff.dims();
-    let [_, c] = weights.dims();
-    diff.permute([0, 1, 3, 2])
-        .reshape([b * p * d, f])
-        .matmul(weights)
-        .reshape([b, p, d, c])
-        .permute([0, 1, 3, 2])
-}
+/// The stage name evaluations report to their [`Progress`].
+pub const STAGE: &str = "evaluating circuits";
 
 /// State shared by the hooks of one ablated run of `k` stacked circuits.
 ///
@@ -244,20 +178,35 @@ impl AblatedRun {
         Some(w.matmul(Tensor::cat(parts, 1)))
     }
 
-    /// The correction of reader group `g`; a layer's q group computes its k and v groups too.
-    fn group_correction(&mut self, g: ReaderGroup, merged_width: usize) -> Option<Tensor<4>> {
-        if let Some(i) = self.cached.iter().position(|(c, _)| *c == g.col) {
+    /// The correction of the reader columns `cols`, which see rows `0..visible`. With
+    /// `merged` (a layer's q, k and v column ranges, contiguous) the corrections of all of them
+    /// come from one product and the others are cached for their own hooks.
+    fn group_correction(
+        &mut self,
+        cols: &Range<usize>,
+        visible: usize,
+        merged: Option<&[Range<usize>]>,
+    ) -> Option<Tensor<4>> {
+        if let Some(i) = self.cached.iter().position(|(c, _)| *c == cols.start) {
             return Some(self.cached.swap_remove(i).1);
         }
-        let all = self.correction(g.visible, g.col..g.col + merged_width)?;
-        if merged_width > g.width {
-            for j in (g.width..merged_width).step_by(g.width) {
-                let part = all.clone().slice_dim(2, j..j + g.width);
-                self.cached.push((g.col + j, part));
+        let Some(parts) = merged else {
+            return self.correction(visible, cols.clone());
+        };
+        let (first, last) = (parts.first()?.start, parts.last()?.end);
+        let all = self.correction(visible, first..last)?;
+        let mut own = None;
+        for part in parts {
+            let slice = all
+                .clone()
+                .slice_dim(2, part.start - first..part.end - first);
+            if part == cols {
+                own = Some(slice);
+            } else {
+                self.cached.push((part.start, slice));
             }
-            return Some(all.slice_dim(2, 0..g.width));
         }
-        Some(all)
+        own
     }
 }
 
@@ -266,13 +215,12 @@ impl AblatedRun {
 /// a row-major `[n_forward, n_backward]` boolean matrix of *ablated* edges.
 pub fn ablation_hooks(
     model: &Transformer,
+    map: &NodeMap,
     graph: &Graph,
     ablated: Tensor<4>,
     masks: &[Vec<bool>],
 ) -> Hooks {
-    let cfg = model.config();
-    let (nf, nb, k) = (graph.n_forward(), graph.n_backward(), masks.len());
-    let h = cfg.n_heads;
+    let (nf, nb, k) = (map.n_forward(), map.n_backward(), masks.len());
     let flat: Vec<f32> = masks
         .iter()
         .flat_map(|m| m.iter().map(|&a| f32::from(u8::from(a))))
@@ -300,9 +248,9 @@ pub fn ablation_hooks(
         shape: [0; 3],
     }));
     let mut hooks = Hooks::new();
-    let record = |hooks: &mut Hooks, pt: String, row: usize| {
-        let st = state.clone();
-        hooks.map(pt, move |a| {
+    for w in map.writers() {
+        let (st, row) = (state.clone(), w.rows.start);
+        hooks.map(w.point.clone(), move |a| {
             let chunk = match &a {
                 Activation::Rank3(t) => t.clone().unsqueeze_dim::<4>(2),
                 Activation::Rank4(t) => t.clone(),
@@ -310,38 +258,39 @@ pub fn ablation_hooks(
             st.lock().expect("hook state").record(row, chunk);
             a
         });
-    };
-    record(&mut hooks, input_point(), 0);
-    for l in 0..cfg.n_layers {
-        let first = 1 + l * (h + 1);
-        record(&mut hooks, point::result(l), first);
-        record(&mut hooks, point::mlp_out(l), first + h);
     }
-    let groups = reader_groups(cfg, graph.cfg().parallel_attn_mlp);
-    let touched = |g: &ReaderGroup, width: usize| {
+    let touched = |visible: usize, cols: &Range<usize>| {
         masks
             .iter()
-            .any(|m| (0..g.visible).any(|f| (g.col..g.col + width).any(|c| m[f * nb + c])))
+            .any(|m| (0..visible).any(|f| cols.clone().any(|c| m[f * nb + c])))
     };
-    for (i, (pt, g)) in groups.into_iter().enumerate() {
-        // Heads come in (q, k, v) triples: the q hook corrects all three at once.
-        let is_q = g.per_head && i % 4 == 0;
-        let merged = if is_q { 3 * g.width } else { g.width };
-        let span = if g.per_head { 3 * g.width } else { g.width };
-        let base = if g.per_head {
-            ReaderGroup {
-                col: g.col - (i % 4) * g.width,
-                ..g
-            }
-        } else {
-            g
+    for r in map.readers() {
+        // A layer's q, k and v inputs are corrected together by the q hook when the map says
+        // they are contiguous; the k and v hooks then take their cached share.
+        let span = match r.kind {
+            ReaderKind::Attention(_) => map.attention_columns(r.layer),
+            _ => None,
         };
-        if !touched(&base, span) {
+        let merged: Option<Vec<Range<usize>>> = match (&span, r.kind) {
+            (Some(_), ReaderKind::Attention(Qkv::Q)) => Some(
+                map.readers()
+                    .iter()
+                    .filter(|o| o.layer == r.layer && matches!(o.kind, ReaderKind::Attention(_)))
+                    .map(|o| o.cols.clone())
+                    .collect(),
+            ),
+            _ => None,
+        };
+        if !touched(r.visible, span.as_ref().unwrap_or(&r.cols)) {
             continue;
         }
-        let st = state.clone();
-        hooks.map(pt, move |a| {
-            let Some(corr) = st.lock().expect("hook state").group_correction(g, merged) else {
+        let (st, cols, visible) = (state.clone(), r.cols.clone(), r.visible);
+        hooks.map(r.point.clone(), move |a| {
+            let corr =
+                st.lock()
+                    .expect("hook state")
+                    .group_correction(&cols, visible, merged.as_deref());
+            let Some(corr) = corr else {
                 return a;
             };
             match a {
@@ -366,17 +315,9 @@ pub struct Baseline {
     pub corrupted: Vec<f32>,
 }
 
-/// The values of a float tensor, row-major.
-pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
-}
-
 fn check_finite(metric: &dyn Metric, vals: &[f32], batch: usize) -> Result<()> {
     match vals.iter().find(|v| !v.is_finite()) {
-        Some(&value) => Err(FaithError::NotFinite {
+        Some(&value) => Err(CircuitError::NotFinite {
             metric: metric.name(),
             value,
             batch,
@@ -407,8 +348,8 @@ pub fn evaluate_baseline(
         let clean = clean_last_logits(model, &batch)?;
         let corrupted =
             model.forward_batch_at(&batch.corrupted, &batch.last_corrupted, &mut Hooks::new())?;
-        let c = values(metric.per_example(clean.clone(), clean.clone(), &batch.targets));
-        let k = values(metric.per_example(corrupted, clean, &batch.targets));
+        let c = to_vec(metric.per_example(clean.clone(), clean.clone(), &batch.targets))?;
+        let k = to_vec(metric.per_example(corrupted, clean, &batch.targets))?;
         check_finite(metric, &c, i)?;
         check_finite(metric, &k, i)?;
         out.clean.extend(c);
@@ -427,38 +368,39 @@ pub fn evaluate_graph(
     ablation: &Ablation,
     batch_size: usize,
 ) -> Result<Vec<f32>> {
-    let circuit = graph.in_graph().to_vec();
-    let mut out = evaluate_circuits(
-        model,
-        graph,
-        &[circuit],
-        pairs,
-        metric,
-        ablation,
+    let opts = EvalOptions {
+        ablation: ablation.clone(),
         batch_size,
-        1,
-    )?;
-    Ok(out.pop().unwrap_or_default())
+        circuits_per_pass: 1,
+        selection: Default::default(),
+    };
+    let circuit = graph.in_graph().to_vec();
+    let out = evaluate_circuits(model, graph, &[circuit], pairs, metric, &opts, &mut Silent)?;
+    out.into_iter()
+        .next()
+        .ok_or_else(|| CircuitError::Data("the evaluation returned no circuit".into()))
 }
 
 /// The metric per example for each circuit (an `in_graph` mask over `graph`'s
-/// `[n_forward, n_backward]` matrix), `circuits_per_pass` circuits stacked into one forward.
+/// `[n_forward, n_backward]` matrix), `opts.circuits_per_pass` circuits stacked into one
+/// forward, ablated as `opts.ablation` says, `opts.batch_size` examples per batch
+/// (`opts.selection` is not used: the circuits are given). Ticks `progress` once per forward
+/// with the stage [`STAGE`].
 ///
 /// A curve of k circuit sizes therefore costs about `k / circuits_per_pass` forwards of
 /// `circuits_per_pass × batch` rows per batch, plus one clean and one corrupted forward — not k
 /// independent evaluations. Returns `[circuit][example]`.
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate_circuits(
     model: &Transformer,
     graph: &Graph,
     circuits: &[Vec<bool>],
     pairs: &[PromptPair],
     metric: &dyn Metric,
-    ablation: &Ablation,
-    batch_size: usize,
-    circuits_per_pass: usize,
+    opts: &EvalOptions,
+    progress: &mut dyn Progress,
 ) -> Result<Vec<Vec<f32>>> {
-    check_graph_fits(model, graph)?;
+    let map = NodeMap::for_model(model, graph)?;
+    let ablation = &opts.ablation;
     check_pairs(
         pairs,
         model.config().d_vocab,
@@ -466,7 +408,7 @@ pub fn evaluate_circuits(
     )?;
     let n = graph.n_forward() * graph.n_backward();
     if let Some(bad) = circuits.iter().position(|c| c.len() != n) {
-        return Err(FaithError::Data(format!(
+        return Err(CircuitError::Data(format!(
             "circuit {bad} has {} entries, the graph's matrix has {n}",
             circuits[bad].len()
         )));
@@ -482,60 +424,36 @@ pub fn evaluate_circuits(
                 .collect()
         })
         .collect();
+    let per_pass = opts.circuits_per_pass.max(1);
+    let total = pairs.len().div_ceil(opts.batch_size.max(1)) * masks.len().div_ceil(per_pass);
+    let mut done = 0;
     let mut out = vec![Vec::with_capacity(pairs.len()); circuits.len()];
-    for (i, batch) in batches(model, pairs, batch_size).enumerate() {
+    for (i, batch) in batches(model, pairs, opts.batch_size).enumerate() {
         let batch = batch?;
         let clean = clean_last_logits(model, &batch)?;
-        let ablated = ablation.node_values(model, &batch)?;
-        for (c0, chunk) in masks.chunks(circuits_per_pass.max(1)).enumerate() {
+        let ablated = ablation.node_values(model, &map, &batch)?;
+        for (c0, chunk) in masks.chunks(per_pass).enumerate() {
             let k = chunk.len();
-            let mut hooks = ablation_hooks(model, graph, ablated.clone(), chunk);
-            let tokens = repeat_batch_of(&batch.clean, k);
+            let mut hooks = ablation_hooks(model, &map, graph, ablated.clone(), chunk);
+            let tokens = repeat_tokens(&batch.clean, k);
             let logits = model.forward_batch_at(&tokens, &tokens.last_positions(), &mut hooks)?;
-            let clean_k = crate::data::repeat_batch(clean.clone(), k);
+            let clean_k = repeat_batch(clean.clone(), k);
             let targets = if k == 1 {
                 batch.targets.clone()
             } else {
                 batch.targets.repeat(k)
             };
-            let vals = values(metric.per_example(logits, clean_k, &targets));
+            let vals = to_vec(metric.per_example(logits, clean_k, &targets))?;
             check_finite(metric, &vals, i)?;
             let b = batch.size();
             for (j, v) in vals.chunks(b).enumerate() {
-                out[c0 * circuits_per_pass.max(1) + j].extend_from_slice(v);
+                out[c0 * per_pass + j].extend_from_slice(v);
             }
+            done += 1;
+            report(progress, STAGE, done, total)?;
         }
     }
     Ok(out)
-}
-
-/// A batch repeated `k` times along the batch dimension.
-fn repeat_batch_of(batch: &Batch, k: usize) -> Batch {
-    if k == 1 {
-        return batch.clone();
-    }
-    Batch {
-        tokens: Tensor::cat(vec![batch.tokens.clone(); k], 0),
-        lengths: batch.lengths.repeat(k),
-    }
-}
-
-/// Errors unless `graph` was built for `model`'s layer and head counts.
-pub fn check_graph_fits(model: &Transformer, graph: &Graph) -> Result<()> {
-    let cfg = model.config();
-    let g = graph.cfg();
-    if g.n_layers != cfg.n_layers || g.n_heads != cfg.n_heads {
-        return Err(FaithError::Data(format!(
-            "the graph has {} layers × {} heads but the model has {} × {}",
-            g.n_layers, g.n_heads, cfg.n_layers, cfg.n_heads
-        )));
-    }
-    if g.parallel_attn_mlp != cfg.parallel_attn_mlp {
-        return Err(FaithError::Data(
-            "the graph and the model disagree on parallel attention/MLP".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Normalized faithfulness `(m(C) − m(∅)) / (m(full) − m(∅))` (Hanna et al. 2024, §5).

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use fidelis_faithfulness::data::synthetic_pairs;
+use fidelis_circuit::data::synthetic_pairs;
+use fidelis_circuit::{Ablation, BuiltinMetric, NodeMeans, PromptPair, Silent};
 use fidelis_faithfulness::{
-    Ablation, BuiltinMetric, EvalOptions, NodeMeans, PromptPair, completeness, evaluate_baseline,
-    evaluate_circuits, evaluate_graph, faithfulness_curve, mib_sizes, overlap,
+    EvalOptions, completeness, evaluate_baseline, evaluate_circuits, evaluate_graph,
+    faithfulness_curve, mib_sizes, overlap,
 };
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::{Activation, Batch, Hooks, Model, Transformer, point};
@@ -84,9 +85,8 @@ fn assert_all_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 fn every_edge_ablated(model: &Transformer, pairs: &[PromptPair], node_values: &[f32]) -> Vec<f32> {
     let cfg = model.config();
     let (d, h, dev) = (cfg.d_model, cfg.n_heads, model.device());
-    let batch = fidelis_faithfulness::PairBatch::new(model, pairs)
-        .unwrap()
-        .clean;
+    let graph = graph_of(model);
+    let batch = fidelis_circuit::PairBatch::new(model, pairs).unwrap().clean;
     let [b, p] = batch.tokens.dims();
     let bias = |l: usize| model.attn_output_bias(l).map_or(vec![0.0; d], values);
     let mut written = vec![0f32; d];
@@ -103,21 +103,15 @@ fn every_edge_ablated(model: &Transformer, pairs: &[PromptPair], node_values: &[
         for pt in [point::q_input(l), point::k_input(l), point::v_input(l)] {
             hooks.replace(pt, Activation::Rank4(heads.clone()));
         }
-        let first = 1 + l * (h + 1);
         let mut for_mlp = written.clone();
-        for head in 0..h {
-            add(
-                &mut for_mlp,
-                &node_values[(first + head) * d..(first + head + 1) * d],
-            );
+        for row in graph.forward_range_of_layer(l) {
+            add(&mut for_mlp, &node_values[row * d..(row + 1) * d]);
         }
         add(&mut for_mlp, &bias(l));
         hooks.replace(point::mlp_in(l), rank3(&for_mlp));
         written = for_mlp;
-        add(
-            &mut written,
-            &node_values[(first + h) * d..(first + h + 1) * d],
-        );
+        let mlp = graph.mlp_row(l);
+        add(&mut written, &node_values[mlp * d..(mlp + 1) * d]);
     }
     hooks.replace(point::resid_post(cfg.n_layers - 1), rank3(&written));
     logit_diff_host(model.forward_batch(&batch, &mut hooks).unwrap(), pairs)
@@ -165,7 +159,7 @@ fn one_ablated_edge_into_the_logits_is_the_hand_computed_residual_shift() {
     let pairs = synthetic_pairs(3, 300, 8);
     let (last, h) = (model.config().n_layers - 1, 1);
     // The library pads the pairs; padding is not what this test checks.
-    let batches = fidelis_faithfulness::PairBatch::new(&model, &pairs).unwrap();
+    let batches = fidelis_circuit::PairBatch::new(&model, &pairs).unwrap();
     let record = |batch: &Batch| {
         let mut hooks = Hooks::new();
         hooks
@@ -215,6 +209,16 @@ fn random_circuit(graph: &Graph, seed: u64) -> Vec<bool> {
         .collect()
 }
 
+/// Patching, batches of 3, `k` circuits per forward.
+fn stack(k: usize) -> EvalOptions {
+    EvalOptions {
+        ablation: Ablation::Patching,
+        batch_size: 3,
+        circuits_per_pass: k,
+        selection: Default::default(),
+    }
+}
+
 #[test]
 fn stacked_circuits_equal_one_by_one_and_runs_repeat_exactly() {
     let model = load("tiny-llama-gqa");
@@ -227,9 +231,8 @@ fn stacked_circuits_equal_one_by_one_and_runs_repeat_exactly() {
         &circuits,
         &pairs,
         &METRIC,
-        &Ablation::Patching,
-        3,
-        4,
+        &stack(4),
+        &mut Silent,
     )
     .unwrap();
     let again = evaluate_circuits(
@@ -238,9 +241,8 @@ fn stacked_circuits_equal_one_by_one_and_runs_repeat_exactly() {
         &circuits,
         &pairs,
         &METRIC,
-        &Ablation::Patching,
-        3,
-        4,
+        &stack(4),
+        &mut Silent,
     )
     .unwrap();
     assert_eq!(
@@ -254,9 +256,8 @@ fn stacked_circuits_equal_one_by_one_and_runs_repeat_exactly() {
             std::slice::from_ref(c),
             &pairs,
             &METRIC,
-            &Ablation::Patching,
-            3,
-            1,
+            &stack(1),
+            &mut Silent,
         )
         .unwrap();
         assert_all_close(&format!("circuit {k}"), &stacked[k], &one[0], 1e-4);
@@ -284,7 +285,16 @@ fn curve_ends_at_one_and_completeness_of_the_full_circuit_is_zero() {
         circuits_per_pass: 4,
         selection: Default::default(),
     };
-    let curve = faithfulness_curve(&model, &scored, &pairs, &METRIC, &mib_sizes(n), &opts).unwrap();
+    let curve = faithfulness_curve(
+        &model,
+        &scored,
+        &pairs,
+        &METRIC,
+        &mib_sizes(n),
+        &opts,
+        &mut Silent,
+    )
+    .unwrap();
     let sizes = mib_sizes(n);
     assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
     assert_eq!(curve.points.len(), sizes.len());
@@ -292,7 +302,7 @@ fn curve_ends_at_one_and_completeness_of_the_full_circuit_is_zero() {
     assert_eq!((last.edges, last.fraction), (n, 1.0));
     assert!((last.faithfulness - 1.0).abs() < 1e-3, "{last:?}");
     assert!(curve.points.windows(2).all(|w| w[0].edges <= w[1].edges));
-    let c = completeness(&model, &full(&scored), &pairs, &METRIC, &opts).unwrap();
+    let c = completeness(&model, &full(&scored), &pairs, &METRIC, &opts, &mut Silent).unwrap();
     assert!(
         (c.circuit_faithfulness - 1.0).abs() < 1e-3 && c.complement_faithfulness.abs() < 1e-3,
         "{c:?}"

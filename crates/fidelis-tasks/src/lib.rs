@@ -79,8 +79,10 @@ pub use crate::error::{TaskError, UnknownTask};
 pub use crate::example::{Example, TextTokenizer, check_equal_lengths};
 pub use crate::jsonl::load_jsonl;
 
-/// The task families this crate can generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The task families this crate can generate. Serde reads and writes the names of
+/// [`Task::name`] (a test checks that the two agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Task {
     /// Indirect Object Identification: name the indirect object, not the repeated subject.
     Ioi,
@@ -107,16 +109,20 @@ impl Task {
         Task::Hypernymy,
     ];
 
+    /// The command-line names of [`Task::ALL`], in order.
+    pub const NAMES: [&'static str; 6] = [
+        "ioi",
+        "greater-than",
+        "sva",
+        "gender-bias",
+        "country-capital",
+        "hypernymy",
+    ];
+
     /// The task's command-line name (`"ioi"`, `"greater-than"`, ...), which [`FromStr`] reads.
     pub fn name(self) -> &'static str {
-        match self {
-            Task::Ioi => "ioi",
-            Task::GreaterThan => "greater-than",
-            Task::Sva => "sva",
-            Task::GenderBias => "gender-bias",
-            Task::CountryCapital => "country-capital",
-            Task::Hypernymy => "hypernymy",
-        }
+        let i = Task::ALL.iter().position(|&t| t == self).unwrap_or(0);
+        Task::NAMES[i]
     }
 }
 

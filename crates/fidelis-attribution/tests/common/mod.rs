@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use fidelis_faithfulness::PromptPair;
+use fidelis_circuit::PromptPair;
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::{Activation, Batch, Hooks, Model, Transformer, point};
 
@@ -43,9 +43,9 @@ pub fn graph_of(model: &Transformer) -> Graph {
     Graph::new(cfg)
 }
 
-/// `n` random pairs (see [`fidelis_faithfulness::data::synthetic_pairs`]).
+/// `n` random pairs (see [`fidelis_circuit::data::synthetic_pairs`]).
 pub fn random_pairs(n: usize, vocab: u32, seed: u64) -> Vec<PromptPair> {
-    fidelis_faithfulness::data::synthetic_pairs(n, vocab, seed)
+    fidelis_circuit::data::synthetic_pairs(n, vocab, seed)
 }
 
 /// Values of a float tensor.

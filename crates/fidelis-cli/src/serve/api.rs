@@ -149,10 +149,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
         .filter(|p| state.models.iter().any(|m| m.name == p.model))
         .collect();
     let tasks: Vec<&str> = fidelis_tasks::Task::ALL.iter().map(|t| t.name()).collect();
-    let methods: Vec<&str> = fidelis_attribution::Method::ALL
-        .iter()
-        .map(|(_, n)| *n)
-        .collect();
+    let methods: &[&str] = <fidelis_attribution::EdgeMethod as strum::VariantNames>::VARIANTS;
     Json(json!({
         "models": models,
         "device": state.device,
@@ -213,8 +210,11 @@ async fn start_circuit(
     payload: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let value = body(payload, state.limits.max_body_bytes)?;
-    let req: circuit_job::CircuitRequest = serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")))?;
+    let serde_json::Value::Object(req) = value else {
+        return Err(ApiError::bad_request(
+            "invalid parameters: the body must be a JSON object".into(),
+        ));
+    };
     let prepared = circuit_job::prepare(&state, req)?;
     let model = prepared.model_name().to_string();
     let id = state

@@ -5,65 +5,39 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
-use fidelis_faithfulness::{BuiltinMetric, EvalOptions, faithfulness_curve, mib_sizes};
+use fidelis_faithfulness::{EvalOptions, faithfulness_curve, mib_sizes};
 use fidelis_graph::Graph;
 use fidelis_models::Model;
 use fidelis_tasks::Task;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 
 use super::api::ApiError;
 use super::export::shell_command;
 use super::jobs::Job;
-use crate::circuit::{DataSource, ablation, graph_for, load_examples, tokenize};
+use crate::circuit::{Scored, load_examples, score_edges, tokenize};
+use crate::options::{DiscoverJob, DiscoverOptions, overlay, to_args};
 
 /// Points of the log-spaced size grid added to the MIB sizes.
 const GRID_POINTS: usize = 24;
 /// Circuits larger than this are not sent as edge lists (the page draws the top edges).
 pub const MAX_DRAWN_EDGES: usize = 400;
 
-/// `POST /api/circuit`: what `fidelis circuit discover` takes, each optional.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitRequest {
-    /// A model the server serves (default: the first).
-    pub model: Option<String>,
-    /// `ioi`, `greater-than`, `sva`, `gender-bias`, `country-capital` or `hypernymy`.
-    pub task: Option<String>,
-    /// `eap`, `eap-ig-inputs`, `eap-ig-activations`, `clean-corrupted` or `exact`.
-    pub method: Option<String>,
-    /// Number of generated examples.
-    pub n: Option<usize>,
-    /// EAP-IG interpolation steps.
-    pub steps: Option<usize>,
-    /// `logit-diff`, `prob-diff`, `kl` or `js`.
-    pub loss: Option<String>,
-    /// `patching`, `mean` or `zero`.
-    pub ablation: Option<String>,
-    /// Examples per batch.
-    pub batch_size: Option<usize>,
-    /// Task generator seed.
-    pub seed: Option<u64>,
-    /// Do not prepend BOS.
-    pub no_bos: Option<bool>,
+/// What the page runs when a field is not given: `circuit discover`'s defaults, on 32 IOI
+/// examples.
+pub fn default_job() -> DiscoverJob {
+    let mut job = DiscoverJob::default();
+    job.data.task = Some(Task::Ioi);
+    job.data.n = 32;
+    job
 }
 
 /// A checked request.
 pub struct PreparedCircuit {
     model_name: String,
     model: Arc<Model>,
-    task: Task,
-    method: Method,
-    n: usize,
-    steps: usize,
-    loss: BuiltinMetric,
-    ablation: String,
-    batch_size: usize,
-    seed: u64,
-    add_bos: bool,
-    /// Concurrent eap-ig-activations passes: the CLI's default for the server's device.
-    workers: usize,
+    job: DiscoverJob,
+    device: String,
     command: String,
 }
 
@@ -74,42 +48,37 @@ impl PreparedCircuit {
     }
 }
 
-/// Checks a request against the server's models and limits.
-pub fn prepare(state: &super::AppState, req: CircuitRequest) -> Result<PreparedCircuit, ApiError> {
+/// Checks a `POST /api/circuit` body — `model` (a served model, default the first) and any
+/// field of [`DiscoverJob`] — against the server's models and limits.
+pub fn prepare(
+    state: &super::AppState,
+    mut body: Map<String, Value>,
+) -> Result<PreparedCircuit, ApiError> {
     let limits = &state.limits;
-    let model_name = req
-        .model
-        .clone()
-        .unwrap_or_else(|| state.default_model().to_string());
+    let model_name = match body.remove("model") {
+        None | Some(Value::Null) => state.default_model().to_string(),
+        Some(Value::String(name)) => name,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid parameters: model must be a string, not {other}"
+            )));
+        }
+    };
     let served = state.model(&model_name)?;
-    let bad = ApiError::bad_request;
-    let task: Task = req
-        .task
-        .as_deref()
-        .unwrap_or("ioi")
-        .parse()
-        .map_err(|e| bad(format!("{e}")))?;
-    let method: Method = req
-        .method
-        .as_deref()
-        .unwrap_or("eap-ig-inputs")
-        .parse()
-        .map_err(bad)?;
-    let loss_name = req.loss.as_deref().unwrap_or("logit-diff");
-    let loss: BuiltinMetric = loss_name.parse().map_err(bad)?;
-    let ablation = req.ablation.clone().unwrap_or_else(|| "patching".into());
-    if !["patching", "mean", "zero"].contains(&ablation.as_str()) {
-        return Err(bad(format!(
-            "unknown ablation {ablation:?} (expected patching, mean or zero)"
-        )));
+    let job: DiscoverJob = overlay(&default_job(), &body)
+        .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e:#}")))?;
+    if job.data.data.is_some() || job.data.task.is_none() {
+        return Err(ApiError::unprocessable(
+            "the page runs generated tasks only: give task, not data".into(),
+        ));
     }
-    let n = req.n.unwrap_or(32);
-    let steps = req.steps.unwrap_or(5);
-    let batch_size = req.batch_size.unwrap_or(16);
     let checks = [
-        ("n", n, 1, limits.max_examples),
-        ("steps", steps, 1, limits.max_steps),
-        ("batch_size", batch_size, 1, limits.max_examples),
+        ("n", job.data.n, 1, limits.max_examples),
+        ("steps", job.steps, 1, limits.max_steps),
+        ("batch_size", job.batch_size, 1, limits.max_examples),
+        ("steps_per_pass", job.steps_per_pass, 1, limits.max_steps),
+        ("exact_per_pass", job.exact_per_pass, 1, limits.max_examples),
+        ("workers", job.workers.unwrap_or(1), 1, 64),
     ];
     for (name, value, lo, hi) in checks {
         if !(lo..=hi).contains(&value) {
@@ -118,55 +87,25 @@ pub fn prepare(state: &super::AppState, req: CircuitRequest) -> Result<PreparedC
             )));
         }
     }
-    let seed = req.seed.unwrap_or(0);
-    let add_bos = !req.no_bos.unwrap_or(false);
-    let mut argv: Vec<String> = [
-        "fidelis",
-        "circuit",
-        "discover",
-        "--model",
-        served.name.as_str(),
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut argv: Vec<String> = ["fidelis", "circuit", "discover", "--model", &served.name]
+        .map(String::from)
+        .to_vec();
     if state.device != "cpu" {
         argv.extend(["--device".into(), state.device.clone()]);
     }
-    argv.extend([
-        "--task".into(),
-        task.name().into(),
-        "--n".into(),
-        n.to_string(),
-        "--seed".into(),
-        seed.to_string(),
-        "--method".into(),
-        method.name().into(),
-        "--steps".into(),
-        steps.to_string(),
-        "--loss".into(),
-        loss_name.into(),
-        "--ablation".into(),
-        ablation.clone(),
-        "--batch-size".into(),
-        batch_size.to_string(),
-    ]);
-    if !add_bos {
-        argv.push("--no-bos".into());
-    }
-    argv.extend(["--curve".into(), "--out".into(), "graph.json".into()]);
+    let cli = DiscoverOptions {
+        job: job.clone(),
+        curve: true,
+        ..DiscoverOptions::default()
+    };
+    let flags = to_args(&cli, &DiscoverOptions::default())
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    argv.extend(flags);
     Ok(PreparedCircuit {
         model_name: served.name.clone(),
         model: Arc::clone(&served.model),
-        task,
-        method,
-        n,
-        steps,
-        loss,
-        ablation,
-        batch_size,
-        seed,
-        add_bos,
-        workers: crate::device::default_workers(&state.device),
+        job,
+        device: state.device.clone(),
         command: shell_command(&argv),
     })
 }
@@ -193,52 +132,39 @@ struct NodeView {
     layer: i64,
 }
 
-/// Runs a prepared request as a job; returns the page's result.
+/// Runs a prepared request as a job; returns the page's result. A cancelled job returns
+/// `Err` with the job marked cancelled by the caller.
 pub fn run(job: &Job, p: PreparedCircuit) -> Result<serde_json::Value, String> {
     let start = Instant::now();
     let err = |e: anyhow::Error| format!("{e:#}");
+    let mut progress = job;
     job.progress("generating examples", 0, 0);
-    let data = DataSource::Task {
-        task: p.task,
-        n: p.n,
-        seed: p.seed,
-    };
+    let data = p.job.data.source().map_err(err)?;
     let examples = load_examples(&p.model, &data).map_err(err)?;
-    let pairs = tokenize(&p.model, &examples, p.add_bos).map_err(err)?;
-    let mut graph = graph_for(&p.model);
-    let mut attribution = EdgeAttribution::new(p.method);
-    attribution.steps = p.steps;
-    attribution.batch_size = p.batch_size;
-    attribution.workers = p.workers;
-    attribution.ablation = ablation(&p.model, &p.ablation, &pairs, p.batch_size).map_err(err)?;
-    job.progress("scoring edges", 0, 1);
-    attribute_edges(
-        &p.model.transformer,
-        &mut graph,
-        &pairs,
-        &p.loss,
-        &attribution,
-        &mut |done, total| job.progress("scoring edges", done, total),
-    )
-    .map_err(|e| e.to_string())?;
+    let pairs = tokenize(&p.model, &examples, !p.job.data.no_bos).map_err(err)?;
+    job.progress(fidelis_attribution::edge::STAGE, 0, 1);
+    let Scored { graph, ablation } =
+        score_edges(&p.model, &p.job, &pairs, None, &p.device, &mut progress).map_err(err)?;
     let scoring_seconds = start.elapsed().as_secs_f64();
     let sizes = curve_sizes(graph.n_edges());
-    job.progress("faithfulness curve", 0, sizes.len());
-    let eval = EvalOptions {
-        ablation: attribution.ablation.clone(),
-        batch_size: p.batch_size,
-        circuits_per_pass: 4,
-        selection: Default::default(),
-    };
-    let curve = faithfulness_curve(&p.model.transformer, &graph, &pairs, &p.loss, &sizes, &eval)
-        .map_err(|e| e.to_string())?;
-    job.check_cancelled();
+    let mut eval = EvalOptions::new(ablation);
+    eval.batch_size = p.job.batch_size;
+    let curve = faithfulness_curve(
+        &p.model.transformer,
+        &graph,
+        &pairs,
+        &p.job.loss,
+        &sizes,
+        &eval,
+        &mut progress,
+    )
+    .map_err(|e| e.to_string())?;
     let view = graph_view(&graph, &curve).map_err(err)?;
     job.put_file("graph.json", graph.to_json_string());
     Ok(json!({
         "model": p.model_name,
-        "task": p.task.name(),
-        "method": p.method.name(),
+        "task": p.job.data.task.map(Task::name),
+        "method": p.job.method.to_string(),
         "examples": pairs.len(),
         "n_edges": graph.n_edges(),
         "n_nodes": graph.n_nodes(),

@@ -464,16 +464,9 @@ pub fn rust_snippet(model: &str, device: &str, p: &ContextParams) -> String {
 pub fn run(job: &Job, prepared: PreparedContext) -> Result<serde_json::Value, String> {
     let start = Instant::now();
     job.progress("starting", 0, 0);
-    let out = attribute_context_with_progress(&prepared.model, &prepared.cfg, &mut |stage| {
-        // "cci 2/5" carries a count; the other stages do not.
-        let count = stage
-            .strip_prefix("cci ")
-            .and_then(|c| c.split_once('/'))
-            .and_then(|(d, t)| Some((d.parse().ok()?, t.parse().ok()?)));
-        let (done, total) = count.unwrap_or((0, 0));
-        job.progress(stage, done, total);
-    })
-    .map_err(|e| e.to_string())?;
+    let mut progress = job;
+    let out = attribute_context_with_progress(&prepared.model, &prepared.cfg, &mut progress)
+        .map_err(|e| e.to_string())?;
     let seconds = start.elapsed().as_secs_f64();
     let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?;
     job.put_file("result.json", text);

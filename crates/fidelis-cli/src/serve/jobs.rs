@@ -1,19 +1,20 @@
 //! Background jobs: admission (one job per model, a cap on all jobs), progress, cancellation
 //! and the table of recent results that the page polls.
 //!
-//! A job runs on its own OS thread so the async request threads never wait on the model. The
-//! library functions it calls report progress through callbacks that cannot fail; cancelling
-//! therefore unwinds out of the callback with [`std::panic::resume_unwind`] and a private
-//! marker payload, which the job thread catches (`catch_unwind`) and records as "cancelled".
-//! `resume_unwind` does not run the panic hook, so nothing is printed. The model is only read
-//! during a job, so unwinding leaves nothing half-written behind.
+//! A job runs on its own OS thread so the async request threads never wait on the model. A
+//! `&Job` is the libraries' [`Progress`]: each tick records the stage and counts the page
+//! polls, and answers `Break` once the job was cancelled, so the library call returns its
+//! cancellation error at its next tick and the job is recorded as "cancelled". A panic in a
+//! job is caught and reported as an internal error; the server keeps serving.
 
 use std::collections::{HashMap, VecDeque};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use fidelis_circuit::Progress;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -68,9 +69,6 @@ pub struct Job {
     started: Instant,
 }
 
-/// The marker payload a cancelled job unwinds with.
-struct Cancelled;
-
 /// Locks a mutex, recovering the data if a thread panicked while holding it (a job's panic is
 /// caught and reported; the table must stay usable).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,9 +76,8 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Job {
-    /// Records a new stage (and its count) and unwinds if the job was cancelled.
+    /// Records a new stage (and its count).
     pub fn progress(&self, stage: &str, done: usize, total: usize) {
-        self.check_cancelled();
         let mut s = lock(&self.status);
         if s.stage != stage {
             s.stage = stage.to_string();
@@ -89,11 +86,9 @@ impl Job {
         s.total = total;
     }
 
-    /// Unwinds out of the job's work if it was cancelled (see the module docs).
-    pub fn check_cancelled(&self) {
-        if self.cancel.load(Ordering::Relaxed) {
-            resume_unwind(Box::new(Cancelled));
-        }
+    /// Whether the job was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
     }
 
     /// Stores a file that `GET /api/jobs/{id}/{name}` serves.
@@ -113,6 +108,17 @@ impl Job {
             s.elapsed_ms = self.started.elapsed().as_millis();
         }
         s
+    }
+}
+
+impl Progress for &Job {
+    fn tick(&mut self, stage: &str, done: usize, total: usize) -> ControlFlow<()> {
+        self.progress(stage, done, total);
+        if self.is_cancelled() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 }
 
@@ -242,7 +248,8 @@ impl Jobs {
     }
 }
 
-/// The job thread: runs `work`, catches cancellation and panics, records the outcome.
+/// The job thread: runs `work`, catches panics, records the outcome (an error after a
+/// cancellation is the cancellation).
 fn run_job<F>(job: &Arc<Job>, work: F)
 where
     F: FnOnce(&Job) -> Result<Value, String>,
@@ -256,14 +263,14 @@ where
             s.stage = "done".into();
             s.result = Some(result);
         }
+        Ok(Err(_)) if job.is_cancelled() => {
+            s.state = JobState::Cancelled;
+            s.stage = "cancelled".into();
+        }
         Ok(Err(message)) => {
             s.state = JobState::Failed;
             s.stage = "failed".into();
             s.error = Some(message);
-        }
-        Err(payload) if payload.is::<Cancelled>() => {
-            s.state = JobState::Cancelled;
-            s.stage = "cancelled".into();
         }
         Err(payload) => {
             let what = payload

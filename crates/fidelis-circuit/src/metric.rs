@@ -8,7 +8,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
-use crate::{FaithError, Result};
+use crate::{CircuitError, Result};
 
 /// The answer tokens of a batch as dense `[batch, d_vocab]` 0/1 masks.
 ///
@@ -41,7 +41,7 @@ impl Targets {
                 for &id in set {
                     let id = id as usize;
                     if id >= d_vocab {
-                        return Err(FaithError::Data(format!(
+                        return Err(CircuitError::Data(format!(
                             "example {i}: {what} token id {id} is outside the vocabulary of {d_vocab}"
                         )));
                     }
@@ -104,8 +104,25 @@ pub trait Metric: Send + Sync {
     ) -> Tensor<1>;
 }
 
-/// The metrics Fidelis ships.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The metrics Fidelis ships. Their names (`logit-diff`, `prob-diff`, `kl`, `js`,
+/// `correct-prob`) come from one table: `Display`, `FromStr`, serde and the CLI's choices all
+/// derive from the variant names.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case", parse_err_ty = crate::names::UnknownName, parse_err_fn = unknown_metric)]
+#[serde(rename_all = "kebab-case")]
 pub enum BuiltinMetric {
     /// Mean logit of the correct tokens minus mean logit of the incorrect ones.
     LogitDiff,
@@ -119,33 +136,8 @@ pub enum BuiltinMetric {
     CorrectProb,
 }
 
-impl BuiltinMetric {
-    /// Every built-in metric with its command-line name.
-    pub const ALL: [(Self, &'static str); 5] = [
-        (Self::LogitDiff, "logit-diff"),
-        (Self::ProbDiff, "prob-diff"),
-        (Self::Kl, "kl"),
-        (Self::Js, "js"),
-        (Self::CorrectProb, "correct-prob"),
-    ];
-}
-
-impl std::str::FromStr for BuiltinMetric {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(_, name)| *name == s)
-            .map(|(m, _)| *m)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
-                format!(
-                    "unknown metric {s:?} (expected one of {})",
-                    names.join(", ")
-                )
-            })
-    }
+fn unknown_metric(given: &str) -> crate::names::UnknownName {
+    crate::names::UnknownName::of::<BuiltinMetric>("metric", given)
 }
 
 /// KL(p ‖ q) per row from log-probabilities `[batch, d_vocab]` → `[batch]`.
@@ -158,11 +150,7 @@ fn kl_rows(log_p: Tensor<2>, log_q: Tensor<2>) -> Tensor<1> {
 
 impl Metric for BuiltinMetric {
     fn name(&self) -> String {
-        Self::ALL
-            .iter()
-            .find(|(m, _)| m == self)
-            .map_or("metric", |(_, n)| n)
-            .to_string()
+        self.to_string()
     }
 
     fn is_divergence(&self) -> bool {
@@ -193,6 +181,22 @@ impl Metric for BuiltinMetric {
         };
         out.reshape([b])
     }
+}
+
+/// The loss attribution differentiates, per example: the metric itself for a divergence (KL,
+/// JS), its negation for a behaviour metric (logit or probability difference), as the EAP-IG
+/// reference does. A positive edge score then means "patching this edge breaks the behaviour".
+///
+/// # Shapes
+/// - `logits`, `clean`: `[batch, d_vocab]`; returns `[batch]`
+pub fn loss_per_example(
+    metric: &dyn Metric,
+    logits: Tensor<2>,
+    clean: Tensor<2>,
+    targets: &Targets,
+) -> Tensor<1> {
+    let m = metric.per_example(logits, clean, targets);
+    if metric.is_divergence() { m } else { -m }
 }
 
 /// The rows of `logits` `[batch, pos, d_vocab]` at the given positions → `[batch, d_vocab]`.

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use fidelis_models::{Batch, Transformer};
 
 use crate::metric::Targets;
-use crate::{FaithError, Result};
+use crate::{CircuitError, Result};
 
 /// One clean/corrupted pair, tokenized (BOS already prepended if wanted), with its answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,25 +76,25 @@ impl PairBatch {
 /// correct answer, and (when `equal_lengths`) clean and corrupted of equal token length.
 pub fn check_pairs(pairs: &[PromptPair], d_vocab: usize, equal_lengths: bool) -> Result<()> {
     if pairs.is_empty() {
-        return Err(FaithError::Data("no examples".into()));
+        return Err(CircuitError::Data("no examples".into()));
     }
     for (i, p) in pairs.iter().enumerate() {
         if p.clean.is_empty() || p.corrupted.is_empty() {
-            return Err(FaithError::Data(format!("example {i}: empty prompt")));
+            return Err(CircuitError::Data(format!("example {i}: empty prompt")));
         }
         let ids = p.clean.iter().chain(&p.corrupted).chain(&p.correct);
         if let Some(id) = ids.chain(&p.incorrect).find(|&&id| id as usize >= d_vocab) {
-            return Err(FaithError::Data(format!(
+            return Err(CircuitError::Data(format!(
                 "example {i}: token id {id} is outside the vocabulary of {d_vocab}"
             )));
         }
         if p.correct.is_empty() {
-            return Err(FaithError::Data(format!(
+            return Err(CircuitError::Data(format!(
                 "example {i}: no correct answer token"
             )));
         }
         if equal_lengths && p.clean.len() != p.corrupted.len() {
-            return Err(FaithError::Data(format!(
+            return Err(CircuitError::Data(format!(
                 "example {i}: clean prompt has {} tokens but corrupted has {}; this method \
                  patches position by position and needs equal lengths",
                 p.clean.len(),
@@ -122,6 +122,18 @@ pub fn repeat_batch<const D: usize>(t: Tensor<D>, k: usize) -> Tensor<D> {
         return t;
     }
     Tensor::cat(vec![t; k], 0)
+}
+
+/// A token batch repeated `k` times along the batch dimension (copy j is rows
+/// `j·batch..(j+1)·batch`), for stacked runs.
+pub fn repeat_tokens(batch: &Batch, k: usize) -> Batch {
+    if k == 1 {
+        return batch.clone();
+    }
+    Batch {
+        tokens: Tensor::cat(vec![batch.tokens.clone(); k], 0),
+        lengths: batch.lengths.repeat(k),
+    }
 }
 
 /// `n` synthetic pairs for tests and benchmarks: prompts of 4 to 7 random tokens below `vocab`

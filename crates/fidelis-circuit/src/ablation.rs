@@ -4,9 +4,62 @@
 use burn::prelude::*;
 use fidelis_models::{Batch, Hooks, Transformer};
 
-use crate::data::PairBatch;
-use crate::nodes::{record_node_outputs, stack_node_outputs};
-use crate::{FaithError, Result};
+use crate::data::{PairBatch, PromptPair};
+use crate::node_map::NodeMap;
+use crate::{CircuitError, Result};
+
+/// What ablated edges carry, by name: the typed option that jobs and the CLI take
+/// (`patching`, `mean`, `zero`). [`AblationKind::values`] turns it into an [`Ablation`].
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+    strum::VariantArray,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[strum(serialize_all = "kebab-case", parse_err_ty = crate::names::UnknownName, parse_err_fn = unknown_ablation)]
+#[serde(rename_all = "kebab-case")]
+pub enum AblationKind {
+    /// The upstream node's output on the corrupted prompt (activation patching).
+    #[default]
+    Patching,
+    /// The upstream node's mean output over the clean prompts.
+    Mean,
+    /// Zero.
+    Zero,
+}
+
+fn unknown_ablation(given: &str) -> crate::names::UnknownName {
+    crate::names::UnknownName::of::<AblationKind>("ablation", given)
+}
+
+impl AblationKind {
+    /// The ablation values for `pairs`: for [`AblationKind::Mean`], each node's mean output
+    /// over the clean prompts (`batch_size` prompts per forward).
+    pub fn values(
+        self,
+        model: &Transformer,
+        pairs: &[PromptPair],
+        batch_size: usize,
+    ) -> Result<Ablation> {
+        Ok(match self {
+            Self::Patching => Ablation::Patching,
+            Self::Zero => Ablation::Zero,
+            Self::Mean => {
+                let prompts: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
+                Ablation::Mean(Box::new(NodeMeans::compute(model, &prompts, batch_size)?))
+            }
+        })
+    }
+}
 
 /// How ablated edges are filled.
 #[derive(Debug, Clone)]
@@ -20,31 +73,41 @@ pub enum Ablation {
 }
 
 impl Ablation {
-    /// Short name for tables (`patching`, `mean`, `zero`).
-    pub fn name(&self) -> &'static str {
+    /// Which kind of ablation this is.
+    pub fn kind(&self) -> AblationKind {
         match self {
-            Self::Patching => "patching",
-            Self::Mean(_) => "mean",
-            Self::Zero => "zero",
+            Self::Patching => AblationKind::Patching,
+            Self::Mean(_) => AblationKind::Mean,
+            Self::Zero => AblationKind::Zero,
         }
+    }
+
+    /// Short name for tables (`patching`, `mean`, `zero`).
+    pub fn name(&self) -> String {
+        self.kind().to_string()
     }
 
     /// What an ablated edge of `batch` carries, per forward node.
     ///
     /// # Shapes
     /// - returns `[batch, pos, n_forward, d_model]` (pos of the clean prompts)
-    pub fn node_values(&self, model: &Transformer, batch: &PairBatch) -> Result<Tensor<4>> {
+    pub fn node_values(
+        &self,
+        model: &Transformer,
+        map: &NodeMap,
+        batch: &PairBatch,
+    ) -> Result<Tensor<4>> {
         let cfg = model.config();
-        let n_forward = 1 + cfg.n_layers * (cfg.n_heads + 1);
+        let n_forward = map.n_forward();
         let shape = [batch.size(), batch.n_pos(), n_forward, cfg.d_model];
         match self {
             Self::Patching => {
                 if !batch.aligned() {
-                    return Err(FaithError::Data(
+                    return Err(CircuitError::Data(
                         "patching needs clean and corrupted prompts of equal token length".into(),
                     ));
                 }
-                node_outputs(model, &batch.corrupted)
+                node_outputs(model, map, &batch.corrupted)
             }
             Self::Mean(means) => Ok(means
                 .means
@@ -60,11 +123,11 @@ impl Ablation {
 ///
 /// # Shapes
 /// - returns `[batch, pos, n_forward, d_model]`
-pub fn node_outputs(model: &Transformer, batch: &Batch) -> Result<Tensor<4>> {
+pub fn node_outputs(model: &Transformer, map: &NodeMap, batch: &Batch) -> Result<Tensor<4>> {
     let mut hooks = Hooks::new();
-    record_node_outputs(&mut hooks, model.config().n_layers);
+    map.record_outputs(&mut hooks);
     model.forward_batch(batch, &mut hooks)?;
-    stack_node_outputs(&hooks, model.config().n_layers)
+    map.stack_outputs(&hooks)
 }
 
 /// Mean output of every forward node over all real positions of a set of prompts.
@@ -80,11 +143,12 @@ impl NodeMeans {
     /// Averages over `prompts` (token ids), `batch_size` prompts per forward.
     pub fn compute(model: &Transformer, prompts: &[Vec<u32>], batch_size: usize) -> Result<Self> {
         let device = model.device();
+        let map = NodeMap::for_config(model.config())?;
         let mut sum: Option<Tensor<2>> = None;
         let mut n_positions = 0;
         for chunk in prompts.chunks(batch_size.max(1)) {
             let batch = Batch::from_sequences(chunk, 0, device)?;
-            let outputs = node_outputs(model, &batch)?;
+            let outputs = node_outputs(model, &map, &batch)?;
             let [b, p, f, d] = outputs.dims();
             let keep: Vec<f32> = batch
                 .lengths
@@ -101,7 +165,7 @@ impl NodeMeans {
             });
             n_positions += batch.lengths.iter().sum::<usize>();
         }
-        let sum = sum.ok_or_else(|| FaithError::Data("no prompts to average over".into()))?;
+        let sum = sum.ok_or_else(|| CircuitError::Data("no prompts to average over".into()))?;
         Ok(Self {
             means: sum / n_positions as f32,
             n_positions,

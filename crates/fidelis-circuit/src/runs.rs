@@ -1,31 +1,13 @@
-//! The two passes every gradient method is made of: a recording forward, and a forward with
-//! probes at every reader input followed by one backward.
+//! The runs every circuit method is made of: a clean recording forward, and a forward with
+//! gradient probes at every reader input followed by one backward.
 
 use burn::prelude::*;
-use fidelis_faithfulness::data::repeat_batch;
-use fidelis_faithfulness::nodes::{
-    probe_node_inputs_from, record_node_outputs, stack_input_grads_from,
-};
-use fidelis_faithfulness::{Metric, Targets};
 use fidelis_models::{Activation, Batch, Hooks, Transformer, point};
 
 use crate::Result;
-
-/// The loss attribution differentiates, per example: the metric itself for a divergence (KL,
-/// JS), its negation for a behaviour metric (logit or probability difference), as the EAP-IG
-/// reference does. A positive edge score then means "patching this edge breaks the behaviour".
-///
-/// # Shapes
-/// - `logits`, `clean`: `[batch, d_vocab]`; returns `[batch]`
-pub fn loss_per_example(
-    metric: &dyn Metric,
-    logits: Tensor<2>,
-    clean: Tensor<2>,
-    targets: &Targets,
-) -> Tensor<1> {
-    let m = metric.per_example(logits, clean, targets);
-    if metric.is_divergence() { m } else { -m }
-}
+use crate::data::repeat_batch;
+use crate::metric::{Metric, Targets, loss_per_example};
+use crate::node_map::NodeMap;
 
 /// A clean forward that records every node output.
 pub struct CleanRun {
@@ -39,10 +21,15 @@ pub struct CleanRun {
 
 /// Runs `batch` recording every node output, and the residual stream entering every layer
 /// when `with_resid` is set.
-pub fn clean_run(model: &Transformer, batch: &Batch, with_resid: bool) -> Result<CleanRun> {
+pub fn clean_run(
+    model: &Transformer,
+    map: &NodeMap,
+    batch: &Batch,
+    with_resid: bool,
+) -> Result<CleanRun> {
     let n_layers = model.config().n_layers;
     let mut hooks = Hooks::new();
-    record_node_outputs(&mut hooks, n_layers);
+    map.record_outputs(&mut hooks);
     if with_resid {
         // resid_pre(0) is the input node's output, recorded already.
         for l in 1..n_layers {
@@ -65,7 +52,7 @@ pub fn clean_run(model: &Transformer, batch: &Batch, with_resid: bool) -> Result
         }
     }
     Ok(CleanRun {
-        outputs: fidelis_faithfulness::nodes::stack_node_outputs(&hooks, n_layers)?,
+        outputs: map.stack_outputs(&hooks)?,
         last_logits,
         resid_pre,
     })
@@ -95,6 +82,8 @@ impl Start {
 pub struct PassContext<'a> {
     /// The model.
     pub model: &'a Transformer,
+    /// Where the graph's nodes live.
+    pub map: &'a NodeMap,
     /// The metric.
     pub metric: &'a dyn Metric,
     /// Clean last-position logits of the batch, `[batch, d_vocab]`.
@@ -120,7 +109,7 @@ impl PassContext<'_> {
     }
 
     /// [`PassContext::reader_grads`] from `start`: the columns of reader inputs before the
-    /// start layer are left out, so the result has `n_backward - start_layer · (3 · n_heads + 1)`
+    /// start layer are left out, so the result has `n_backward − map.first_column(start_layer)`
     /// columns (the last columns of the graph, in graph order).
     ///
     /// # Shapes
@@ -136,7 +125,7 @@ impl PassContext<'_> {
         let first = start.layer();
         let mut hooks = Hooks::new();
         setup(&mut hooks);
-        probe_node_inputs_from(&mut hooks, first, cfg.n_layers);
+        self.map.probe_inputs_from(&mut hooks, first);
         let positions = tokens.last_positions();
         let last = match start {
             Start::Embeddings => self
@@ -161,10 +150,9 @@ impl PassContext<'_> {
         };
         let loss = loss_per_example(self.metric, last, clean, &targets).sum();
         let grads = loss.backward();
-        let g = stack_input_grads_from(
+        let g = self.map.stack_input_grads_from(
             &hooks,
             &grads,
-            cfg,
             first,
             [rows, p, cfg.d_model],
             self.model.device(),
@@ -182,15 +170,4 @@ pub fn sum_copies(t: Tensor<4>, copies: usize) -> Tensor<4> {
     t.reshape([copies, rows / copies, p * c * d])
         .sum_dim(0)
         .reshape([rows / copies, p, c, d])
-}
-
-/// A batch repeated `copies` times along the batch dimension.
-pub fn repeat(batch: &Batch, copies: usize) -> Batch {
-    if copies == 1 {
-        return batch.clone();
-    }
-    Batch {
-        tokens: Tensor::cat(vec![batch.tokens.clone(); copies], 0),
-        lengths: batch.lengths.repeat(copies),
-    }
 }

@@ -1,0 +1,534 @@
+//! One typed options struct per job, shared by the CLI (clap), `fidelis serve` (serde JSON)
+//! and `cargo xtask`.
+//!
+//! Every choice is an enum whose names come from one table (strum's, in the crate that defines
+//! it): clap lists them as `[possible values: ...]` through [`choice`], serde reads and writes
+//! the same names, and [`to_args`] turns a struct back into the command line that reproduces
+//! it, so the web page's exported command is the run by construction.
+
+use std::ffi::OsStr;
+use std::fmt::Display;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{Result, bail};
+use clap::builder::{PossibleValue, TypedValueParser};
+use fidelis_attribution::EdgeMethod;
+use fidelis_circuit::{AblationKind, BuiltinMetric};
+use fidelis_faithfulness::{EvalOptions, Selection};
+use fidelis_tasks::Task;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A clap value parser over a name table: `--help` lists the names as
+/// `[possible values: ...]`, and a value is read with the type's own `FromStr`, whose error
+/// (e.g. `unknown method "x" (expected one of ...)`) is what the user sees.
+#[derive(Debug)]
+pub struct Choice<T> {
+    names: &'static [&'static str],
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Choice<T> {
+    fn clone(&self) -> Self {
+        Self {
+            names: self.names,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T> TypedValueParser for Choice<T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: Display,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> std::result::Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse::<T>().map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(self.names.iter().map(|n| PossibleValue::new(*n))))
+    }
+}
+
+/// A clap value parser over the names `names` of a `T` (see [`Choice`]).
+pub fn choice<T>(names: &'static [&'static str]) -> Choice<T> {
+    Choice {
+        names,
+        _value: PhantomData,
+    }
+}
+
+/// A clap value parser for a strum enum, whose `VARIANTS` are its names.
+pub fn variants<T: strum::VariantNames>() -> Choice<T> {
+    choice::<T>(T::VARIANTS)
+}
+
+/// Where the examples of a circuit job come from (`--task`/`--data`, `--n`, `--seed`,
+/// `--no-bos`).
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DataOptions {
+    /// A generated task.
+    #[arg(long, conflicts_with = "data", required_unless_present = "data",
+          value_parser = choice::<Task>(&Task::NAMES))]
+    pub task: Option<Task>,
+    /// An EAP-IG CSV (clean, corrupted, correct_idx, incorrect_idx) or a JSONL with text answers.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Number of generated examples (with --task).
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Seed of the task generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not prepend the BOS token to prompts.
+    #[arg(long)]
+    pub no_bos: bool,
+}
+
+impl Default for DataOptions {
+    /// clap's defaults (no task: the command line must name one, or a data file).
+    fn default() -> Self {
+        Self {
+            task: None,
+            data: None,
+            n: 64,
+            seed: 0,
+            no_bos: false,
+        }
+    }
+}
+
+impl DataOptions {
+    /// The examples' source.
+    pub fn source(&self) -> Result<crate::circuit::DataSource> {
+        Ok(match (&self.task, &self.data) {
+            (Some(task), _) => crate::circuit::DataSource::Task {
+                task: *task,
+                n: self.n,
+                seed: self.seed,
+            },
+            (None, Some(path)) => crate::circuit::DataSource::File(path.clone()),
+            (None, None) => bail!("give --task NAME or --data FILE"),
+        })
+    }
+}
+
+/// What edge scoring computes: the part of `circuit discover` that the web page and the
+/// experiments run too.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiscoverJob {
+    /// The examples.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub data: DataOptions,
+    /// The edge scoring method.
+    #[arg(long, default_value_t = EdgeMethod::EapIgInputs, value_parser = variants::<EdgeMethod>())]
+    pub method: EdgeMethod,
+    /// Interpolation steps of the EAP-IG methods.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// The loss that is differentiated (divergences as is, behaviour metrics negated).
+    #[arg(long, default_value_t = BuiltinMetric::LogitDiff, value_parser = variants::<BuiltinMetric>())]
+    pub loss: BuiltinMetric,
+    /// What Δa is measured against: patching (corrupted prompts), mean (over the clean
+    /// prompts) or zero.
+    #[arg(long, default_value_t = AblationKind::Patching, value_parser = variants::<AblationKind>())]
+    pub ablation: AblationKind,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Interpolation steps stacked into one forward/backward (more memory, fewer passes).
+    #[arg(long, default_value_t = 1)]
+    pub steps_per_pass: usize,
+    /// Passes of eap-ig-activations run at once, each on its own thread (memory × this)
+    /// [default: the number of cores on a CPU device, 1 on a GPU].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Average scores over d_model instead of summing.
+    #[arg(long)]
+    pub mean_aggregation: bool,
+    /// With --method exact: edges patched per forward.
+    #[arg(long, default_value_t = 32)]
+    pub exact_per_pass: usize,
+}
+
+impl Default for DiscoverJob {
+    fn default() -> Self {
+        Self {
+            data: DataOptions::default(),
+            method: EdgeMethod::EapIgInputs,
+            steps: 5,
+            loss: BuiltinMetric::LogitDiff,
+            ablation: AblationKind::Patching,
+            batch_size: 16,
+            steps_per_pass: 1,
+            workers: None,
+            mean_aggregation: false,
+            exact_per_pass: 32,
+        }
+    }
+}
+
+/// `fidelis circuit discover` (without the model flags): a [`DiscoverJob`] and what to do with
+/// its graph.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiscoverOptions {
+    /// The scoring job.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub job: DiscoverJob,
+    /// With --method exact: score only the top edges of this earlier graph JSON.
+    #[arg(long)]
+    pub exact_from: Option<PathBuf>,
+    /// With --exact-from: how many of its top edges.
+    #[arg(long, default_value_t = 200)]
+    pub exact_top: usize,
+    /// Mark the top-n edges as the circuit (pruned) in the written graph.
+    #[arg(long)]
+    pub top_n: Option<usize>,
+    /// How many top edges to print.
+    #[arg(long, default_value_t = 20)]
+    pub print_top: usize,
+    /// Also evaluate the faithfulness curve at the MIB sizes (0.1 % … 100 % of edges): print
+    /// it, and write it next to --out as .curve.csv and .curve.svg.
+    #[arg(long)]
+    pub curve: bool,
+    /// Store node-level scores (each node's summed outgoing edge scores) in the graph JSON.
+    #[arg(long)]
+    pub node_scores: bool,
+    /// Where to write the graph JSON.
+    #[arg(long, default_value = "graph.json")]
+    pub out: PathBuf,
+}
+
+impl Default for DiscoverOptions {
+    fn default() -> Self {
+        Self {
+            job: DiscoverJob::default(),
+            exact_from: None,
+            exact_top: 200,
+            top_n: None,
+            print_top: 20,
+            curve: false,
+            node_scores: false,
+            out: PathBuf::from("graph.json"),
+        }
+    }
+}
+
+/// `fidelis circuit evaluate` (without the graph path and the model flags).
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvaluateOptions {
+    /// The examples.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub data: DataOptions,
+    /// The metric.
+    #[arg(long, default_value_t = BuiltinMetric::LogitDiff, value_parser = variants::<BuiltinMetric>())]
+    pub metric: BuiltinMetric,
+    /// What ablated edges carry: patching (corrupted prompts), mean or zero.
+    #[arg(long, default_value_t = AblationKind::Patching, value_parser = variants::<AblationKind>())]
+    pub ablation: AblationKind,
+    /// Circuit sizes (edge counts, comma-separated), chosen as --selection says.
+    #[arg(long, value_delimiter = ',', conflicts_with = "mib")]
+    pub sizes: Vec<usize>,
+    /// Use the MIB edge fractions (0.1 % … 100 %) as sizes.
+    #[arg(long)]
+    pub mib: bool,
+    /// How each size's circuit is chosen: abs (top edges by |score|, the paper's choice),
+    /// signed (top edges by signed score) or greedy (grown from the logits by |score|).
+    #[arg(long, default_value_t = Selection::TopAbs, value_parser = variants::<Selection>())]
+    pub selection: Selection,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Circuits stacked into one forward (memory × this, fewer passes).
+    #[arg(long, default_value_t = EvalOptions::DEFAULT_CIRCUITS_PER_PASS)]
+    pub circuits_per_pass: usize,
+    /// Write the curve as CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write the result as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl Default for EvaluateOptions {
+    fn default() -> Self {
+        Self {
+            data: DataOptions::default(),
+            metric: BuiltinMetric::LogitDiff,
+            ablation: AblationKind::Patching,
+            sizes: Vec::new(),
+            mib: false,
+            selection: Selection::TopAbs,
+            batch_size: 16,
+            circuits_per_pass: EvalOptions::DEFAULT_CIRCUITS_PER_PASS,
+            csv: None,
+            json: None,
+        }
+    }
+}
+
+/// `fidelis generate` (without the model flags).
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateOptions {
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only among the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not prepend the BOS token.
+    #[arg(long)]
+    pub no_bos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            max_new_tokens: 32,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+            no_bos: false,
+        }
+    }
+}
+
+/// The JSON object of an options struct (flattened fields inline).
+fn object<T: Serialize>(value: &T) -> Result<Map<String, Value>> {
+    match serde_json::to_value(value)? {
+        Value::Object(map) => Ok(map),
+        other => bail!("options serialize to {other}, not an object"),
+    }
+}
+
+/// `base` with the fields of `patch` (a JSON object) put over it. A key `base` does not have is
+/// an error naming it, as is a value of the wrong type.
+pub fn overlay<T: Serialize + DeserializeOwned>(base: &T, patch: &Map<String, Value>) -> Result<T> {
+    let mut merged = object(base)?;
+    for (key, value) in patch {
+        match merged.get_mut(key) {
+            Some(slot) => *slot = value.clone(),
+            None => {
+                let known: Vec<&str> = merged.keys().map(String::as_str).collect();
+                bail!(
+                    "unknown field `{key}` (expected one of {})",
+                    known.join(", ")
+                )
+            }
+        }
+    }
+    Ok(serde_json::from_value(Value::Object(merged))?)
+}
+
+/// The command-line flags that turn `defaults` into `value`: one `--flag VALUE` for each field
+/// that differs (`--flag` for a true bool, comma-joined lists), in the order clap declares
+/// them, with clap's own flag names. Parsing them with the same clap struct gives `value` back
+/// (a test checks each job).
+pub fn to_args<T: Serialize + clap::Args>(value: &T, defaults: &T) -> Result<Vec<String>> {
+    let (value, defaults) = (object(value)?, object(defaults)?);
+    let command = T::augment_args(clap::Command::new("options"));
+    let mut args = Vec::new();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "help" | "version") {
+            continue;
+        }
+        let Some(v) = value.get(id) else {
+            bail!("clap argument `{id}` is not a serialized field");
+        };
+        if defaults.get(id) == Some(v) {
+            continue;
+        }
+        let Some(long) = arg.get_long() else {
+            bail!("clap argument `{id}` has no long flag");
+        };
+        let flag = format!("--{long}");
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match v {
+            Value::Null | Value::Bool(false) => {}
+            Value::Bool(true) => args.push(flag),
+            Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(text).collect();
+                args.extend([flag, items.join(",")]);
+            }
+            other => args.extend([flag, text(other)]),
+        }
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use fidelis_attribution::{Aggregation, Method};
+    use strum::VariantArray;
+
+    #[derive(Parser)]
+    struct Discover {
+        #[command(flatten)]
+        opts: DiscoverOptions,
+    }
+
+    #[derive(Parser)]
+    struct Evaluate {
+        #[command(flatten)]
+        opts: EvaluateOptions,
+    }
+
+    #[derive(Parser)]
+    struct Generate {
+        #[command(flatten)]
+        opts: GenerateOptions,
+    }
+
+    /// serde, `Display` and `FromStr` read and write the same names, listed by `VARIANTS`.
+    fn one_table<T>()
+    where
+        T: VariantArray + strum::VariantNames + Display + FromStr + Serialize + DeserializeOwned,
+        T: PartialEq + std::fmt::Debug,
+        T::Err: std::fmt::Debug,
+    {
+        assert_eq!(
+            <T as strum::VariantNames>::VARIANTS.len(),
+            <T as VariantArray>::VARIANTS.len()
+        );
+        for (v, name) in <T as VariantArray>::VARIANTS
+            .iter()
+            .zip(<T as strum::VariantNames>::VARIANTS)
+        {
+            assert_eq!(&v.to_string(), name);
+            assert_eq!(&name.parse::<T>().unwrap(), v);
+            assert_eq!(
+                serde_json::to_value(v).unwrap(),
+                Value::String(name.to_string())
+            );
+            let back: T = serde_json::from_value(Value::String(name.to_string())).unwrap();
+            assert_eq!(&back, v);
+        }
+    }
+
+    #[test]
+    fn every_option_enum_has_one_name_table() {
+        one_table::<EdgeMethod>();
+        one_table::<Method>();
+        one_table::<Aggregation>();
+        one_table::<BuiltinMetric>();
+        one_table::<AblationKind>();
+        one_table::<Selection>();
+        for (task, name) in Task::ALL.iter().zip(Task::NAMES) {
+            assert_eq!(
+                serde_json::to_value(task).unwrap(),
+                Value::String(name.into())
+            );
+            assert_eq!(name.parse::<Task>().unwrap(), *task);
+        }
+        let err = "eap-magic".parse::<EdgeMethod>().unwrap_err().to_string();
+        assert!(
+            err.contains("unknown method") && err.contains("eap-ig-inputs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_clap_defaults() {
+        let d = Discover::try_parse_from(["x", "--task", "ioi"])
+            .unwrap()
+            .opts;
+        let mut want = DiscoverOptions::default();
+        want.job.data.task = Some(Task::Ioi);
+        assert_eq!(d, want);
+        let e = Evaluate::try_parse_from(["x", "--task", "ioi"])
+            .unwrap()
+            .opts;
+        let mut want = EvaluateOptions::default();
+        want.data.task = Some(Task::Ioi);
+        assert_eq!(e, want);
+        let g = Generate::try_parse_from(["x", "--prompt", ""])
+            .unwrap()
+            .opts;
+        assert_eq!(g, GenerateOptions::default());
+    }
+
+    #[test]
+    fn to_args_parses_back_to_the_same_options() {
+        let mut d = DiscoverOptions::default();
+        d.job.data.task = Some(Task::GreaterThan);
+        d.job.data.n = 12;
+        d.job.data.no_bos = true;
+        d.job.method = EdgeMethod::Exact;
+        d.job.loss = BuiltinMetric::Kl;
+        d.job.ablation = AblationKind::Mean;
+        d.job.workers = Some(3);
+        d.curve = true;
+        d.out = PathBuf::from("a b/graph.json");
+        let args = to_args(&d, &DiscoverOptions::default()).unwrap();
+        assert_eq!(&args[..2], ["--task", "greater-than"]);
+        let back = Discover::try_parse_from(std::iter::once("x".to_string()).chain(args))
+            .unwrap()
+            .opts;
+        assert_eq!(back, d);
+
+        let mut e = EvaluateOptions::default();
+        e.data.data = Some(PathBuf::from("pairs.csv"));
+        e.sizes = vec![10, 100];
+        e.selection = Selection::Greedy;
+        e.metric = BuiltinMetric::CorrectProb;
+        let args = to_args(&e, &EvaluateOptions::default()).unwrap();
+        let back = Evaluate::try_parse_from(std::iter::once("x".to_string()).chain(args))
+            .unwrap()
+            .opts;
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn overlay_names_unknown_and_mistyped_fields() {
+        let base = DiscoverJob::default();
+        let patch = |v: Value| v.as_object().unwrap().clone();
+        let job = overlay(&base, &patch(serde_json::json!({"n": 8, "method": "eap"}))).unwrap();
+        assert_eq!((job.data.n, job.method), (8, EdgeMethod::Eap));
+        let err = overlay(&base, &patch(serde_json::json!({"nn": 8}))).unwrap_err();
+        assert!(err.to_string().contains("unknown field `nn`"), "{err}");
+        let err = overlay(&base, &patch(serde_json::json!({"method": "magic"}))).unwrap_err();
+        assert!(err.to_string().contains("magic"), "{err}");
+    }
+}
