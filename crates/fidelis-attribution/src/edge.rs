@@ -38,37 +38,22 @@ use crate::{AttributionError, Result};
 /// The stage name edge attribution reports to its [`Progress`].
 pub const STAGE: &str = "scoring edges";
 
-/// A gradient edge attribution method (exact patching has its own entry point,
-/// [`crate::exact::exact_edges`]; [`crate::EdgeMethod`] names all five).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::Display,
-    strum::EnumString,
-    strum::VariantNames,
-    strum::VariantArray,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[strum(serialize_all = "kebab-case", ascii_case_insensitive, parse_err_ty = fidelis_circuit::names::UnknownName, parse_err_fn = unknown_method)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// Edge attribution patching: one gradient at the clean input.
-    Eap,
-    /// EAP with integrated gradients over the input embeddings.
-    EapIgInputs,
-    /// EAP with integrated gradients over each node group's activations.
-    EapIgActivations,
-    /// Gradients averaged over the clean and the corrupted input.
-    CleanCorrupted,
-}
-
-fn unknown_method(given: &str) -> fidelis_circuit::names::UnknownName {
-    fidelis_circuit::names::UnknownName::of::<Method>("method", given)
+fidelis_circuit::option_enum! {
+    "method",
+    /// A gradient edge attribution method (exact patching has its own entry point,
+    /// [`crate::exact::exact_edges`]; [`crate::EdgeMethod`] names all five).
+    #[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Method {
+        /// Edge attribution patching: one gradient at the clean input.
+        Eap,
+        /// EAP with integrated gradients over the input embeddings.
+        EapIgInputs,
+        /// EAP with integrated gradients over each node group's activations.
+        EapIgActivations,
+        /// Gradients averaged over the clean and the corrupted input.
+        CleanCorrupted,
+    }
 }
 
 impl Method {
@@ -78,34 +63,19 @@ impl Method {
     }
 }
 
-/// How a score is aggregated over the d_model dimension (`sum`, `mean`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    strum::Display,
-    strum::EnumString,
-    strum::VariantNames,
-    strum::VariantArray,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[strum(serialize_all = "kebab-case", parse_err_ty = fidelis_circuit::names::UnknownName, parse_err_fn = unknown_aggregation)]
-#[serde(rename_all = "kebab-case")]
-pub enum Aggregation {
-    /// Sum over dimensions (the EAP-IG default).
-    #[default]
-    Sum,
-    /// Mean over dimensions (the sum divided by d_model).
-    Mean,
-}
-
-fn unknown_aggregation(given: &str) -> fidelis_circuit::names::UnknownName {
-    fidelis_circuit::names::UnknownName::of::<Aggregation>("aggregation", given)
+fidelis_circuit::option_enum! {
+    "aggregation",
+    /// How a score is aggregated over the d_model dimension (`sum`, `mean`).
+    #[derive(Default)]
+    #[strum(serialize_all = "kebab-case")]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Aggregation {
+        /// Sum over dimensions (the EAP-IG default).
+        #[default]
+        Sum,
+        /// Mean over dimensions (the sum divided by d_model).
+        Mean,
+    }
 }
 
 /// Options of [`attribute_edges`].

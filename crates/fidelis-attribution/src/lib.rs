@@ -50,41 +50,26 @@ pub use edge::{Aggregation, EdgeAttribution, Method, attribute_edges};
 pub use error::{AttributionError, Result};
 pub use exact::{ExactPatching, exact_edges};
 
-/// An edge scoring method by name: the four gradient [`Method`]s and exact patching (`eap`,
-/// `eap-ig-inputs`, `eap-ig-activations`, `clean-corrupted`, `exact`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    strum::Display,
-    strum::EnumString,
-    strum::VariantNames,
-    strum::VariantArray,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[strum(serialize_all = "kebab-case", ascii_case_insensitive, parse_err_ty = fidelis_circuit::names::UnknownName, parse_err_fn = unknown_edge_method)]
-#[serde(rename_all = "kebab-case")]
-pub enum EdgeMethod {
-    /// [`Method::Eap`].
-    Eap,
-    /// [`Method::EapIgInputs`].
-    #[default]
-    EapIgInputs,
-    /// [`Method::EapIgActivations`].
-    EapIgActivations,
-    /// [`Method::CleanCorrupted`].
-    CleanCorrupted,
-    /// True single-edge patching ([`exact_edges`]).
-    Exact,
-}
-
-fn unknown_edge_method(given: &str) -> fidelis_circuit::names::UnknownName {
-    fidelis_circuit::names::UnknownName::of::<EdgeMethod>("method", given)
+fidelis_circuit::option_enum! {
+    "method",
+    /// An edge scoring method by name: the four gradient [`Method`]s and exact patching (`eap`,
+    /// `eap-ig-inputs`, `eap-ig-activations`, `clean-corrupted`, `exact`).
+    #[derive(Default)]
+    #[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum EdgeMethod {
+        /// [`Method::Eap`].
+        Eap,
+        /// [`Method::EapIgInputs`].
+        #[default]
+        EapIgInputs,
+        /// [`Method::EapIgActivations`].
+        EapIgActivations,
+        /// [`Method::CleanCorrupted`].
+        CleanCorrupted,
+        /// True single-edge patching ([`exact_edges`]).
+        Exact,
+    }
 }
 
 impl EdgeMethod {

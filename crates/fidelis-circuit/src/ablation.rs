@@ -8,37 +8,22 @@ use crate::data::{PairBatch, PromptPair};
 use crate::node_map::NodeMap;
 use crate::{CircuitError, Result};
 
-/// What ablated edges carry, by name: the typed option that jobs and the CLI take
-/// (`patching`, `mean`, `zero`). [`AblationKind::values`] turns it into an [`Ablation`].
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    strum::Display,
-    strum::EnumString,
-    strum::VariantNames,
-    strum::VariantArray,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[strum(serialize_all = "kebab-case", parse_err_ty = crate::names::UnknownName, parse_err_fn = unknown_ablation)]
-#[serde(rename_all = "kebab-case")]
-pub enum AblationKind {
-    /// The upstream node's output on the corrupted prompt (activation patching).
-    #[default]
-    Patching,
-    /// The upstream node's mean output over the clean prompts.
-    Mean,
-    /// Zero.
-    Zero,
-}
-
-fn unknown_ablation(given: &str) -> crate::names::UnknownName {
-    crate::names::UnknownName::of::<AblationKind>("ablation", given)
+crate::option_enum! {
+    "ablation",
+    /// What ablated edges carry, by name: the typed option that jobs and the CLI take
+    /// (`patching`, `mean`, `zero`). [`AblationKind::values`] turns it into an [`Ablation`].
+    #[derive(Default)]
+    #[strum(serialize_all = "kebab-case")]
+    #[serde(rename_all = "kebab-case")]
+    pub enum AblationKind {
+        /// The upstream node's output on the corrupted prompt (activation patching).
+        #[default]
+        Patching,
+        /// The upstream node's mean output over the clean prompts.
+        Mean,
+        /// Zero.
+        Zero,
+    }
 }
 
 impl AblationKind {

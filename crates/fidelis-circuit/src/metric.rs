@@ -104,40 +104,25 @@ pub trait Metric: Send + Sync {
     ) -> Tensor<1>;
 }
 
-/// The metrics Fidelis ships. Their names (`logit-diff`, `prob-diff`, `kl`, `js`,
-/// `correct-prob`) come from one table: `Display`, `FromStr`, serde and the CLI's choices all
-/// derive from the variant names.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::Display,
-    strum::EnumString,
-    strum::VariantNames,
-    strum::VariantArray,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[strum(serialize_all = "kebab-case", parse_err_ty = crate::names::UnknownName, parse_err_fn = unknown_metric)]
-#[serde(rename_all = "kebab-case")]
-pub enum BuiltinMetric {
-    /// Mean logit of the correct tokens minus mean logit of the incorrect ones.
-    LogitDiff,
-    /// Probability mass on the correct tokens minus mass on the incorrect ones.
-    ProbDiff,
-    /// KL(clean ‖ run) of the next-token distributions.
-    Kl,
-    /// Jensen–Shannon divergence between the clean and the run's distributions.
-    Js,
-    /// Probability mass on the correct tokens (Greater-Than: years above the start year).
-    CorrectProb,
-}
-
-fn unknown_metric(given: &str) -> crate::names::UnknownName {
-    crate::names::UnknownName::of::<BuiltinMetric>("metric", given)
+crate::option_enum! {
+    "metric",
+    /// The metrics Fidelis ships. Their names (`logit-diff`, `prob-diff`, `kl`, `js`,
+    /// `correct-prob`) come from one table: `Display`, `FromStr`, serde and the CLI's choices all
+    /// derive from the variant names.
+    #[strum(serialize_all = "kebab-case")]
+    #[serde(rename_all = "kebab-case")]
+    pub enum BuiltinMetric {
+        /// Mean logit of the correct tokens minus mean logit of the incorrect ones.
+        LogitDiff,
+        /// Probability mass on the correct tokens minus mass on the incorrect ones.
+        ProbDiff,
+        /// KL(clean ‖ run) of the next-token distributions.
+        Kl,
+        /// Jensen–Shannon divergence between the clean and the run's distributions.
+        Js,
+        /// Probability mass on the correct tokens (Greater-Than: years above the start year).
+        CorrectProb,
+    }
 }
 
 /// KL(p ‖ q) per row from log-probabilities `[batch, d_vocab]` → `[batch]`.

@@ -69,42 +69,26 @@ pub fn mib_sizes(n_edges: usize) -> Vec<usize> {
     sizes
 }
 
-/// How a circuit of n edges is chosen from a scored graph. Names: `abs`, `signed`, `greedy`
-/// (one table for `Display`, `FromStr`, serde and the CLI).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    strum::Display,
-    strum::EnumString,
-    strum::VariantNames,
-    strum::VariantArray,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[strum(parse_err_ty = fidelis_circuit::names::UnknownName, parse_err_fn = unknown_selection)]
-pub enum Selection {
-    /// The n edges of largest |score| (the EAP-IG paper and MIB).
-    #[default]
-    #[strum(to_string = "abs", serialize = "top-abs")]
-    #[serde(rename = "abs")]
-    TopAbs,
-    /// The n edges of largest signed score: edges whose ablation helps the metric come last.
-    #[strum(to_string = "signed", serialize = "top-signed")]
-    #[serde(rename = "signed")]
-    TopSigned,
-    /// Greedy growth from the logits by |score| (the reference's `greedy`).
-    #[strum(serialize = "greedy")]
-    #[serde(rename = "greedy")]
-    Greedy,
-}
-
-fn unknown_selection(given: &str) -> fidelis_circuit::names::UnknownName {
-    fidelis_circuit::names::UnknownName::of::<Selection>("selection", given)
+fidelis_circuit::option_enum! {
+    "selection",
+    /// How a circuit of n edges is chosen from a scored graph. Names: `abs`, `signed`, `greedy`
+    /// (one table for `Display`, `FromStr`, serde and the CLI).
+    #[derive(Default)]
+    pub enum Selection {
+        /// The n edges of largest |score| (the EAP-IG paper and MIB).
+        #[default]
+        #[strum(to_string = "abs", serialize = "top-abs")]
+        #[serde(rename = "abs")]
+        TopAbs,
+        /// The n edges of largest signed score: edges whose ablation helps the metric come last.
+        #[strum(to_string = "signed", serialize = "top-signed")]
+        #[serde(rename = "signed")]
+        TopSigned,
+        /// Greedy growth from the logits by |score| (the reference's `greedy`).
+        #[strum(serialize = "greedy")]
+        #[serde(rename = "greedy")]
+        Greedy,
+    }
 }
 
 impl Selection {
