@@ -56,13 +56,6 @@ fidelis_circuit::option_enum! {
     }
 }
 
-impl Method {
-    /// The command-line name.
-    pub fn name(self) -> String {
-        self.to_string()
-    }
-}
-
 fidelis_circuit::option_enum! {
     "aggregation",
     /// How a score is aggregated over the d_model dimension (`sum`, `mean`).

@@ -28,7 +28,6 @@
 //! positional embedding is added after that point and is not attributed, as in Inseq.
 
 use std::ops::Range;
-use std::str::FromStr;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -38,68 +37,49 @@ use fidelis_models::{Activation, Hooks, Transformer, point};
 
 use crate::{AttributionError, Result};
 
-/// The scalar function of the next-token logits that is attributed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetFunction {
-    /// `p(t)`.
-    Probability,
-    /// `log p(t)`.
-    LogProbability,
-    /// The logit `z_t`.
-    Logit,
-    /// Entropy of the next-token distribution, `−Σ p log p` (nats).
-    Entropy,
-    /// `p(t) − q(c)`: q is the contrast distribution when given, else p itself.
-    ContrastProbDiff,
-    /// `z_t − z'_c`: z' are the contrast logits when given, else z itself.
-    ContrastLogitDiff,
-    /// `KL(p ‖ q)` to the (constant) contrast distribution q, in nats.
-    KlDivergence,
-    /// P-CXMI `log p(t) − log q(t)` with q the contrast distribution.
-    Pcxmi,
+fidelis_circuit::option_enum! {
+    "target function",
+    /// The scalar function of the next-token logits that is attributed.
+    pub enum TargetFunction {
+        /// `p(t)`.
+        #[strum(serialize = "probability")]
+        #[serde(rename = "probability")]
+        Probability,
+        /// `log p(t)`.
+        #[strum(serialize = "log-probability")]
+        #[serde(rename = "log-probability")]
+        LogProbability,
+        /// The logit `z_t`.
+        #[strum(serialize = "logit")]
+        #[serde(rename = "logit")]
+        Logit,
+        /// Entropy of the next-token distribution, `−Σ p log p` (nats).
+        #[strum(serialize = "entropy")]
+        #[serde(rename = "entropy")]
+        Entropy,
+        /// `p(t) − q(c)`: q is the contrast distribution when given, else p itself.
+        #[strum(serialize = "contrast-prob-diff")]
+        #[serde(rename = "contrast-prob-diff")]
+        ContrastProbDiff,
+        /// `z_t − z'_c`: z' are the contrast logits when given, else z itself.
+        #[strum(serialize = "contrast-logit-diff")]
+        #[serde(rename = "contrast-logit-diff")]
+        ContrastLogitDiff,
+        /// `KL(p ‖ q)` to the (constant) contrast distribution q, in nats.
+        #[strum(serialize = "kl")]
+        #[serde(rename = "kl")]
+        KlDivergence,
+        /// P-CXMI `log p(t) − log q(t)` with q the contrast distribution.
+        #[strum(serialize = "pcxmi")]
+        #[serde(rename = "pcxmi")]
+        Pcxmi,
+    }
 }
 
 impl TargetFunction {
-    /// Every function, with its command-line name.
-    pub const ALL: [(&'static str, TargetFunction); 8] = [
-        ("probability", Self::Probability),
-        ("log-probability", Self::LogProbability),
-        ("logit", Self::Logit),
-        ("entropy", Self::Entropy),
-        ("contrast-prob-diff", Self::ContrastProbDiff),
-        ("contrast-logit-diff", Self::ContrastLogitDiff),
-        ("kl", Self::KlDivergence),
-        ("pcxmi", Self::Pcxmi),
-    ];
-
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, f)| *f == self)
-            .map_or("?", |(n, _)| n)
-    }
-
     /// Whether the function needs a contrast distribution (from a contrast input).
     pub fn needs_contrast_logits(self) -> bool {
         matches!(self, Self::KlDivergence | Self::Pcxmi)
-    }
-}
-
-impl FromStr for TargetFunction {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, f)| *f)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
-                format!(
-                    "unknown target function `{s}` (expected one of: {})",
-                    names.join(", ")
-                )
-            })
     }
 }
 
@@ -220,55 +200,34 @@ impl Target {
     }
 }
 
-/// How attributions are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenMethod {
-    /// `|∂f/∂e|`.
-    Saliency,
-    /// `e ⊙ ∂f/∂e`.
-    InputXGradient,
-    /// Integrated gradients from a baseline.
-    IntegratedGradients,
-    /// Attention weights of the last query position.
-    Attention,
-    /// Output change when one token's embedding is replaced by the baseline.
-    Occlusion,
-}
-
-impl TokenMethod {
-    /// Every method, with its command-line name.
-    pub const ALL: [(&'static str, TokenMethod); 5] = [
-        ("saliency", Self::Saliency),
-        ("ixg", Self::InputXGradient),
-        ("ig", Self::IntegratedGradients),
-        ("attention", Self::Attention),
-        ("occlusion", Self::Occlusion),
-    ];
-
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, m)| *m == self)
-            .map_or("?", |(n, _)| n)
-    }
-}
-
-impl FromStr for TokenMethod {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let alias = match s {
-            "input-x-gradient" | "input_x_gradient" => "ixg",
-            "integrated-gradients" | "integrated_gradients" => "ig",
-            other => other,
-        };
-        Self::ALL
-            .iter()
-            .find(|(n, _)| *n == alias)
-            .map(|(_, m)| *m)
-            .ok_or_else(|| {
-                format!("unknown attribution method `{s}` (expected saliency, ixg, ig, attention or occlusion)")
-            })
+fidelis_circuit::option_enum! {
+    "attribution method",
+    /// A token attribution method (`saliency`, `ixg`, `ig`, `attention`, `occlusion`).
+    pub enum TokenMethod {
+        /// `|∂f/∂e|`.
+        #[strum(serialize = "saliency")]
+        #[serde(rename = "saliency")]
+        Saliency,
+        /// `e ⊙ ∂f/∂e`.
+        #[strum(to_string = "ixg", serialize = "input-x-gradient", serialize = "input_x_gradient")]
+        #[serde(rename = "ixg")]
+        InputXGradient,
+        /// Integrated gradients from a baseline.
+        #[strum(
+            to_string = "ig",
+            serialize = "integrated-gradients",
+            serialize = "integrated_gradients"
+        )]
+        #[serde(rename = "ig")]
+        IntegratedGradients,
+        /// Attention weights of the last query position.
+        #[strum(serialize = "attention")]
+        #[serde(rename = "attention")]
+        Attention,
+        /// Output change when one token's embedding is replaced by the baseline.
+        #[strum(serialize = "occlusion")]
+        #[serde(rename = "occlusion")]
+        Occlusion,
     }
 }
 
@@ -282,24 +241,21 @@ pub enum Baseline {
     Token(u32),
 }
 
-/// How per-dimension attributions `[pos, d_model]` are reduced to one score per token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EmbeddingAggregation {
-    /// The L2 norm over d_model (Inseq's default; always ≥ 0).
-    #[default]
-    L2Norm,
-    /// The signed sum over d_model (completeness holds for IG under this one).
-    Sum,
-}
-
-impl FromStr for EmbeddingAggregation {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "l2" | "l2-norm" | "norm" => Ok(Self::L2Norm),
-            "sum" => Ok(Self::Sum),
-            _ => Err(format!("unknown aggregation `{s}` (expected l2 or sum)")),
-        }
+fidelis_circuit::option_enum! {
+    "aggregation",
+    /// How per-dimension attributions `[pos, d_model]` are reduced to one score per token
+    /// (`l2`, `sum`).
+    #[derive(Default)]
+    pub enum EmbeddingAggregation {
+        /// The L2 norm over d_model (Inseq's default; always ≥ 0).
+        #[default]
+        #[strum(to_string = "l2", serialize = "l2-norm", serialize = "norm")]
+        #[serde(rename = "l2")]
+        L2Norm,
+        /// The signed sum over d_model (completeness holds for IG under this one).
+        #[strum(serialize = "sum")]
+        #[serde(rename = "sum")]
+        Sum,
     }
 }
 

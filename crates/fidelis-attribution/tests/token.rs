@@ -113,9 +113,9 @@ fn targets(model: &Model) -> Vec<Target> {
         .iter()
         .map(|&x| x as f32)
         .collect();
-    TargetFunction::ALL
+    <TargetFunction as strum::VariantArray>::VARIANTS
         .iter()
-        .map(|&(_, f)| {
+        .map(|&f| {
             let mut t = Target::new(f, top);
             match f {
                 TargetFunction::ContrastProbDiff | TargetFunction::ContrastLogitDiff => {
@@ -430,12 +430,14 @@ fn bad_inputs_get_clear_errors() {
         "nope"
             .parse::<TokenMethod>()
             .unwrap_err()
+            .to_string()
             .contains("saliency")
     );
     assert!(
         "nope"
             .parse::<TargetFunction>()
             .unwrap_err()
+            .to_string()
             .contains("pcxmi")
     );
 }

@@ -25,7 +25,7 @@ impl UnknownName {
     }
 }
 
-/// Defines an option enum with one name table: `Display`, `FromStr` (its error an
+/// Defines an option enum with one name table: `Display`, `name()`, `FromStr` (its error an
 /// [`UnknownName`] naming `$what` and listing the names), strum's `VariantNames` and
 /// `VariantArray`, and serde, all from the variant names under the enum's own `#[strum]` and
 /// `#[serde]` renaming attributes (which must agree; `fidelis-cli`'s tests check every enum).
@@ -62,6 +62,7 @@ macro_rules! option_enum {
             ::strum::EnumString,
             ::strum::VariantNames,
             ::strum::VariantArray,
+            ::strum::IntoStaticStr,
             ::serde::Serialize,
             ::serde::Deserialize,
         )]
@@ -70,6 +71,11 @@ macro_rules! option_enum {
         $vis enum $name { $($body)* }
 
         impl $name {
+            /// The name (`Display` writes it, `FromStr` reads it).
+            pub fn name(self) -> &'static str {
+                self.into()
+            }
+
             /// The error for `given`, a name that is not one of this enum's.
             pub fn unknown_name(given: &str) -> $crate::names::UnknownName {
                 $crate::names::UnknownName::of::<$name>($what, given)

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use fidelis_attribution::token::{
-    AttentionSelection, Baseline, Target, TargetFunction, TokenAttributionConfig, TokenMethod,
-    Word, aggregate_words, attribute_tokens, normalize,
+    AttentionSelection, Baseline, Target, TokenAttributionConfig, Word, aggregate_words,
+    attribute_tokens, normalize,
 };
 use fidelis_models::{GenerateConfig, Hooks, Model};
 use serde::Serialize;
 
 use crate::model_args::{ModelFlags, load_model};
+use crate::options::AttributeOptions;
 
 /// Arguments of `fidelis attribute`.
 #[derive(clap::Args, Debug)]
@@ -19,57 +20,9 @@ pub struct AttributeArgs {
     /// The model.
     #[command(flatten)]
     pub model: ModelFlags,
-    /// The prompt.
-    #[arg(long)]
-    pub prompt: String,
-    /// A continuation to attribute token by token (forced); without it the model's own greedy
-    /// continuation of --max-new-tokens tokens is used.
-    #[arg(long)]
-    pub output: Option<String>,
-    /// Tokens generated when no --output is given.
-    #[arg(long, default_value_t = 1)]
-    pub max_new_tokens: usize,
-    /// saliency, ixg, ig, attention or occlusion.
-    #[arg(long, default_value = "saliency")]
-    pub method: String,
-    /// probability, log-probability, logit, entropy, contrast-prob-diff, contrast-logit-diff,
-    /// kl or pcxmi.
-    #[arg(long, default_value = "probability")]
-    pub target: String,
-    /// The token whose prediction is attributed (one token; with one output step only).
-    #[arg(long)]
-    pub target_token: Option<String>,
-    /// The contrast token of contrast-prob-diff / contrast-logit-diff (one token).
-    #[arg(long)]
-    pub contrast_token: Option<String>,
-    /// A contrast prompt: its next-token distribution is the reference of kl, pcxmi and the
-    /// contrastive targets.
-    #[arg(long)]
-    pub contrast_prompt: Option<String>,
-    /// Integrated-gradient steps.
-    #[arg(long, default_value_t = 50)]
-    pub ig_steps: usize,
-    /// Baseline of ig and occlusion: `zero` or a text that is one token (e.g. an UNK or pad).
-    #[arg(long, default_value = "zero")]
-    pub baseline: String,
-    /// Reduction over embedding dimensions: l2 or sum.
-    #[arg(long, default_value = "l2")]
-    pub aggregation: String,
-    /// Attention method: one layer (default: mean over layers).
-    #[arg(long)]
-    pub layer: Option<usize>,
-    /// Attention method: one head (default: mean over heads).
-    #[arg(long)]
-    pub head: Option<usize>,
-    /// Scale each step's scores to unit L1 mass.
-    #[arg(long)]
-    pub normalize: bool,
-    /// Also report scores per word of the prompt (subword tokens summed).
-    #[arg(long)]
-    pub words: bool,
-    /// Do not prepend the BOS token.
-    #[arg(long)]
-    pub no_bos: bool,
+    /// What to attribute.
+    #[command(flatten)]
+    pub opts: AttributeOptions,
     /// Write a self-contained HTML heatmap here.
     #[arg(long)]
     pub html: Option<PathBuf>,
@@ -129,7 +82,7 @@ fn one_token(model: &Model, text: &str, what: &str) -> Result<u32> {
 /// Runs `fidelis attribute`.
 pub fn run(args: &AttributeArgs) -> Result<()> {
     let model = load_model(&args.model.model, &args.model.device)?;
-    let report = attribute(&model, args)?;
+    let report = attribute(&model, &args.opts)?;
     print!(
         "{}",
         terminal(
@@ -151,15 +104,14 @@ pub fn run(args: &AttributeArgs) -> Result<()> {
 }
 
 /// Computes the report of `fidelis attribute` on a loaded model.
-pub fn attribute(model: &Model, args: &AttributeArgs) -> Result<AttributeReport> {
+pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeReport> {
     if args.prompt.is_empty() {
         bail!("--prompt is empty");
     }
-    let method: TokenMethod = args.method.parse().map_err(anyhow::Error::msg)?;
-    let function: TargetFunction = args.target.parse().map_err(anyhow::Error::msg)?;
+    let (method, function) = (args.method, args.target);
     let mut cfg = TokenAttributionConfig::new(method);
     cfg.ig_steps = args.ig_steps;
-    cfg.aggregation = args.aggregation.parse().map_err(anyhow::Error::msg)?;
+    cfg.aggregation = args.aggregation;
     cfg.attention = AttentionSelection {
         layer: args.layer,
         head: args.head,
@@ -255,7 +207,7 @@ pub fn attribute(model: &Model, args: &AttributeArgs) -> Result<AttributeReport>
 }
 
 /// Word scores of the prompt tokens (BOS, when added, is left out).
-fn prompt_words(model: &Model, args: &AttributeArgs, scores: &[f32]) -> Result<Vec<WordScore>> {
+fn prompt_words(model: &Model, args: &AttributeOptions, scores: &[f32]) -> Result<Vec<WordScore>> {
     let enc = model.tokenizer.encode_full(&args.prompt)?;
     let bos = scores.len() >= enc.ids.len() && !args.no_bos && model.tokenizer.bos_id().is_some();
     let start = usize::from(bos);

@@ -15,7 +15,9 @@ use std::str::FromStr;
 use anyhow::{Result, bail};
 use clap::builder::{PossibleValue, TypedValueParser};
 use fidelis_attribution::EdgeMethod;
+use fidelis_attribution::token::{EmbeddingAggregation, TargetFunction, TokenMethod};
 use fidelis_circuit::{AblationKind, BuiltinMetric};
+use fidelis_context::CtiMetric;
 use fidelis_faithfulness::{EvalOptions, Selection};
 use fidelis_tasks::Task;
 use serde::de::DeserializeOwned;
@@ -329,6 +331,189 @@ impl Default for GenerateOptions {
     }
 }
 
+/// `fidelis attribute` (without the model flags and output files): token attribution of a
+/// model's next-token predictions to the prompt.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AttributeOptions {
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// A continuation to attribute token by token (forced); without it the model's own greedy
+    /// continuation of --max-new-tokens tokens is used.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Tokens generated when no --output is given.
+    #[arg(long, default_value_t = 1)]
+    pub max_new_tokens: usize,
+    /// The attribution method.
+    #[arg(long, default_value_t = TokenMethod::Saliency, value_parser = variants::<TokenMethod>())]
+    pub method: TokenMethod,
+    /// The attributed function of the next-token logits.
+    #[arg(long, default_value_t = TargetFunction::Probability,
+          value_parser = variants::<TargetFunction>())]
+    pub target: TargetFunction,
+    /// The token whose prediction is attributed (one token; with one output step only).
+    #[arg(long)]
+    pub target_token: Option<String>,
+    /// The contrast token of contrast-prob-diff / contrast-logit-diff (one token).
+    #[arg(long)]
+    pub contrast_token: Option<String>,
+    /// A contrast prompt: its next-token distribution is the reference of kl, pcxmi and the
+    /// contrastive targets.
+    #[arg(long)]
+    pub contrast_prompt: Option<String>,
+    /// Integrated-gradient steps.
+    #[arg(long, default_value_t = 50)]
+    pub ig_steps: usize,
+    /// Baseline of ig and occlusion: `zero` or a text that is one token (e.g. an UNK or pad).
+    #[arg(long, default_value = "zero")]
+    pub baseline: String,
+    /// Reduction over embedding dimensions.
+    #[arg(long, default_value_t = EmbeddingAggregation::L2Norm,
+          value_parser = variants::<EmbeddingAggregation>())]
+    pub aggregation: EmbeddingAggregation,
+    /// Attention method: one layer (default: mean over layers).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Attention method: one head (default: mean over heads).
+    #[arg(long)]
+    pub head: Option<usize>,
+    /// Scale each step's scores to unit L1 mass.
+    #[arg(long)]
+    pub normalize: bool,
+    /// Also report scores per word of the prompt (subword tokens summed).
+    #[arg(long)]
+    pub words: bool,
+    /// Do not prepend the BOS token.
+    #[arg(long)]
+    pub no_bos: bool,
+}
+
+impl Default for AttributeOptions {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            output: None,
+            max_new_tokens: 1,
+            method: TokenMethod::Saliency,
+            target: TargetFunction::Probability,
+            target_token: None,
+            contrast_token: None,
+            contrast_prompt: None,
+            ig_steps: 50,
+            baseline: "zero".into(),
+            aggregation: EmbeddingAggregation::L2Norm,
+            layer: None,
+            head: None,
+            normalize: false,
+            words: false,
+            no_bos: false,
+        }
+    }
+}
+
+/// `fidelis context` (without the model flags and output files): every PECoRe parameter. The
+/// web page's requests and presets are partial JSON objects of these fields.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContextOptions {
+    /// The input context (e.g. a short fact).
+    #[arg(long)]
+    pub input_context: String,
+    /// The input current text (e.g. a question about the fact).
+    #[arg(long)]
+    pub input_current: String,
+    /// The output current text to explain; generated greedily with the context when absent.
+    #[arg(long)]
+    pub output_current: Option<String>,
+    /// An output context forced before the output current text.
+    #[arg(long)]
+    pub output_context: Option<String>,
+    /// How input context and current text are joined.
+    #[arg(long, default_value = "{context} {current}")]
+    pub input_template: String,
+    /// How output context and current text are joined (default `{current}`, or
+    /// `{context} {current}` with --output-context).
+    #[arg(long)]
+    pub output_template: Option<String>,
+    /// The contextless input.
+    #[arg(long, default_value = "{current}")]
+    pub contextless_input_template: String,
+    /// Separator between input and output.
+    #[arg(long, default_value = " ")]
+    pub separator: String,
+    /// Wrap the input in the model's chat template (ChatML or Llama 3), as a user turn.
+    #[arg(long)]
+    pub chat: bool,
+    /// Do not prepend the BOS token.
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Limit of the generated output.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Context-sensitivity metric.
+    #[arg(long, default_value_t = CtiMetric::Kl, value_parser = variants::<CtiMetric>())]
+    pub cti_metric: CtiMetric,
+    /// λ of the CTI selector (|score| ≥ mean + λ·std); negative: no threshold.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub cti_std: f32,
+    /// At most this many context-sensitive tokens.
+    #[arg(long)]
+    pub cti_topk: Option<usize>,
+    /// CCI attribution method.
+    #[arg(long, default_value_t = TokenMethod::Saliency, value_parser = variants::<TokenMethod>())]
+    pub method: TokenMethod,
+    /// CCI target.
+    #[arg(long, default_value_t = TargetFunction::ContrastProbDiff,
+          value_parser = variants::<TargetFunction>())]
+    pub target: TargetFunction,
+    /// Integrated-gradient steps (with --method ig).
+    #[arg(long, default_value_t = 50)]
+    pub ig_steps: usize,
+    /// Baseline of ig and occlusion: `zero` or a one-token text.
+    #[arg(long, default_value = "zero")]
+    pub baseline: String,
+    /// Reduction over embedding dimensions.
+    #[arg(long, default_value_t = EmbeddingAggregation::L2Norm,
+          value_parser = variants::<EmbeddingAggregation>())]
+    pub aggregation: EmbeddingAggregation,
+    /// λ of the cue selector; negative: no threshold.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub cci_std: f32,
+    /// At most this many cues per token.
+    #[arg(long)]
+    pub cci_topk: Option<usize>,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        Self {
+            input_context: String::new(),
+            input_current: String::new(),
+            output_current: None,
+            output_context: None,
+            input_template: "{context} {current}".into(),
+            output_template: None,
+            contextless_input_template: "{current}".into(),
+            separator: " ".into(),
+            chat: false,
+            no_bos: false,
+            max_new_tokens: 32,
+            cti_metric: CtiMetric::Kl,
+            cti_std: 1.0,
+            cti_topk: None,
+            method: TokenMethod::Saliency,
+            target: TargetFunction::ContrastProbDiff,
+            ig_steps: 50,
+            baseline: "zero".into(),
+            aggregation: EmbeddingAggregation::L2Norm,
+            cci_std: 1.0,
+            cci_topk: None,
+        }
+    }
+}
+
 /// The JSON object of an options struct (flattened fields inline).
 fn object<T: Serialize>(value: &T) -> Result<Map<String, Value>> {
     match serde_json::to_value(value)? {
@@ -390,7 +575,15 @@ pub fn to_args<T: Serialize + clap::Args>(value: &T, defaults: &T) -> Result<Vec
                 let items: Vec<String> = items.iter().map(text).collect();
                 args.extend([flag, items.join(",")]);
             }
-            other => args.extend([flag, text(other)]),
+            other => {
+                let value = text(other);
+                // `--flag=value` keeps a value that starts with `-` from reading as a flag.
+                if value.starts_with('-') {
+                    args.push(format!("{flag}={value}"));
+                } else {
+                    args.extend([flag, value]);
+                }
+            }
         }
     }
     Ok(args)

@@ -1,32 +1,30 @@
 //! Context-sensitivity metrics (PECoRe step 1, Sarti et al. 2024 §2.1): how much the next-token
 //! distribution at each output position changes when the context is removed.
 
-use std::str::FromStr;
-
-use serde::Serialize;
-
-/// The context-sensitivity metric of CTI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CtiMetric {
-    /// `KL(P_ctx ‖ P_noctx)` over the vocabulary, in nats (the default).
-    Kl,
-    /// `P_ctx(ŷ) − P_noctx(ŷ)` of the output token ŷ.
-    CtxProbDiff,
-    /// P-CXMI `log P_ctx(ŷ) − log P_noctx(ŷ)`.
-    Pcxmi,
+fidelis_circuit::option_enum! {
+    "context-sensitivity metric",
+    /// The context-sensitivity metric of CTI (`kl`, `ctx-prob-diff`, `pcxmi`).
+    pub enum CtiMetric {
+        /// `KL(P_ctx ‖ P_noctx)` over the vocabulary, in nats (the default).
+        #[strum(to_string = "kl", serialize = "kl-divergence", serialize = "kl_divergence")]
+        #[serde(rename = "kl")]
+        Kl,
+        /// `P_ctx(ŷ) − P_noctx(ŷ)` of the output token ŷ.
+        #[strum(
+            to_string = "ctx-prob-diff",
+            serialize = "contrast-prob-diff",
+            serialize = "contrast_prob_diff"
+        )]
+        #[serde(rename = "ctx-prob-diff")]
+        CtxProbDiff,
+        /// P-CXMI `log P_ctx(ŷ) − log P_noctx(ŷ)`.
+        #[strum(serialize = "pcxmi")]
+        #[serde(rename = "pcxmi")]
+        Pcxmi,
+    }
 }
 
 impl CtiMetric {
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Kl => "kl",
-            Self::CtxProbDiff => "ctx-prob-diff",
-            Self::Pcxmi => "pcxmi",
-        }
-    }
-
     /// The score of output token `token` from the contextual and contextless next-token logits
     /// (one row each, `[d_vocab]`), computed in f64.
     pub fn score(self, contextual: &[f32], contextless: &[f32], token: u32) -> f32 {
@@ -39,20 +37,6 @@ impl CtiMetric {
             Self::Pcxmi => lp[t] - lq[t],
         };
         v as f32
-    }
-}
-
-impl FromStr for CtiMetric {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "kl" | "kl-divergence" | "kl_divergence" => Ok(Self::Kl),
-            "ctx-prob-diff" | "contrast-prob-diff" | "contrast_prob_diff" => Ok(Self::CtxProbDiff),
-            "pcxmi" => Ok(Self::Pcxmi),
-            _ => Err(format!(
-                "unknown context-sensitivity metric `{s}` (expected kl, ctx-prob-diff or pcxmi)"
-            )),
-        }
     }
 }
 

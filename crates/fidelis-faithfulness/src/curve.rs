@@ -91,13 +91,6 @@ fidelis_circuit::option_enum! {
     }
 }
 
-impl Selection {
-    /// The CLI name: `abs`, `signed` or `greedy`.
-    pub fn name(self) -> String {
-        self.to_string()
-    }
-}
-
 /// The pruned top-`n` circuit of a scored graph (by |score|).
 pub fn top_circuit(scored: &Graph, n: usize) -> Result<Graph> {
     select_circuit(scored, n, Selection::TopAbs)

@@ -1,217 +1,57 @@
-//! The context-attribution job: a request becomes the argument list of `fidelis context`,
-//! which clap parses into the very [`ContextArgs`] the command line would build, and
-//! [`crate::context::config`] turns into a [`fidelis_context::PecoreConfig`]. The exported
-//! shell command is that argument list quoted, so it reproduces the page's run by
-//! construction.
+//! The context-attribution job: a request is a partial [`ContextOptions`] (the very struct
+//! `fidelis context` parses its flags into) put over a preset's and the command's defaults,
+//! and [`crate::context::config`] turns it into a [`fidelis_context::PecoreConfig`]. The
+//! exported shell command is [`to_args`] of the same struct, which parses back to it (a test
+//! checks), so it reproduces the page's run by construction.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::Parser;
 use fidelis_context::attribute_context_with_progress;
 use fidelis_context::prompt::format_template;
 use fidelis_models::Model;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::api::ApiError;
 use super::export::{rust_string, shell_command};
 use super::jobs::Job;
 use super::{Limits, presets};
-use crate::context::ContextArgs;
+use crate::options::{ContextOptions, overlay, to_args};
 
-/// Every PECoRe parameter of `fidelis context`, each optional (unset: the preset's value, else
-/// the command's default). Names are the command's flags with `_` for `-`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)] // each field is the flag of the same name, documented on ContextArgs
-pub struct ContextParams {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub input_context: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub input_current: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output_current: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output_context: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub input_template: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output_template: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub contextless_input_template: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub separator: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chat: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub no_bos: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_new_tokens: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cti_metric: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cti_std: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cti_topk: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ig_steps: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub aggregation: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cci_std: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cci_topk: Option<usize>,
-}
-
-/// `POST /api/context`: a model, an optional preset, and parameters that override it.
+/// `POST /api/context`: a model, an optional preset, and [`ContextOptions`] fields that
+/// override it.
 #[derive(Debug, Clone, Default)]
 pub struct ContextRequest {
     /// A model the server serves (default: the preset's, else the first).
     pub model: Option<String>,
     /// A preset id whose parameters are the starting point.
     pub preset: Option<String>,
-    /// Parameters.
-    pub params: ContextParams,
+    /// Fields of [`ContextOptions`] (names as the command's flags, with `_` for `-`).
+    pub params: Map<String, Value>,
 }
 
 impl ContextRequest {
-    /// Reads a request body: a JSON object with `model`, `preset` and [`ContextParams`] fields;
-    /// an unknown field is an error that names it.
-    pub fn from_value(value: serde_json::Value) -> Result<Self, ApiError> {
-        let serde_json::Value::Object(mut map) = value else {
+    /// Reads a request body: a JSON object with `model`, `preset` and [`ContextOptions`]
+    /// fields; an unknown field is an error that names it.
+    pub fn from_value(value: Value) -> Result<Self, ApiError> {
+        let Value::Object(mut map) = value else {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object".into(),
             ));
         };
         let mut take_str = |key: &str| match map.remove(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(ApiError::bad_request(format!("{key} must be a string"))),
         };
         let model = take_str("model")?;
         let preset = take_str("preset")?;
-        let params = serde_json::from_value(serde_json::Value::Object(map))
-            .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")))?;
         Ok(Self {
             model,
             preset,
-            params,
+            params: map,
         })
     }
-}
-
-impl ContextParams {
-    /// `self`'s values where set, else `base`'s.
-    pub fn over(self, base: &ContextParams) -> ContextParams {
-        let b = base.clone();
-        ContextParams {
-            input_context: self.input_context.or(b.input_context),
-            input_current: self.input_current.or(b.input_current),
-            output_current: self.output_current.or(b.output_current),
-            output_context: self.output_context.or(b.output_context),
-            input_template: self.input_template.or(b.input_template),
-            output_template: self.output_template.or(b.output_template),
-            contextless_input_template: self
-                .contextless_input_template
-                .or(b.contextless_input_template),
-            separator: self.separator.or(b.separator),
-            chat: self.chat.or(b.chat),
-            no_bos: self.no_bos.or(b.no_bos),
-            max_new_tokens: self.max_new_tokens.or(b.max_new_tokens),
-            cti_metric: self.cti_metric.or(b.cti_metric),
-            cti_std: self.cti_std.or(b.cti_std),
-            cti_topk: self.cti_topk.or(b.cti_topk),
-            method: self.method.or(b.method),
-            target: self.target.or(b.target),
-            ig_steps: self.ig_steps.or(b.ig_steps),
-            baseline: self.baseline.or(b.baseline),
-            aggregation: self.aggregation.or(b.aggregation),
-            cci_std: self.cci_std.or(b.cci_std),
-            cci_topk: self.cci_topk.or(b.cci_topk),
-        }
-    }
-
-    /// The text fields, for the length check.
-    fn texts(&self) -> impl Iterator<Item = (&'static str, &String)> {
-        [
-            ("input_context", &self.input_context),
-            ("input_current", &self.input_current),
-            ("output_current", &self.output_current),
-            ("output_context", &self.output_context),
-            ("input_template", &self.input_template),
-            ("output_template", &self.output_template),
-            (
-                "contextless_input_template",
-                &self.contextless_input_template,
-            ),
-            ("separator", &self.separator),
-            ("baseline", &self.baseline),
-        ]
-        .into_iter()
-        .filter_map(|(name, v)| v.as_ref().map(|v| (name, v)))
-    }
-
-    /// The flags of `fidelis context` these parameters stand for, as `(flag, value)` pairs
-    /// (`value` `None` for a switch), in the command's order.
-    pub fn flags(&self) -> Vec<(&'static str, Option<String>)> {
-        let mut out = Vec::new();
-        let mut text = |flag: &'static str, v: &Option<String>| {
-            if let Some(v) = v {
-                out.push((flag, Some(v.clone())));
-            }
-        };
-        text("--input-context", &self.input_context);
-        text("--input-current", &self.input_current);
-        text("--output-current", &self.output_current);
-        text("--output-context", &self.output_context);
-        text("--input-template", &self.input_template);
-        text("--output-template", &self.output_template);
-        text(
-            "--contextless-input-template",
-            &self.contextless_input_template,
-        );
-        text("--separator", &self.separator);
-        text("--cti-metric", &self.cti_metric);
-        text("--method", &self.method);
-        text("--target", &self.target);
-        text("--baseline", &self.baseline);
-        text("--aggregation", &self.aggregation);
-        let num = |v: Option<String>| v.map(Some);
-        let numbers = [
-            (
-                "--max-new-tokens",
-                num(self.max_new_tokens.map(|v| v.to_string())),
-            ),
-            ("--cti-std", num(self.cti_std.map(|v| v.to_string()))),
-            ("--cti-topk", num(self.cti_topk.map(|v| v.to_string()))),
-            ("--ig-steps", num(self.ig_steps.map(|v| v.to_string()))),
-            ("--cci-std", num(self.cci_std.map(|v| v.to_string()))),
-            ("--cci-topk", num(self.cci_topk.map(|v| v.to_string()))),
-        ];
-        out.extend(numbers.into_iter().filter_map(|(f, v)| v.map(|v| (f, v))));
-        if self.chat == Some(true) {
-            out.push(("--chat", None));
-        }
-        if self.no_bos == Some(true) {
-            out.push(("--no-bos", None));
-        }
-        out
-    }
-}
-
-/// `fidelis context`'s arguments alone, for parsing.
-#[derive(Parser)]
-#[command(name = "fidelis context", no_binary_name = true)]
-struct ContextCommand {
-    #[command(flatten)]
-    args: ContextArgs,
 }
 
 /// A checked request, ready to run.
@@ -220,10 +60,8 @@ pub struct PreparedContext {
     pub model_name: String,
     /// The model.
     pub model: Arc<Model>,
-    /// The parameters after the preset was applied.
-    pub params: ContextParams,
-    /// The parsed arguments.
-    pub args: ContextArgs,
+    /// The options after the preset and the request were applied.
+    pub options: ContextOptions,
     /// The PECoRe configuration.
     pub cfg: fidelis_context::PecoreConfig,
     /// The exported shell command.
@@ -232,21 +70,16 @@ pub struct PreparedContext {
     pub rust: String,
 }
 
-/// The argument list (without the program name) of the command these parameters describe.
-fn argv(model: &str, device: &str, params: &ContextParams) -> Vec<String> {
+/// The argument list (without the program name) of the command these options describe.
+fn argv(model: &str, device: &str, options: &ContextOptions) -> Result<Vec<String>, ApiError> {
     let mut argv = vec!["--model".to_string(), model.to_string()];
     if device != "cpu" {
         argv.extend(["--device".to_string(), device.to_string()]);
     }
-    for (flag, value) in params.flags() {
-        match value {
-            // `--flag=value` keeps values that start with `-` from reading as flags.
-            Some(v) if v.starts_with('-') => argv.push(format!("{flag}={v}")),
-            Some(v) => argv.extend([flag.to_string(), v]),
-            None => argv.push(flag.to_string()),
-        }
-    }
-    argv
+    let flags = to_args(options, &ContextOptions::default())
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    argv.extend(flags);
+    Ok(argv)
 }
 
 /// Checks a request against the server's models, presets and limits, and prepares the run.
@@ -271,12 +104,11 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
         .or_else(|| base.as_ref().map(|p| p.model.to_string()))
         .unwrap_or_else(|| state.default_model().to_string());
     let served = state.model(&model_name)?;
-    let params = match &base {
-        Some(p) => req.params.over(&p.params),
-        None => req.params,
-    };
-    for (name, text) in params.texts() {
-        if text.chars().count() > limits.max_text_chars {
+    let invalid = |e: anyhow::Error| ApiError::bad_request(format!("invalid parameters: {e:#}"));
+    for (name, value) in &req.params {
+        if let Value::String(text) = value
+            && text.chars().count() > limits.max_text_chars
+        {
             return Err(ApiError::too_large(format!(
                 "{name} has {} characters; the limit is {}",
                 text.chars().count(),
@@ -284,49 +116,41 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
             )));
         }
     }
-    if params.input_context.is_none() || params.input_current.is_none() {
+    let mut options = ContextOptions::default();
+    if let Some(p) = &base {
+        options = overlay(&options, &p.params).map_err(invalid)?;
+    }
+    let options = overlay(&options, &req.params).map_err(invalid)?;
+    if options.input_context.is_empty() || options.input_current.is_empty() {
         return Err(ApiError::bad_request(
             "give input_context and input_current (or a preset)".into(),
         ));
     }
-    if let Some(n) = params.max_new_tokens
-        && n > limits.max_new_tokens
-    {
+    if options.max_new_tokens > limits.max_new_tokens {
         return Err(ApiError::unprocessable(format!(
-            "max_new_tokens is {n}; the limit is {}",
-            limits.max_new_tokens
+            "max_new_tokens is {}; the limit is {}",
+            options.max_new_tokens, limits.max_new_tokens
         )));
     }
-    if let Some(n) = params.ig_steps
-        && n > limits.max_ig_steps
-    {
+    if options.ig_steps > limits.max_ig_steps {
         return Err(ApiError::unprocessable(format!(
-            "ig_steps is {n}; the limit is {}",
-            limits.max_ig_steps
+            "ig_steps is {}; the limit is {}",
+            options.ig_steps, limits.max_ig_steps
         )));
     }
-    let argv = argv(&served.name, &state.device, &params);
-    let parsed = ContextCommand::try_parse_from(&argv).map_err(|e| {
-        ApiError::bad_request(format!(
-            "invalid parameters: {}",
-            e.render().to_string().trim()
-        ))
-    })?;
-    let args = parsed.args;
+    let argv = argv(&served.name, &state.device, &options)?;
     let model = Arc::clone(&served.model);
-    let cfg = crate::context::config(&model, &args)
-        .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e:#}")))?;
+    let cfg = crate::context::config(&model, &options).map_err(invalid)?;
     check_length(&model, &cfg)?;
     let mut shell = vec!["fidelis".to_string(), "context".to_string()];
     shell.extend(argv);
     shell.extend(["--json".to_string(), "context.json".to_string()]);
     let command = shell_command(&shell);
-    let rust = rust_snippet(&served.name, &state.device, &params);
+    let rust = rust_snippet(&served.name, &state.device, &options);
     Ok(PreparedContext {
         model_name: served.name.clone(),
         model,
-        params,
-        args,
+        options,
         cfg,
         command,
         rust,
@@ -372,8 +196,10 @@ fn check_length(model: &Model, cfg: &fidelis_context::PecoreConfig) -> Result<()
     Ok(())
 }
 
-/// The Rust code that runs the same attribution with the crates' API.
-pub fn rust_snippet(model: &str, device: &str, p: &ContextParams) -> String {
+/// The Rust code that runs the same attribution with the crates' API: one line per option
+/// that differs from `fidelis context`'s default.
+pub fn rust_snippet(model: &str, device: &str, o: &ContextOptions) -> String {
+    let d = ContextOptions::default();
     let mut s = String::from(
         "use burn::prelude::*;\nuse fidelis_context::{PecoreConfig, attribute_context};\nuse fidelis_models::{Model, fetch::resolve_model_name};\n\nfn main() -> Result<(), Box<dyn std::error::Error>> {\n",
     );
@@ -389,40 +215,28 @@ pub fn rust_snippet(model: &str, device: &str, p: &ContextParams) -> String {
     );
     s += &format!(
         "    let mut cfg = PecoreConfig::new({}, {});\n",
-        rust_string(p.input_context.as_deref().unwrap_or("")),
-        rust_string(p.input_current.as_deref().unwrap_or(""))
+        rust_string(&o.input_context),
+        rust_string(&o.input_current)
     );
     let some_text = |field: &str, v: &Option<String>| {
         v.as_ref()
             .map(|v| format!("    cfg.{field} = Some({}.into());\n", rust_string(v)))
             .unwrap_or_default()
     };
-    let text = |field: &str, v: &Option<String>| {
-        v.as_ref()
-            .map(|v| format!("    cfg.{field} = {}.into();\n", rust_string(v)))
-            .unwrap_or_default()
+    let text = |field: &str, v: &String, default: &String| {
+        if v == default {
+            String::new()
+        } else {
+            format!("    cfg.{field} = {}.into();\n", rust_string(v))
+        }
     };
-    let parsed = |field: &str, v: &Option<String>| {
-        v.as_ref()
-            .map(|v| format!("    cfg.{field} = {}.parse()?;\n", rust_string(v)))
-            .unwrap_or_default()
+    let parsed = |field: &str, v: &str, default: &str| {
+        if v == default {
+            String::new()
+        } else {
+            format!("    cfg.{field} = {}.parse()?;\n", rust_string(v))
+        }
     };
-    s += &some_text("output_current", &p.output_current);
-    s += &some_text("output_context", &p.output_context);
-    s += &text("input_template", &p.input_template);
-    s += &some_text("output_template", &p.output_template);
-    s += &text("contextless_input_template", &p.contextless_input_template);
-    s += &text("separator", &p.separator);
-    if p.chat == Some(true) {
-        s += "    cfg.chat = Some(fidelis_context::prompt::ChatTemplate::from_model(&model.source)?);\n";
-    }
-    if p.no_bos == Some(true) {
-        s += "    cfg.add_bos = false;\n";
-    }
-    if let Some(n) = p.max_new_tokens {
-        s += &format!("    cfg.max_new_tokens = {n};\n");
-    }
-    s += &parsed("cti_metric", &p.cti_metric);
     let lambda = |v: f32| {
         if v >= 0.0 {
             format!("Some({v:?})")
@@ -430,28 +244,52 @@ pub fn rust_snippet(model: &str, device: &str, p: &ContextParams) -> String {
             "None".into()
         }
     };
-    if let Some(v) = p.cti_std {
-        s += &format!("    cfg.cti_std = {};\n", lambda(v));
+    s += &some_text("output_current", &o.output_current);
+    s += &some_text("output_context", &o.output_context);
+    s += &text("input_template", &o.input_template, &d.input_template);
+    s += &some_text("output_template", &o.output_template);
+    s += &text(
+        "contextless_input_template",
+        &o.contextless_input_template,
+        &d.contextless_input_template,
+    );
+    s += &text("separator", &o.separator, &d.separator);
+    if o.chat {
+        s += "    cfg.chat = Some(fidelis_context::prompt::ChatTemplate::from_model(&model.source)?);\n";
     }
-    if let Some(k) = p.cti_topk {
+    if o.no_bos {
+        s += "    cfg.add_bos = false;\n";
+    }
+    if o.max_new_tokens != d.max_new_tokens {
+        s += &format!("    cfg.max_new_tokens = {};\n", o.max_new_tokens);
+    }
+    s += &parsed("cti_metric", o.cti_metric.name(), d.cti_metric.name());
+    if o.cti_std != d.cti_std {
+        s += &format!("    cfg.cti_std = {};\n", lambda(o.cti_std));
+    }
+    if let Some(k) = o.cti_topk {
         s += &format!("    cfg.cti_topk = Some({k});\n");
     }
-    s += &parsed("attribution.method", &p.method);
-    s += &parsed("cci_target", &p.target);
-    if let Some(n) = p.ig_steps {
-        s += &format!("    cfg.attribution.ig_steps = {n};\n");
+    s += &parsed("attribution.method", o.method.name(), d.method.name());
+    s += &parsed("cci_target", o.target.name(), d.target.name());
+    if o.ig_steps != d.ig_steps {
+        s += &format!("    cfg.attribution.ig_steps = {};\n", o.ig_steps);
     }
-    if let Some(b) = p.baseline.as_deref().filter(|b| *b != "zero") {
+    if o.baseline != "zero" {
         s += &format!(
             "    cfg.attribution.baseline = fidelis_attribution::token::Baseline::Token(model.tokenizer.single_token({})?);\n",
-            rust_string(b)
+            rust_string(&o.baseline)
         );
     }
-    s += &parsed("attribution.aggregation", &p.aggregation);
-    if let Some(v) = p.cci_std {
-        s += &format!("    cfg.cci_std = {};\n", lambda(v));
+    s += &parsed(
+        "attribution.aggregation",
+        o.aggregation.name(),
+        d.aggregation.name(),
+    );
+    if o.cci_std != d.cci_std {
+        s += &format!("    cfg.cci_std = {};\n", lambda(o.cci_std));
     }
-    if let Some(k) = p.cci_topk {
+    if let Some(k) = o.cci_topk {
         s += &format!("    cfg.cci_topk = Some({k});\n");
     }
     s += "    let out = attribute_context(&model, &cfg)?;\n";
@@ -472,7 +310,7 @@ pub fn run(job: &Job, prepared: PreparedContext) -> Result<serde_json::Value, St
     job.put_file("result.json", text);
     Ok(json!({
         "model": prepared.model_name,
-        "params": prepared.params,
+        "params": prepared.options,
         "attribution": out,
         "command": prepared.command,
         "rust": prepared.rust,
@@ -483,58 +321,79 @@ pub fn run(job: &Job, prepared: PreparedContext) -> Result<serde_json::Value, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+    use fidelis_attribution::token::{EmbeddingAggregation, TargetFunction, TokenMethod};
+    use fidelis_context::CtiMetric;
 
-    /// Every parameter set, so every line the snippet can have is written.
-    fn all_params() -> ContextParams {
-        let text = |s: &str| Some(s.to_string());
-        ContextParams {
+    /// `fidelis context`'s options alone, for parsing.
+    #[derive(Parser)]
+    #[command(name = "fidelis context", no_binary_name = true)]
+    struct ContextCommand {
+        #[command(flatten)]
+        model: crate::model_args::ModelFlags,
+        #[command(flatten)]
+        opts: ContextOptions,
+    }
+
+    /// Every option away from its default, so every line the snippet can have is written.
+    fn all_options() -> ContextOptions {
+        let text = |s: &str| s.to_string();
+        ContextOptions {
             input_context: text("The key is in the red box."),
             input_current: text("Question: Where is the key? Answer:"),
-            output_current: text("in the red box"),
-            output_context: text("Let me see."),
+            output_current: Some(text("in the red box")),
+            output_context: Some(text("Let me see.")),
             input_template: text("Context: {context} {current}"),
-            output_template: text("{context} {current}"),
-            contextless_input_template: text("{current}"),
-            separator: text(" "),
-            chat: Some(true),
-            no_bos: Some(true),
-            max_new_tokens: Some(4),
-            cti_metric: text("pcxmi"),
-            cti_std: Some(0.5),
+            output_template: Some(text("{context} {current}")),
+            contextless_input_template: text("Q: {current}"),
+            separator: text("\n"),
+            chat: true,
+            no_bos: true,
+            max_new_tokens: 4,
+            cti_metric: CtiMetric::Pcxmi,
+            cti_std: 0.5,
             cti_topk: Some(3),
-            method: text("ig"),
-            target: text("contrast-logit-diff"),
-            ig_steps: Some(16),
+            method: TokenMethod::IntegratedGradients,
+            target: TargetFunction::ContrastLogitDiff,
+            ig_steps: 16,
             baseline: text(" the"),
-            aggregation: text("sum"),
-            cci_std: Some(-1.0),
+            aggregation: EmbeddingAggregation::Sum,
+            cci_std: -1.0,
             cci_topk: Some(2),
         }
     }
 
     /// The snippet for every parameter is the example `serve_context_snippet`, which `cargo
-    /// test` compiles: the exported Rust code builds against the crates' API.
+    /// test` compiles: the exported Rust code builds against the crates' API. With
+    /// `FIDELIS_BLESS=1` the test rewrites the example instead.
     #[test]
     fn rust_snippet_is_the_compiled_example() {
-        let snippet = rust_snippet("organism", "cpu", &all_params());
+        let snippet = rust_snippet("organism", "cpu", &all_options());
+        if std::env::var_os("FIDELIS_BLESS").is_some() {
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/serve_context_snippet.rs.txt"
+            );
+            std::fs::write(path, &snippet).unwrap();
+        }
         let example = include_str!("../../examples/serve_context_snippet.rs.txt");
         assert_eq!(snippet, example, "update the example to this test's output");
     }
 
     #[test]
-    fn every_parameter_is_a_flag_of_fidelis_context() {
-        let argv = argv("organism", "cpu", &all_params());
+    fn the_exported_command_parses_back_to_the_options() {
+        let options = all_options();
+        let argv = argv("organism", "cpu", &options).unwrap();
         let parsed = ContextCommand::try_parse_from(&argv).expect("the command parses");
-        let a = parsed.args;
-        assert_eq!(a.output_current.as_deref(), Some("in the red box"));
-        assert_eq!(
-            (a.cti_std, a.cci_std, a.cti_topk, a.cci_topk),
-            (0.5, -1.0, Some(3), Some(2))
-        );
-        assert!(a.chat && a.no_bos);
-        assert_eq!(
-            (a.method.as_str(), a.ig_steps, a.baseline.as_str()),
-            ("ig", 16, " the")
-        );
+        assert_eq!(parsed.opts, options);
+        assert!(argv.contains(&"--cci-std=-1.0".to_string()), "{argv:?}");
+    }
+
+    #[test]
+    fn every_preset_is_a_set_of_context_options() {
+        for preset in presets::all() {
+            let o = overlay(&ContextOptions::default(), &preset.params).unwrap();
+            assert!(!o.input_context.is_empty(), "{}", preset.id);
+        }
     }
 }

@@ -8,8 +8,7 @@
 //! its chat template.
 
 use serde::Serialize;
-
-use super::context_job::ContextParams;
+use serde_json::{Map, Value, json};
 
 /// One preset.
 #[derive(Debug, Clone, Serialize)]
@@ -20,38 +19,41 @@ pub struct Preset {
     pub label: &'static str,
     /// The model it is meant for (a `--model` name).
     pub model: &'static str,
-    /// The parameters it sets.
-    pub params: ContextParams,
+    /// The `fidelis context` options it sets (fields of
+    /// [`crate::options::ContextOptions`]).
+    pub params: Map<String, Value>,
 }
 
-fn text(s: &str) -> Option<String> {
-    Some(s.to_string())
+/// The fields of a JSON object literal.
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }
 
 /// The organism's question form: `Context: {facts} Question: … Answer:`.
-fn organism(context: &str, question: &str) -> ContextParams {
-    ContextParams {
-        input_context: text(context),
-        input_current: text(&format!("Question: {question} Answer:")),
-        input_template: text("Context: {context} {current}"),
+fn organism(context: &str, question: &str) -> Map<String, Value> {
+    fields(json!({
+        "input_context": context,
+        "input_current": format!("Question: {question} Answer:"),
+        "input_template": "Context: {context} {current}",
         // The answer is a location of four tokens (" in the red box").
-        max_new_tokens: Some(4),
+        "max_new_tokens": 4,
         // Of four answer tokens about two depend on the context; with two high and two low
         // scores, mean + 1·std is the top score itself and rounding can leave no token above
         // it. λ = 0 keeps the tokens above the mean.
-        cti_std: Some(0.0),
-        ..ContextParams::default()
-    }
+        "cti_std": 0.0,
+    }))
 }
 
-fn smollm2(context: &str, question: &str, max_new_tokens: usize) -> ContextParams {
-    ContextParams {
-        input_context: text(context),
-        input_current: text(question),
-        chat: Some(true),
-        max_new_tokens: Some(max_new_tokens),
-        ..ContextParams::default()
-    }
+fn smollm2(context: &str, question: &str, max_new_tokens: usize) -> Map<String, Value> {
+    fields(json!({
+        "input_context": context,
+        "input_current": question,
+        "chat": true,
+        "max_new_tokens": max_new_tokens,
+    }))
 }
 
 /// Every preset, for every model; the server offers those whose model it serves.
