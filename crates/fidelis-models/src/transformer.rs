@@ -91,11 +91,30 @@ pub(crate) struct Block {
     pub mlp: MlpWeights,
 }
 
+/// What one block (and its attention) reads besides the hooks and the KV cache, in the manner
+/// of Burn's `MhaInput`.
+struct BlockInput<'a> {
+    /// Index of the block, which names its hook points.
+    layer: usize,
+    /// The block's weights.
+    block: &'a Block,
+    /// Residual stream `[batch, pos, d_model]` (`resid_pre` of the block).
+    x: Tensor<3>,
+    /// Absolute position of the first row of `x`; cached positions come before it.
+    start: usize,
+    /// `[batch, 1, pos, start + pos]`, true where a query may not attend; `None` when nothing
+    /// is masked (one new position and no padding).
+    mask: Option<Tensor<4, Bool>>,
+}
+
+/// One layer's cached keys and values `[batch, n_kv_heads, seq, d_head]`, after rotary.
+type LayerKv = Option<(Tensor<4>, Tensor<4>)>;
+
 /// Cached keys and values of earlier positions, for generation.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     /// Per layer: keys and values `[batch, n_kv_heads, seq, d_head]`, after rotary.
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    layers: Vec<LayerKv>,
     /// How many positions are cached.
     len: usize,
 }
@@ -365,9 +384,16 @@ impl Transformer {
     ) -> Result<Tensor<3>> {
         let [batch, seq, _] = x.dims();
         let mask = self.attention_mask(batch, seq, start, lengths);
-        for (l, block) in self.blocks.iter().enumerate().skip(first) {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = self.block(l, block, x, start, mask.clone(), hooks, layer_cache)?;
+        for (layer, block) in self.blocks.iter().enumerate().skip(first) {
+            let input = BlockInput {
+                layer,
+                block,
+                x,
+                start,
+                mask: mask.clone(),
+            };
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[layer]);
+            x = self.block(input, hooks, layer_cache)?;
         }
         Ok(x)
     }
@@ -448,19 +474,23 @@ impl Transformer {
         ))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One block: attention, then the MLP (or both on the same residual, GPT-NeoX style).
+    ///
+    /// # Shapes
+    /// - `input.x`: `[batch, pos, d_model]`; returns `resid_post` `[batch, pos, d_model]`
     fn block(
         &self,
-        l: usize,
-        block: &Block,
-        x: Tensor<3>,
-        start: usize,
-        mask: Option<Tensor<4, Bool>>,
+        input: BlockInput<'_>,
         hooks: &mut Hooks,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<&mut LayerKv>,
     ) -> Result<Tensor<3>> {
-        let resid_pre = hooks.apply3(point::resid_pre(l), x)?;
-        let attn_out = self.attention(l, block, resid_pre.clone(), start, mask, hooks, cache)?;
+        let (l, block) = (input.layer, input.block);
+        let resid_pre = hooks.apply3(point::resid_pre(l), input.x)?;
+        let attn_input = BlockInput {
+            x: resid_pre.clone(),
+            ..input
+        };
+        let attn_out = self.attention(attn_input, hooks, cache)?;
         let attn_out = hooks.apply3(point::attn_out(l), attn_out)?;
         // GPT-NeoX-style blocks feed the MLP the same residual as attention.
         let (mlp_source, resid_mid) = if self.config.parallel_attn_mlp {
@@ -500,17 +530,23 @@ impl Transformer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Multi-head (grouped-query) attention of one block, reading `input.x` as its residual.
+    ///
+    /// # Shapes
+    /// - `input.x`: `[batch, pos, d_model]`; returns the attention output `[batch, pos, d_model]`
     fn attention(
         &self,
-        l: usize,
-        block: &Block,
-        resid: Tensor<3>,
-        start: usize,
-        mask: Option<Tensor<4, Bool>>,
+        input: BlockInput<'_>,
         hooks: &mut Hooks,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<&mut LayerKv>,
     ) -> Result<Tensor<3>> {
+        let BlockInput {
+            layer: l,
+            block,
+            x: resid,
+            start,
+            mask,
+        } = input;
         let cfg = &self.config;
         let [batch, seq, d] = resid.dims();
         let (h, dh) = (cfg.n_heads, cfg.d_head);
