@@ -248,6 +248,7 @@ impl Transformer {
     /// - `tokens`: `[batch, pos]`
     /// - returns logits `[batch, pos, d_vocab]`
     pub fn forward(&self, tokens: Tensor<2, Int>, hooks: &mut Hooks) -> Result<Tensor<3>> {
+        self.check_tokens(&tokens, 0)?;
         self.run(tokens, None, hooks, None)
     }
 
@@ -256,6 +257,7 @@ impl Transformer {
     /// # Shapes
     /// - returns logits `[batch, pos, d_vocab]`; rows at padded positions are meaningless
     pub fn forward_batch(&self, batch: &Batch, hooks: &mut Hooks) -> Result<Tensor<3>> {
+        self.check_tokens(&batch.tokens, 0)?;
         self.run(batch.tokens.clone(), Some(&batch.lengths), hooks, None)
     }
 
@@ -264,6 +266,20 @@ impl Transformer {
     /// # Shapes
     /// - `tokens`: `[batch, new_pos]`; returns logits `[batch, new_pos, d_vocab]`
     pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Result<Tensor<3>> {
+        self.check_tokens(&tokens, cache.len)?;
+        self.run(tokens, None, &mut Hooks::new(), Some(cache))
+    }
+
+    /// [`Transformer::forward_cached`] on one example whose ids are still on the host, where
+    /// they are checked without reading anything back from the device (generation).
+    ///
+    /// # Shapes
+    /// - returns logits `[1, ids.len(), d_vocab]`
+    pub(crate) fn forward_cached_ids(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor<3>> {
+        self.check_length(ids.len(), cache.len + ids.len())?;
+        self.check_host_ids(ids)?;
+        let ids_i64: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+        let tokens = Tensor::from_data(TensorData::new(ids_i64, [1, ids.len()]), &self.device);
         self.run(tokens, None, &mut Hooks::new(), Some(cache))
     }
 
@@ -281,7 +297,7 @@ impl Transformer {
         hooks: &mut Hooks,
     ) -> Result<Tensor<2>> {
         let [size, seq] = batch.tokens.dims();
-        self.check_input(&batch.tokens, seq)?;
+        self.check_tokens(&batch.tokens, 0)?;
         check_positions(positions, size, seq)?;
         let x = self.embed_tokens(batch.tokens.clone(), 0, hooks)?;
         let x = self.blocks_from(0, x, 0, Some(&batch.lengths), hooks, None)?;
@@ -324,6 +340,7 @@ impl Transformer {
         self.unembed_at(x, positions, hooks)
     }
 
+    /// The forward of tokens that the caller has checked ([`Transformer::check_tokens`]).
     fn run(
         &self,
         tokens: Tensor<2, Int>,
@@ -333,7 +350,6 @@ impl Transformer {
     ) -> Result<Tensor<3>> {
         let [batch, seq] = tokens.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
-        self.check_input(&tokens, start + seq)?;
         if let Some(c) = cache.as_deref_mut()
             && c.layers.is_empty()
         {
@@ -421,8 +437,39 @@ impl Transformer {
             .matmul(self.unembed.clone().transpose()))
     }
 
-    fn check_input(&self, tokens: &Tensor<2, Int>, total_len: usize) -> Result<()> {
+    /// Checks the length of `tokens` (placed after `start` cached positions) and that every id
+    /// is in the vocabulary. The ids are on the device, so this reads their minimum and maximum
+    /// back in one transfer.
+    fn check_tokens(&self, tokens: &Tensor<2, Int>, start: usize) -> Result<()> {
         let [_, seq] = tokens.dims();
+        self.check_length(seq, start + seq)?;
+        let range = Tensor::cat(vec![tokens.clone().min(), tokens.clone().max()], 0)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| ModelError::InvalidInput(format!("reading token ids: {e:?}")))?;
+        self.check_id_range(range[0], range[1])
+    }
+
+    /// Checks ids that are still on the host; no device work.
+    fn check_host_ids(&self, ids: &[u32]) -> Result<()> {
+        let min = ids.iter().copied().min().map_or(0, i64::from);
+        let max = ids.iter().copied().max().map_or(0, i64::from);
+        self.check_id_range(min, max)
+    }
+
+    fn check_id_range(&self, min: i64, max: i64) -> Result<()> {
+        if min < 0 || max >= self.config.d_vocab as i64 {
+            return Err(ModelError::InvalidInput(format!(
+                "token id out of range 0..{} (found {min}..={max})",
+                self.config.d_vocab
+            )));
+        }
+        Ok(())
+    }
+
+    /// A forward of `seq` new tokens, `total_len` positions in all, fits the model.
+    fn check_length(&self, seq: usize, total_len: usize) -> Result<()> {
         if seq == 0 {
             return Err(ModelError::InvalidInput("empty token sequence".into()));
         }
@@ -430,14 +477,6 @@ impl Transformer {
             return Err(ModelError::InvalidInput(format!(
                 "sequence of {total_len} tokens is longer than the model's context of {}",
                 self.config.n_ctx
-            )));
-        }
-        let max = tokens.clone().max().into_scalar::<i64>();
-        let min = tokens.clone().min().into_scalar::<i64>();
-        if min < 0 || max >= self.config.d_vocab as i64 {
-            return Err(ModelError::InvalidInput(format!(
-                "token id out of range 0..{} (found {min}..={max})",
-                self.config.d_vocab
             )));
         }
         Ok(())
