@@ -399,7 +399,7 @@ impl Transformer {
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>> {
         let [batch, seq, _] = x.dims();
-        let mask = self.attention_mask(batch, seq, start, lengths);
+        let mask = attention_mask(batch, seq, start, lengths, &self.device);
         for (layer, block) in self.blocks.iter().enumerate().skip(first) {
             let input = BlockInput {
                 layer,
@@ -480,37 +480,6 @@ impl Transformer {
             )));
         }
         Ok(())
-    }
-
-    /// True where a query may NOT attend: future keys, and keys past an example's length.
-    ///
-    /// # Shapes
-    /// - returns `[batch, 1, seq, start + seq]`
-    fn attention_mask(
-        &self,
-        batch: usize,
-        seq: usize,
-        start: usize,
-        lengths: Option<&[usize]>,
-    ) -> Option<Tensor<4, Bool>> {
-        let keys = start + seq;
-        if seq == 1 && lengths.is_none() {
-            return None;
-        }
-        let mut mask = Vec::with_capacity(batch * seq * keys);
-        for b in 0..batch {
-            let len = lengths.map_or(keys, |l| l[b]);
-            for q in 0..seq {
-                for k in 0..keys {
-                    // Padded queries still see key 0 so that no softmax row is empty.
-                    mask.push(k > start + q || (k >= len && k > 0));
-                }
-            }
-        }
-        Some(Tensor::from_data(
-            TensorData::new(mask, [batch, 1, seq, keys]),
-            &self.device,
-        ))
     }
 
     /// One block: attention, then the MLP (or both on the same residual, GPT-NeoX style).
@@ -696,6 +665,48 @@ impl Transformer {
     }
 }
 
+/// True where a query may NOT attend: future keys, and keys past an example's length.
+///
+/// Built on the device by comparing position ranges, so a forward sends at most the
+/// lengths across and reads nothing back.
+///
+/// # Shapes
+/// - returns `[batch, 1, seq, start + seq]`
+fn attention_mask(
+    batch: usize,
+    seq: usize,
+    start: usize,
+    lengths: Option<&[usize]>,
+    device: &Device,
+) -> Option<Tensor<4, Bool>> {
+    let keys = start + seq;
+    if seq == 1 && lengths.is_none() {
+        return None;
+    }
+    let shape = [batch, 1, seq, keys];
+    // Query q sits at absolute position start + q; key k is in its future when k > start + q.
+    let query_pos = Tensor::<1, Int>::arange(start as i64..keys as i64, device)
+        .reshape([1, 1, seq, 1])
+        .expand(shape);
+    let key_pos = Tensor::<1, Int>::arange(0..keys as i64, device)
+        .reshape([1, 1, 1, keys])
+        .expand(shape);
+    let future = key_pos.clone().greater(query_pos);
+    let Some(lengths) = lengths else {
+        return Some(future);
+    };
+    let lengths: Vec<i64> = lengths.iter().take(batch).map(|&l| l as i64).collect();
+    let lengths = Tensor::<1, Int>::from_data(TensorData::new(lengths, [batch]), device)
+        .reshape([batch, 1, 1, 1])
+        .expand(shape);
+    // Padded queries still see key 0 so that no softmax row is empty.
+    let padding = key_pos
+        .clone()
+        .greater_equal(lengths)
+        .bool_and(key_pos.greater_elem(0));
+    Some(future.bool_or(padding))
+}
+
 /// One position per example, each inside the sequence.
 fn check_positions(positions: &[usize], batch: usize, seq: usize) -> Result<()> {
     if positions.len() != batch {
@@ -804,4 +815,45 @@ pub(crate) fn rotary_tables(
         Tensor::from_data(TensorData::new(cos, shape), device),
         Tensor::from_data(TensorData::new(sin, shape), device),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mask as the forward built it on the host before: the reference for the device one.
+    fn host_mask(batch: usize, seq: usize, start: usize, lengths: Option<&[usize]>) -> Vec<bool> {
+        let keys = start + seq;
+        let mut mask = Vec::with_capacity(batch * seq * keys);
+        for b in 0..batch {
+            let len = lengths.map_or(keys, |l| l[b]);
+            for q in 0..seq {
+                for k in 0..keys {
+                    mask.push(k > start + q || (k >= len && k > 0));
+                }
+            }
+        }
+        mask
+    }
+
+    #[test]
+    fn device_attention_mask_equals_the_host_reference() {
+        let device = Device::default();
+        let cases: [(usize, usize, usize, Option<&[usize]>); 6] = [
+            (1, 4, 0, None),
+            (2, 5, 0, Some(&[5, 3])),
+            (3, 6, 0, Some(&[1, 6, 2])),
+            (1, 3, 6, None),
+            (2, 3, 2, Some(&[5, 4])),
+            (2, 1, 0, Some(&[1, 1])),
+        ];
+        for (batch, seq, start, lengths) in cases {
+            let mask = attention_mask(batch, seq, start, lengths, &device).expect("a mask");
+            assert_eq!(mask.dims(), [batch, 1, seq, start + seq]);
+            let got = mask.into_data().try_to_vec::<bool>().expect("bool data");
+            let case = (batch, seq, start, lengths);
+            assert_eq!(got, host_mask(batch, seq, start, lengths), "{case:?}");
+        }
+        assert!(attention_mask(2, 1, 7, None, &device).is_none());
+    }
 }
