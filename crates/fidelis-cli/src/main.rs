@@ -229,34 +229,7 @@ fn inspect(model: &Model, json: bool) -> Result<()> {
     let cfg = model.config();
     let params = model.transformer.parameter_count();
     let (nodes, edges) = graph_size(cfg);
-    let mut hook_points = vec![point::EMBED.to_string()];
-    if cfg.positional == fidelis_models::config::Positional::Learned {
-        hook_points.push(point::POS_EMBED.to_string());
-    }
-    let per_layer = [
-        point::resid_pre,
-        point::q_input,
-        point::k_input,
-        point::v_input,
-        point::q,
-        point::k,
-        point::v,
-        point::attn_scores,
-        point::pattern,
-        point::z,
-        point::result,
-        point::attn_out,
-        point::resid_mid,
-        point::mlp_in,
-        point::mlp_pre,
-        point::mlp_post,
-        point::mlp_out,
-        point::resid_post,
-    ];
-    for l in 0..cfg.n_layers {
-        hook_points.extend(per_layer.iter().map(|f| f(l)));
-    }
-    hook_points.push(point::LN_FINAL.to_string());
+    let hook_points = point::all(cfg);
     if json {
         let value = serde_json::json!({
             "source": model.source,
@@ -298,8 +271,8 @@ fn inspect(model: &Model, json: bool) -> Result<()> {
     );
     println!("graph         {nodes} nodes · {edges} edges (EAP-IG edge graph)");
     println!("hook points   {} in all; per layer:", hook_points.len());
-    for f in per_layer {
-        println!("  {}", f(0).replacen("blocks.0.", "blocks.{l}.", 1));
+    for p in point::per_layer(cfg, 0) {
+        println!("  {}", p.replacen("blocks.0.", "blocks.{l}.", 1));
     }
     Ok(())
 }

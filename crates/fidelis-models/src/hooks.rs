@@ -19,6 +19,8 @@ use crate::error::{ModelError, Result};
 
 /// Names of hook points, with the shape each activation has.
 pub mod point {
+    use crate::config::{Positional, TransformerConfig};
+
     /// Token embedding `[batch, pos, d_model]`.
     pub const EMBED: &str = "hook_embed";
     /// Learned positional embedding (GPT-2 only) `[batch, pos, d_model]`.
@@ -98,6 +100,77 @@ pub mod point {
     pub fn mlp_out(l: usize) -> String {
         format!("blocks.{l}.hook_mlp_out")
     }
+
+    /// A hook point of every block: its name, and whether only sequential blocks have it
+    /// (GPT-NeoX-style parallel blocks have no `resid_mid`).
+    struct BlockPoint {
+        name: fn(usize) -> String,
+        sequential_only: bool,
+    }
+
+    impl BlockPoint {
+        /// A point every block has.
+        const fn every(name: fn(usize) -> String) -> Self {
+            Self {
+                name,
+                sequential_only: false,
+            }
+        }
+
+        /// A point only sequential (attention, then MLP) blocks have.
+        const fn sequential(name: fn(usize) -> String) -> Self {
+            Self {
+                name,
+                sequential_only: true,
+            }
+        }
+    }
+
+    /// The points of one block in the order the forward reaches them. A new per-block point
+    /// goes here as well as into the forward; the `hooks` tests check that the two agree.
+    const BLOCK: [BlockPoint; 18] = [
+        BlockPoint::every(resid_pre),
+        BlockPoint::every(q_input),
+        BlockPoint::every(k_input),
+        BlockPoint::every(v_input),
+        BlockPoint::every(q),
+        BlockPoint::every(k),
+        BlockPoint::every(v),
+        BlockPoint::every(attn_scores),
+        BlockPoint::every(pattern),
+        BlockPoint::every(z),
+        BlockPoint::every(result),
+        BlockPoint::every(attn_out),
+        BlockPoint::sequential(resid_mid),
+        BlockPoint::every(mlp_in),
+        BlockPoint::every(mlp_pre),
+        BlockPoint::every(mlp_post),
+        BlockPoint::every(mlp_out),
+        BlockPoint::every(resid_post),
+    ];
+
+    /// The hook points of block `l` of a model with config `cfg`, in forward order, opt-in
+    /// decompositions included.
+    pub fn per_layer(cfg: &TransformerConfig, l: usize) -> Vec<String> {
+        BLOCK
+            .iter()
+            .filter(|p| !(p.sequential_only && cfg.parallel_attn_mlp))
+            .map(|p| (p.name)(l))
+            .collect()
+    }
+
+    /// Every hook point the forward of a model with config `cfg` offers, in forward order:
+    /// the embeddings, each block's points ([`per_layer`]), and the final norm. Opt-in
+    /// decompositions (split q/k/v inputs, per-head results) are included.
+    pub fn all(cfg: &TransformerConfig) -> Vec<String> {
+        let mut points = vec![EMBED.to_string()];
+        if cfg.positional == Positional::Learned {
+            points.push(POS_EMBED.to_string());
+        }
+        points.extend((0..cfg.n_layers).flat_map(|l| per_layer(cfg, l)));
+        points.push(LN_FINAL.to_string());
+        points
+    }
 }
 
 /// An activation at a hook point: rank 3 (`[batch, pos, d]`) or rank 4 (per head).
@@ -164,13 +237,18 @@ pub struct Hooks {
     ops: HashMap<String, Vec<HookOp>>,
     recorded: HashMap<String, Activation>,
     probes: HashMap<String, Activation>,
+    /// Record at every point the forward reaches ([`Hooks::record_all`]).
+    record_all: bool,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut points: Vec<&String> = self.ops.keys().collect();
         points.sort();
-        f.debug_struct("Hooks").field("points", &points).finish()
+        f.debug_struct("Hooks")
+            .field("points", &points)
+            .field("record_all", &self.record_all)
+            .finish()
     }
 }
 
@@ -188,6 +266,15 @@ impl Hooks {
     /// Records the activation at `point` (read back with [`Hooks::recorded`]).
     pub fn record(&mut self, point: impl Into<String>) -> &mut Self {
         self.push(point, HookOp::Record)
+    }
+
+    /// Records the activation at every hook point the forward reaches, as TransformerLens's
+    /// `run_with_cache` does ([`point::all`] lists them). It asks for the opt-in decompositions
+    /// too (per-head results, split q/k/v inputs), so it costs more than a plain forward. Each
+    /// activation is recorded after the operations registered at its point.
+    pub fn record_all(&mut self) -> &mut Self {
+        self.record_all = true;
+        self
     }
 
     /// Replaces the activation at `point` with `value` (same shape).
@@ -217,12 +304,12 @@ impl Hooks {
 
     /// Whether any operation is registered at `point`.
     pub fn wants(&self, point: &str) -> bool {
-        !self.ops.is_empty() && self.ops.contains_key(point)
+        self.record_all || (!self.ops.is_empty() && self.ops.contains_key(point))
     }
 
-    /// Whether no hook is registered at all.
+    /// Whether no hook is registered at all (and nothing is recorded).
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && !self.record_all
     }
 
     /// The hook points that have operations registered, sorted.
@@ -252,7 +339,7 @@ impl Hooks {
 
     /// Runs the operations registered at `point` on a rank-3 activation.
     pub(crate) fn apply3(&mut self, point: impl AsRef<str>, x: Tensor<3>) -> Result<Tensor<3>> {
-        if self.ops.is_empty() {
+        if self.is_empty() {
             return Ok(x);
         }
         let point = point.as_ref();
@@ -264,7 +351,7 @@ impl Hooks {
 
     /// Runs the operations registered at `point` on a rank-4 activation.
     pub(crate) fn apply4(&mut self, point: impl AsRef<str>, x: Tensor<4>) -> Result<Tensor<4>> {
-        if self.ops.is_empty() {
+        if self.is_empty() {
             return Ok(x);
         }
         let point = point.as_ref();
@@ -274,7 +361,16 @@ impl Hooks {
         }
     }
 
-    fn apply(&mut self, point: &str, mut x: Activation) -> Result<Activation> {
+    fn apply(&mut self, point: &str, x: Activation) -> Result<Activation> {
+        let x = self.run_ops(point, x)?;
+        if self.record_all {
+            self.recorded.insert(point.to_string(), x.clone());
+        }
+        Ok(x)
+    }
+
+    /// The operations registered at `point`, in order.
+    fn run_ops(&mut self, point: &str, mut x: Activation) -> Result<Activation> {
         let Some(ops) = self.ops.get_mut(point) else {
             return Ok(x);
         };

@@ -12,7 +12,8 @@
 //!   ([`Transformer`]).
 //! - **Hooks** ([`Hooks`]): TransformerLens names (`blocks.{l}.attn.hook_result`, ...). Per-head
 //!   results and split per-head q/k/v inputs are computed only when a hook asks for them.
-//!   Gradient probes give ∂loss/∂activation at any point.
+//!   Gradient probes give ∂loss/∂activation at any point. [`point::all`] lists every point a
+//!   config offers, in forward order; [`Hooks::record_all`] records them all.
 //! - **Batches and generation**: right-padded [`Batch`]es with per-example lengths; greedy and
 //!   sampled [`GenerateConfig`] generation with a KV cache.
 //!

@@ -91,11 +91,30 @@ pub(crate) struct Block {
     pub mlp: MlpWeights,
 }
 
+/// What one block (and its attention) reads besides the hooks and the KV cache, in the manner
+/// of Burn's `MhaInput`.
+struct BlockInput<'a> {
+    /// Index of the block, which names its hook points.
+    layer: usize,
+    /// The block's weights.
+    block: &'a Block,
+    /// Residual stream `[batch, pos, d_model]` (`resid_pre` of the block).
+    x: Tensor<3>,
+    /// Absolute position of the first row of `x`; cached positions come before it.
+    start: usize,
+    /// `[batch, 1, pos, start + pos]`, true where a query may not attend; `None` when nothing
+    /// is masked (one new position and no padding).
+    mask: Option<Tensor<4, Bool>>,
+}
+
+/// One layer's cached keys and values `[batch, n_kv_heads, seq, d_head]`, after rotary.
+type LayerKv = Option<(Tensor<4>, Tensor<4>)>;
+
 /// Cached keys and values of earlier positions, for generation.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     /// Per layer: keys and values `[batch, n_kv_heads, seq, d_head]`, after rotary.
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    layers: Vec<LayerKv>,
     /// How many positions are cached.
     len: usize,
 }
@@ -229,6 +248,7 @@ impl Transformer {
     /// - `tokens`: `[batch, pos]`
     /// - returns logits `[batch, pos, d_vocab]`
     pub fn forward(&self, tokens: Tensor<2, Int>, hooks: &mut Hooks) -> Result<Tensor<3>> {
+        self.check_tokens(&tokens, 0)?;
         self.run(tokens, None, hooks, None)
     }
 
@@ -237,6 +257,7 @@ impl Transformer {
     /// # Shapes
     /// - returns logits `[batch, pos, d_vocab]`; rows at padded positions are meaningless
     pub fn forward_batch(&self, batch: &Batch, hooks: &mut Hooks) -> Result<Tensor<3>> {
+        self.check_tokens(&batch.tokens, 0)?;
         self.run(batch.tokens.clone(), Some(&batch.lengths), hooks, None)
     }
 
@@ -245,6 +266,20 @@ impl Transformer {
     /// # Shapes
     /// - `tokens`: `[batch, new_pos]`; returns logits `[batch, new_pos, d_vocab]`
     pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Result<Tensor<3>> {
+        self.check_tokens(&tokens, cache.len)?;
+        self.run(tokens, None, &mut Hooks::new(), Some(cache))
+    }
+
+    /// [`Transformer::forward_cached`] on one example whose ids are still on the host, where
+    /// they are checked without reading anything back from the device (generation).
+    ///
+    /// # Shapes
+    /// - returns logits `[1, ids.len(), d_vocab]`
+    pub(crate) fn forward_cached_ids(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor<3>> {
+        self.check_length(ids.len(), cache.len + ids.len())?;
+        self.check_host_ids(ids)?;
+        let ids_i64: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+        let tokens = Tensor::from_data(TensorData::new(ids_i64, [1, ids.len()]), &self.device);
         self.run(tokens, None, &mut Hooks::new(), Some(cache))
     }
 
@@ -262,7 +297,7 @@ impl Transformer {
         hooks: &mut Hooks,
     ) -> Result<Tensor<2>> {
         let [size, seq] = batch.tokens.dims();
-        self.check_input(&batch.tokens, seq)?;
+        self.check_tokens(&batch.tokens, 0)?;
         check_positions(positions, size, seq)?;
         let x = self.embed_tokens(batch.tokens.clone(), 0, hooks)?;
         let x = self.blocks_from(0, x, 0, Some(&batch.lengths), hooks, None)?;
@@ -305,6 +340,7 @@ impl Transformer {
         self.unembed_at(x, positions, hooks)
     }
 
+    /// The forward of tokens that the caller has checked ([`Transformer::check_tokens`]).
     fn run(
         &self,
         tokens: Tensor<2, Int>,
@@ -314,7 +350,6 @@ impl Transformer {
     ) -> Result<Tensor<3>> {
         let [batch, seq] = tokens.dims();
         let start = cache.as_ref().map_or(0, |c| c.len);
-        self.check_input(&tokens, start + seq)?;
         if let Some(c) = cache.as_deref_mut()
             && c.layers.is_empty()
         {
@@ -364,10 +399,17 @@ impl Transformer {
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>> {
         let [batch, seq, _] = x.dims();
-        let mask = self.attention_mask(batch, seq, start, lengths);
-        for (l, block) in self.blocks.iter().enumerate().skip(first) {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = self.block(l, block, x, start, mask.clone(), hooks, layer_cache)?;
+        let mask = attention_mask(batch, seq, start, lengths, &self.device);
+        for (layer, block) in self.blocks.iter().enumerate().skip(first) {
+            let input = BlockInput {
+                layer,
+                block,
+                x,
+                start,
+                mask: mask.clone(),
+            };
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[layer]);
+            x = self.block(input, hooks, layer_cache)?;
         }
         Ok(x)
     }
@@ -395,19 +437,28 @@ impl Transformer {
             .matmul(self.unembed.clone().transpose()))
     }
 
-    fn check_input(&self, tokens: &Tensor<2, Int>, total_len: usize) -> Result<()> {
+    /// Checks the length of `tokens` (placed after `start` cached positions) and that every id
+    /// is in the vocabulary. The ids are on the device, so this reads their minimum and maximum
+    /// back in one transfer.
+    fn check_tokens(&self, tokens: &Tensor<2, Int>, start: usize) -> Result<()> {
         let [_, seq] = tokens.dims();
-        if seq == 0 {
-            return Err(ModelError::InvalidInput("empty token sequence".into()));
-        }
-        if total_len > self.config.n_ctx {
-            return Err(ModelError::InvalidInput(format!(
-                "sequence of {total_len} tokens is longer than the model's context of {}",
-                self.config.n_ctx
-            )));
-        }
-        let max = tokens.clone().max().into_scalar::<i64>();
-        let min = tokens.clone().min().into_scalar::<i64>();
+        self.check_length(seq, start + seq)?;
+        let range = Tensor::cat(vec![tokens.clone().min(), tokens.clone().max()], 0)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| ModelError::InvalidInput(format!("reading token ids: {e:?}")))?;
+        self.check_id_range(range[0], range[1])
+    }
+
+    /// Checks ids that are still on the host; no device work.
+    fn check_host_ids(&self, ids: &[u32]) -> Result<()> {
+        let min = ids.iter().copied().min().map_or(0, i64::from);
+        let max = ids.iter().copied().max().map_or(0, i64::from);
+        self.check_id_range(min, max)
+    }
+
+    fn check_id_range(&self, min: i64, max: i64) -> Result<()> {
         if min < 0 || max >= self.config.d_vocab as i64 {
             return Err(ModelError::InvalidInput(format!(
                 "token id out of range 0..{} (found {min}..={max})",
@@ -417,50 +468,37 @@ impl Transformer {
         Ok(())
     }
 
-    /// True where a query may NOT attend: future keys, and keys past an example's length.
-    ///
-    /// # Shapes
-    /// - returns `[batch, 1, seq, start + seq]`
-    fn attention_mask(
-        &self,
-        batch: usize,
-        seq: usize,
-        start: usize,
-        lengths: Option<&[usize]>,
-    ) -> Option<Tensor<4, Bool>> {
-        let keys = start + seq;
-        if seq == 1 && lengths.is_none() {
-            return None;
+    /// A forward of `seq` new tokens, `total_len` positions in all, fits the model.
+    fn check_length(&self, seq: usize, total_len: usize) -> Result<()> {
+        if seq == 0 {
+            return Err(ModelError::InvalidInput("empty token sequence".into()));
         }
-        let mut mask = Vec::with_capacity(batch * seq * keys);
-        for b in 0..batch {
-            let len = lengths.map_or(keys, |l| l[b]);
-            for q in 0..seq {
-                for k in 0..keys {
-                    // Padded queries still see key 0 so that no softmax row is empty.
-                    mask.push(k > start + q || (k >= len && k > 0));
-                }
-            }
+        if total_len > self.config.n_ctx {
+            return Err(ModelError::InvalidInput(format!(
+                "sequence of {total_len} tokens is longer than the model's context of {}",
+                self.config.n_ctx
+            )));
         }
-        Some(Tensor::from_data(
-            TensorData::new(mask, [batch, 1, seq, keys]),
-            &self.device,
-        ))
+        Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One block: attention, then the MLP (or both on the same residual, GPT-NeoX style).
+    ///
+    /// # Shapes
+    /// - `input.x`: `[batch, pos, d_model]`; returns `resid_post` `[batch, pos, d_model]`
     fn block(
         &self,
-        l: usize,
-        block: &Block,
-        x: Tensor<3>,
-        start: usize,
-        mask: Option<Tensor<4, Bool>>,
+        input: BlockInput<'_>,
         hooks: &mut Hooks,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<&mut LayerKv>,
     ) -> Result<Tensor<3>> {
-        let resid_pre = hooks.apply3(point::resid_pre(l), x)?;
-        let attn_out = self.attention(l, block, resid_pre.clone(), start, mask, hooks, cache)?;
+        let (l, block) = (input.layer, input.block);
+        let resid_pre = hooks.apply3(point::resid_pre(l), input.x)?;
+        let attn_input = BlockInput {
+            x: resid_pre.clone(),
+            ..input
+        };
+        let attn_out = self.attention(attn_input, hooks, cache)?;
         let attn_out = hooks.apply3(point::attn_out(l), attn_out)?;
         // GPT-NeoX-style blocks feed the MLP the same residual as attention.
         let (mlp_source, resid_mid) = if self.config.parallel_attn_mlp {
@@ -500,17 +538,23 @@ impl Transformer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Multi-head (grouped-query) attention of one block, reading `input.x` as its residual.
+    ///
+    /// # Shapes
+    /// - `input.x`: `[batch, pos, d_model]`; returns the attention output `[batch, pos, d_model]`
     fn attention(
         &self,
-        l: usize,
-        block: &Block,
-        resid: Tensor<3>,
-        start: usize,
-        mask: Option<Tensor<4, Bool>>,
+        input: BlockInput<'_>,
         hooks: &mut Hooks,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<&mut LayerKv>,
     ) -> Result<Tensor<3>> {
+        let BlockInput {
+            layer: l,
+            block,
+            x: resid,
+            start,
+            mask,
+        } = input;
         let cfg = &self.config;
         let [batch, seq, d] = resid.dims();
         let (h, dh) = (cfg.n_heads, cfg.d_head);
@@ -621,6 +665,48 @@ impl Transformer {
     }
 }
 
+/// True where a query may NOT attend: future keys, and keys past an example's length.
+///
+/// Built on the device by comparing position ranges, so a forward sends at most the
+/// lengths across and reads nothing back.
+///
+/// # Shapes
+/// - returns `[batch, 1, seq, start + seq]`
+fn attention_mask(
+    batch: usize,
+    seq: usize,
+    start: usize,
+    lengths: Option<&[usize]>,
+    device: &Device,
+) -> Option<Tensor<4, Bool>> {
+    let keys = start + seq;
+    if seq == 1 && lengths.is_none() {
+        return None;
+    }
+    let shape = [batch, 1, seq, keys];
+    // Query q sits at absolute position start + q; key k is in its future when k > start + q.
+    let query_pos = Tensor::<1, Int>::arange(start as i64..keys as i64, device)
+        .reshape([1, 1, seq, 1])
+        .expand(shape);
+    let key_pos = Tensor::<1, Int>::arange(0..keys as i64, device)
+        .reshape([1, 1, 1, keys])
+        .expand(shape);
+    let future = key_pos.clone().greater(query_pos);
+    let Some(lengths) = lengths else {
+        return Some(future);
+    };
+    let lengths: Vec<i64> = lengths.iter().take(batch).map(|&l| l as i64).collect();
+    let lengths = Tensor::<1, Int>::from_data(TensorData::new(lengths, [batch]), device)
+        .reshape([batch, 1, 1, 1])
+        .expand(shape);
+    // Padded queries still see key 0 so that no softmax row is empty.
+    let padding = key_pos
+        .clone()
+        .greater_equal(lengths)
+        .bool_and(key_pos.greater_elem(0));
+    Some(future.bool_or(padding))
+}
+
 /// One position per example, each inside the sequence.
 fn check_positions(positions: &[usize], batch: usize, seq: usize) -> Result<()> {
     if positions.len() != batch {
@@ -729,4 +815,45 @@ pub(crate) fn rotary_tables(
         Tensor::from_data(TensorData::new(cos, shape), device),
         Tensor::from_data(TensorData::new(sin, shape), device),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mask as the forward built it on the host before: the reference for the device one.
+    fn host_mask(batch: usize, seq: usize, start: usize, lengths: Option<&[usize]>) -> Vec<bool> {
+        let keys = start + seq;
+        let mut mask = Vec::with_capacity(batch * seq * keys);
+        for b in 0..batch {
+            let len = lengths.map_or(keys, |l| l[b]);
+            for q in 0..seq {
+                for k in 0..keys {
+                    mask.push(k > start + q || (k >= len && k > 0));
+                }
+            }
+        }
+        mask
+    }
+
+    #[test]
+    fn device_attention_mask_equals_the_host_reference() {
+        let device = Device::default();
+        let cases: [(usize, usize, usize, Option<&[usize]>); 6] = [
+            (1, 4, 0, None),
+            (2, 5, 0, Some(&[5, 3])),
+            (3, 6, 0, Some(&[1, 6, 2])),
+            (1, 3, 6, None),
+            (2, 3, 2, Some(&[5, 4])),
+            (2, 1, 0, Some(&[1, 1])),
+        ];
+        for (batch, seq, start, lengths) in cases {
+            let mask = attention_mask(batch, seq, start, lengths, &device).expect("a mask");
+            assert_eq!(mask.dims(), [batch, 1, seq, start + seq]);
+            let got = mask.into_data().try_to_vec::<bool>().expect("bool data");
+            let case = (batch, seq, start, lengths);
+            assert_eq!(got, host_mask(batch, seq, start, lengths), "{case:?}");
+        }
+        assert!(attention_mask(2, 1, 7, None, &device).is_none());
+    }
 }

@@ -409,6 +409,45 @@ fn token_id_outside_the_vocabulary() {
 }
 
 #[test]
+fn token_id_outside_the_vocabulary_on_every_path() {
+    let model = load("tiny-gpt2");
+    let t = &model.transformer;
+    let vocab = model.config().d_vocab as u32;
+    let check = |what: &str, err: ModelError| {
+        assert!(
+            matches!(&err, ModelError::InvalidInput(_)),
+            "{what}: {err:?}"
+        );
+        assert_mentions(&err, &["token id out of range", "0..384", "384"]);
+    };
+    // Ids built on the host, checked against the model only when it runs them.
+    let batch =
+        fidelis_models::Batch::from_sequences(&[vec![1, 2, 3], vec![4, vocab]], 0, &device())
+            .unwrap();
+    check(
+        "forward_batch",
+        t.forward_batch(&batch, &mut Hooks::new()).unwrap_err(),
+    );
+    check(
+        "forward_batch_at",
+        t.forward_batch_at(&batch, &[2, 1], &mut Hooks::new())
+            .unwrap_err(),
+    );
+    let mut cache = fidelis_models::KvCache::new();
+    check(
+        "forward_cached",
+        t.forward_cached(tokens(&[vocab], &device()), &mut cache)
+            .unwrap_err(),
+    );
+    assert!(cache.is_empty(), "a rejected step leaves the cache empty");
+    let greedy = fidelis_models::GenerateConfig::default();
+    check(
+        "generate",
+        t.generate(&[1, vocab + 5], &greedy, |_| {}).unwrap_err(),
+    );
+}
+
+#[test]
 fn empty_token_sequence() {
     let model = load("tiny-gpt2");
     let err = model

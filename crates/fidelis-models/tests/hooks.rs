@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use common::{device, load, max_abs_diff, tokens, values};
-use fidelis_models::{Activation, Hooks, Model, point};
+use fidelis_models::{Activation, Hooks, Model, Transformer, point};
 
 const PROMPT: &str = "When Mary and John went to the store, John gave";
 
@@ -353,4 +356,68 @@ fn bad_positions_and_start_layers_are_errors() {
     let wrong = Tensor::<3>::zeros([b, p, d + 1], &device());
     let e = err(t.forward_batch_from(&batch, 0, wrong, &[0, 0], &mut Hooks::new()));
     assert!(e.contains("residual stream has shape"), "{e}");
+}
+
+/// Checks `point::all` against what the forward of `model` does: every listed point is reached,
+/// in the listed order, and records; a record-everything forward records only listed points.
+fn check_listed_points(name: &str, model: &Transformer, ids: &[u32]) {
+    let listed = point::all(model.config());
+    let unique: HashSet<&String> = listed.iter().collect();
+    assert_eq!(
+        unique.len(),
+        listed.len(),
+        "{name}: a point is listed twice"
+    );
+    let reached = Arc::new(Mutex::new(Vec::new()));
+    let mut each = Hooks::new();
+    for p in &listed {
+        let reached = Arc::clone(&reached);
+        let at = p.clone();
+        each.record(p.clone()).map(p.clone(), move |a| {
+            reached.lock().unwrap().push(at.clone());
+            a
+        });
+    }
+    model.forward(tokens(ids, &device()), &mut each).unwrap();
+    assert_eq!(
+        *reached.lock().unwrap(),
+        listed,
+        "{name}: forward order differs from the list"
+    );
+    for p in &listed {
+        assert!(each.recorded(p).is_some(), "{name}: {p} was not recorded");
+    }
+    let mut everything = Hooks::new();
+    everything.record_all();
+    let logits = model
+        .forward(tokens(ids, &device()), &mut everything)
+        .unwrap();
+    let mut recorded: Vec<String> = everything.take_recorded().into_keys().collect();
+    recorded.sort();
+    let mut expected = listed.clone();
+    expected.sort();
+    assert_eq!(recorded, expected, "{name}: record_all saw other points");
+    let plain = model
+        .forward(tokens(ids, &device()), &mut Hooks::new())
+        .unwrap();
+    let diff = max_abs_diff(&values(plain), &values(logits));
+    assert!(
+        diff < 1e-5,
+        "{name}: recording everything changed logits by {diff}"
+    );
+}
+
+#[test]
+fn listed_hook_points_are_exactly_those_the_forward_offers() {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2"] {
+        let model = load(name);
+        let ids = model.tokenizer.encode(PROMPT).unwrap();
+        check_listed_points(name, &model.transformer, &ids);
+    }
+    // GPT-NeoX-style parallel blocks have no resid_mid; no fixture has them, so random weights.
+    let mut cfg = load("tiny-gpt2").config().clone();
+    cfg.parallel_attn_mlp = true;
+    assert!(!point::all(&cfg).contains(&point::resid_mid(0)));
+    let parallel = Transformer::random(cfg, 0, &device()).unwrap();
+    check_listed_points("parallel tiny-gpt2", &parallel, &[1, 2, 3, 4]);
 }
