@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use fidelis_attribution::token::{
-    AttentionSelection, Baseline, Target, TokenAttributionConfig, Word, aggregate_words,
-    attribute_tokens, normalize,
+    AttentionSelection, Target, Word, aggregate_words, attribute_tokens, normalize,
 };
 use fidelis_models::{GenerateConfig, Hooks, Model};
 use serde::Serialize;
@@ -108,17 +107,11 @@ pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeRepo
     if args.prompt.is_empty() {
         bail!("--prompt is empty");
     }
-    let (method, function) = (args.method, args.target);
-    let mut cfg = TokenAttributionConfig::new(method);
-    cfg.ig_steps = args.ig_steps;
-    cfg.aggregation = args.aggregation;
+    let (method, function) = (args.token.method, args.target);
+    let mut cfg = args.token.config(model)?;
     cfg.attention = AttentionSelection {
         layer: args.layer,
         head: args.head,
-    };
-    cfg.baseline = match args.baseline.as_str() {
-        "zero" => Baseline::Zero,
-        text => Baseline::Token(one_token(model, text, "--baseline")?),
     };
     let tok = &model.tokenizer;
     let prompt_ids = tok.encode_prompt(&args.prompt, !args.no_bos)?;

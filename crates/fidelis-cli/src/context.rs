@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use fidelis_attribution::token::{AttentionSelection, Baseline};
 use fidelis_context::prompt::ChatTemplate;
 use fidelis_context::{PecoreConfig, attribute_context_with_progress, render};
 use fidelis_models::Model;
@@ -55,19 +54,7 @@ pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
     cfg.cci_std = (args.cci_std >= 0.0).then_some(args.cci_std);
     cfg.cci_topk = args.cci_topk;
     cfg.cci_target = args.target;
-    cfg.attribution.method = args.method;
-    cfg.attribution.ig_steps = args.ig_steps;
-    cfg.attribution.aggregation = args.aggregation;
-    cfg.attribution.attention = AttentionSelection::default();
-    cfg.attribution.baseline = match args.baseline.as_str() {
-        "zero" => Baseline::Zero,
-        text => Baseline::Token(
-            model
-                .tokenizer
-                .single_token(text)
-                .context("--baseline must be `zero` or one token")?,
-        ),
-    };
+    cfg.attribution = args.token.config(model)?;
     Ok(cfg)
 }
 

@@ -12,10 +12,13 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValue, TypedValueParser};
 use fidelis_attribution::EdgeMethod;
-use fidelis_attribution::token::{EmbeddingAggregation, TargetFunction, TokenMethod};
+use fidelis_attribution::token::{
+    Baseline, DEFAULT_IG_STEPS, EmbeddingAggregation, TargetFunction, TokenAttributionConfig,
+    TokenMethod,
+};
 use fidelis_circuit::{AblationKind, BuiltinMetric};
 use fidelis_context::CtiMetric;
 use fidelis_faithfulness::{EvalOptions, Selection};
@@ -331,6 +334,57 @@ impl Default for GenerateOptions {
     }
 }
 
+/// The token attribution method and its settings, shared by `fidelis attribute` and the CCI
+/// step of `fidelis context`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenOptions {
+    /// The attribution method.
+    #[arg(long, default_value_t = TokenMethod::Saliency, value_parser = variants::<TokenMethod>())]
+    pub method: TokenMethod,
+    /// Integrated-gradient steps (with --method ig).
+    #[arg(long, default_value_t = DEFAULT_IG_STEPS)]
+    pub ig_steps: usize,
+    /// Baseline of ig and occlusion: `zero` or a text that is one token (e.g. an UNK or pad).
+    #[arg(long, default_value = "zero")]
+    pub baseline: String,
+    /// Reduction over embedding dimensions.
+    #[arg(long, default_value_t = EmbeddingAggregation::L2Norm,
+          value_parser = variants::<EmbeddingAggregation>())]
+    pub aggregation: EmbeddingAggregation,
+}
+
+impl Default for TokenOptions {
+    fn default() -> Self {
+        Self {
+            method: TokenMethod::Saliency,
+            ig_steps: DEFAULT_IG_STEPS,
+            baseline: "zero".into(),
+            aggregation: EmbeddingAggregation::L2Norm,
+        }
+    }
+}
+
+impl TokenOptions {
+    /// The token attribution configuration for `model` (the baseline text becomes its token);
+    /// attention is averaged over layers and heads.
+    pub fn config(&self, model: &fidelis_models::Model) -> Result<TokenAttributionConfig> {
+        let mut cfg = TokenAttributionConfig::new(self.method);
+        cfg.ig_steps = self.ig_steps;
+        cfg.aggregation = self.aggregation;
+        cfg.baseline = match self.baseline.as_str() {
+            "zero" => Baseline::Zero,
+            text => Baseline::Token(
+                model
+                    .tokenizer
+                    .single_token(text)
+                    .context("--baseline must be `zero` or one token")?,
+            ),
+        };
+        Ok(cfg)
+    }
+}
+
 /// `fidelis attribute` (without the model flags and output files): token attribution of a
 /// model's next-token predictions to the prompt.
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -346,9 +400,10 @@ pub struct AttributeOptions {
     /// Tokens generated when no --output is given.
     #[arg(long, default_value_t = 1)]
     pub max_new_tokens: usize,
-    /// The attribution method.
-    #[arg(long, default_value_t = TokenMethod::Saliency, value_parser = variants::<TokenMethod>())]
-    pub method: TokenMethod,
+    /// The attribution method and its settings.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub token: TokenOptions,
     /// The attributed function of the next-token logits.
     #[arg(long, default_value_t = TargetFunction::Probability,
           value_parser = variants::<TargetFunction>())]
@@ -363,16 +418,6 @@ pub struct AttributeOptions {
     /// contrastive targets.
     #[arg(long)]
     pub contrast_prompt: Option<String>,
-    /// Integrated-gradient steps.
-    #[arg(long, default_value_t = 50)]
-    pub ig_steps: usize,
-    /// Baseline of ig and occlusion: `zero` or a text that is one token (e.g. an UNK or pad).
-    #[arg(long, default_value = "zero")]
-    pub baseline: String,
-    /// Reduction over embedding dimensions.
-    #[arg(long, default_value_t = EmbeddingAggregation::L2Norm,
-          value_parser = variants::<EmbeddingAggregation>())]
-    pub aggregation: EmbeddingAggregation,
     /// Attention method: one layer (default: mean over layers).
     #[arg(long)]
     pub layer: Option<usize>,
@@ -396,14 +441,11 @@ impl Default for AttributeOptions {
             prompt: String::new(),
             output: None,
             max_new_tokens: 1,
-            method: TokenMethod::Saliency,
+            token: TokenOptions::default(),
             target: TargetFunction::Probability,
             target_token: None,
             contrast_token: None,
             contrast_prompt: None,
-            ig_steps: 50,
-            baseline: "zero".into(),
-            aggregation: EmbeddingAggregation::L2Norm,
             layer: None,
             head: None,
             normalize: false,
@@ -461,23 +503,14 @@ pub struct ContextOptions {
     /// At most this many context-sensitive tokens.
     #[arg(long)]
     pub cti_topk: Option<usize>,
-    /// CCI attribution method.
-    #[arg(long, default_value_t = TokenMethod::Saliency, value_parser = variants::<TokenMethod>())]
-    pub method: TokenMethod,
+    /// CCI attribution method and its settings.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub token: TokenOptions,
     /// CCI target.
     #[arg(long, default_value_t = TargetFunction::ContrastProbDiff,
           value_parser = variants::<TargetFunction>())]
     pub target: TargetFunction,
-    /// Integrated-gradient steps (with --method ig).
-    #[arg(long, default_value_t = 50)]
-    pub ig_steps: usize,
-    /// Baseline of ig and occlusion: `zero` or a one-token text.
-    #[arg(long, default_value = "zero")]
-    pub baseline: String,
-    /// Reduction over embedding dimensions.
-    #[arg(long, default_value_t = EmbeddingAggregation::L2Norm,
-          value_parser = variants::<EmbeddingAggregation>())]
-    pub aggregation: EmbeddingAggregation,
     /// λ of the cue selector; negative: no threshold.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub cci_std: f32,
@@ -503,11 +536,8 @@ impl Default for ContextOptions {
             cti_metric: CtiMetric::Kl,
             cti_std: 1.0,
             cti_topk: None,
-            method: TokenMethod::Saliency,
+            token: TokenOptions::default(),
             target: TargetFunction::ContrastProbDiff,
-            ig_steps: 50,
-            baseline: "zero".into(),
-            aggregation: EmbeddingAggregation::L2Norm,
             cci_std: 1.0,
             cci_topk: None,
         }

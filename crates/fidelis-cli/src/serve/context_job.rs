@@ -132,10 +132,10 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
             options.max_new_tokens, limits.max_new_tokens
         )));
     }
-    if options.ig_steps > limits.max_ig_steps {
+    if options.token.ig_steps > limits.max_ig_steps {
         return Err(ApiError::unprocessable(format!(
             "ig_steps is {}; the limit is {}",
-            options.ig_steps, limits.max_ig_steps
+            options.token.ig_steps, limits.max_ig_steps
         )));
     }
     let argv = argv(&served.name, &state.device, &options)?;
@@ -270,21 +270,25 @@ pub fn rust_snippet(model: &str, device: &str, o: &ContextOptions) -> String {
     if let Some(k) = o.cti_topk {
         s += &format!("    cfg.cti_topk = Some({k});\n");
     }
-    s += &parsed("attribution.method", o.method.name(), d.method.name());
+    s += &parsed(
+        "attribution.method",
+        o.token.method.name(),
+        d.token.method.name(),
+    );
     s += &parsed("cci_target", o.target.name(), d.target.name());
-    if o.ig_steps != d.ig_steps {
-        s += &format!("    cfg.attribution.ig_steps = {};\n", o.ig_steps);
+    if o.token.ig_steps != d.token.ig_steps {
+        s += &format!("    cfg.attribution.ig_steps = {};\n", o.token.ig_steps);
     }
-    if o.baseline != "zero" {
+    if o.token.baseline != "zero" {
         s += &format!(
             "    cfg.attribution.baseline = fidelis_attribution::token::Baseline::Token(model.tokenizer.single_token({})?);\n",
-            rust_string(&o.baseline)
+            rust_string(&o.token.baseline)
         );
     }
     s += &parsed(
         "attribution.aggregation",
-        o.aggregation.name(),
-        d.aggregation.name(),
+        o.token.aggregation.name(),
+        d.token.aggregation.name(),
     );
     if o.cci_std != d.cci_std {
         s += &format!("    cfg.cci_std = {};\n", lambda(o.cci_std));
@@ -353,11 +357,13 @@ mod tests {
             cti_metric: CtiMetric::Pcxmi,
             cti_std: 0.5,
             cti_topk: Some(3),
-            method: TokenMethod::IntegratedGradients,
+            token: crate::options::TokenOptions {
+                method: TokenMethod::IntegratedGradients,
+                ig_steps: 16,
+                baseline: text(" the"),
+                aggregation: EmbeddingAggregation::Sum,
+            },
             target: TargetFunction::ContrastLogitDiff,
-            ig_steps: 16,
-            baseline: text(" the"),
-            aggregation: EmbeddingAggregation::Sum,
             cci_std: -1.0,
             cci_topk: Some(2),
         }
