@@ -36,7 +36,7 @@ pub enum CircuitError {
 impl CircuitError {
     /// Whether the work stopped because the caller's progress asked it to.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, Self::Cancelled)
+        matches!(self, Self::Cancelled | Self::Model(ModelError::Cancelled))
     }
 }
 

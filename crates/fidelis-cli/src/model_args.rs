@@ -26,12 +26,9 @@ pub struct ModelFlags {
 pub fn load_model(model: &str, device: &str) -> Result<Model> {
     let device = parse_device(device)?;
     let path: PathBuf = resolve_model_name(model)?;
-    let bar = progress::bar(1, "loading");
-    let loaded = Model::load_with_progress(&path, &device, &|done, total| {
-        bar.set_length(total);
-        bar.set_position(done.min(total));
-    })
-    .with_context(|| format!("loading {}", path.display()))?;
-    bar.finish_and_clear();
+    let mut bar = progress::Bar::new(fidelis_models::model::LOADING);
+    let loaded = Model::load_with_progress(&path, &device, &mut bar)
+        .with_context(|| format!("loading {}", path.display()))?;
+    bar.finish();
     Ok(loaded)
 }

@@ -3,7 +3,7 @@
 
 use std::ops::ControlFlow;
 
-use fidelis_circuit::Progress;
+use fidelis_models::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar that follows a library call: its message is the call's current stage, its

@@ -91,6 +91,9 @@ pub enum ModelError {
     /// Fetching a model (the only network access in Fidelis) failed.
     #[error("fetch failed: {0}")]
     Fetch(String),
+    /// The caller's [`crate::Progress`] asked the work to stop.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Shorthand for results of this crate.

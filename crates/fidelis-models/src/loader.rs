@@ -10,15 +10,16 @@ use crate::weights::{HostTensor, WeightSource};
 pub(crate) struct Loader<'a> {
     pub src: &'a dyn WeightSource,
     pub device: &'a Device,
-    /// Called after each tensor with its number of elements (progress reporting).
-    pub on_tensor: &'a dyn Fn(usize),
+    /// Called after each tensor with its number of elements (progress reporting); an error
+    /// (a cancelled load) stops loading.
+    pub on_tensor: &'a dyn Fn(usize) -> Result<()>,
 }
 
 impl Loader<'_> {
     /// The host tensor `name`, checked to have `shape`.
     pub fn host(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
         let t = self.src.tensor_shaped(name, shape)?;
-        (self.on_tensor)(t.data.len());
+        (self.on_tensor)(t.data.len())?;
         Ok(t)
     }
 

@@ -1,6 +1,7 @@
 //! Loading a model and its tokenizer from a Hugging Face folder or a GGUF file.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -12,6 +13,7 @@ use crate::gguf::GgufFile;
 use crate::gguf_source::GgufSource;
 use crate::llama::LlamaConfig;
 use crate::loader::Loader;
+use crate::progress::{Progress, Silent};
 use crate::tokenizer::Tokenizer;
 use crate::transformer::Transformer;
 use crate::weights::{RandomWeights, SafetensorsSource, WeightSource, read_text};
@@ -31,8 +33,11 @@ pub struct Model {
     pub source: PathBuf,
 }
 
-/// Loading progress: elements loaded so far and in total.
-pub type LoadProgress<'a> = &'a dyn Fn(u64, u64);
+/// The stage name model loading reports to its [`Progress`] (counts in weight elements).
+pub const LOADING: &str = "loading";
+
+/// Where loading reports.
+pub type LoadProgress<'a> = &'a mut dyn Progress;
 
 #[derive(Deserialize)]
 struct ModelType {
@@ -42,10 +47,11 @@ struct ModelType {
 impl Model {
     /// Loads a Hugging Face model folder or a `.gguf` file onto `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        Self::load_with_progress(path, device, &|_, _| {})
+        Self::load_with_progress(path, device, &mut Silent)
     }
 
-    /// Like [`Model::load`], calling `progress(done, total)` (in weight elements) as it goes.
+    /// Like [`Model::load`], ticking `progress` (stage [`LOADING`], counts in weight elements)
+    /// after every tensor; a `Break` stops loading with [`ModelError::Cancelled`].
     pub fn load_with_progress(
         path: &Path,
         device: &Device,
@@ -78,16 +84,29 @@ fn build_with_progress(
     build: impl FnOnce(&Loader<'_>) -> Result<Transformer>,
 ) -> Result<Transformer> {
     let done = Cell::new(0u64);
+    let progress = RefCell::new(progress);
+    // `total` is an estimate from the config (biases and position tables aside): the count
+    // never runs past it, and the last tick is exact.
+    let tick = |done: u64, total: u64| match progress.borrow_mut().tick(
+        LOADING,
+        done as usize,
+        total.max(done) as usize,
+    ) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(ModelError::Cancelled),
+    };
     let on_tensor = |n: usize| {
         done.set(done.get() + n as u64);
-        progress(done.get(), total);
+        tick(done.get(), total)
     };
     let loader = Loader {
         src,
         device,
         on_tensor: &on_tensor,
     };
-    build(&loader)
+    let model = build(&loader)?;
+    tick(done.get(), done.get())?;
+    Ok(model)
 }
 
 fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
@@ -185,7 +204,7 @@ impl Transformer {
         let loader = Loader {
             src: &src,
             device,
-            on_tensor: &|_| {},
+            on_tensor: &|_| Ok(()),
         };
         match cfg.architecture {
             Architecture::Gpt2 => gpt2::build(cfg, &loader),

@@ -480,3 +480,25 @@ fn single_token_of_a_multi_token_string() {
         Some(pieces[0].as_str())
     );
 }
+
+#[test]
+fn a_progress_that_breaks_cancels_loading_and_ticks_count_every_weight() {
+    let mut ticks = Vec::new();
+    let mut count = |stage: &str, done: usize, total: usize| {
+        ticks.push((stage.to_string(), done, total));
+        std::ops::ControlFlow::Continue(())
+    };
+    let model = Model::load_with_progress(&fixture("tiny-gpt2"), &device(), &mut count).unwrap();
+    let (stage, done, total) = ticks.last().cloned().unwrap();
+    assert_eq!(stage, fidelis_models::model::LOADING);
+    assert_eq!(done, total, "the last tick is the whole model");
+    assert!(
+        ticks
+            .windows(2)
+            .all(|w| w[0].1 <= w[1].1 && w[1].1 <= w[1].2)
+    );
+    assert!(model.config().n_layers > 0);
+    let mut stop = |_: &str, _: usize, _: usize| std::ops::ControlFlow::Break(());
+    let err = Model::load_with_progress(&fixture("tiny-gpt2"), &device(), &mut stop).unwrap_err();
+    assert!(matches!(err, ModelError::Cancelled), "{err}");
+}
