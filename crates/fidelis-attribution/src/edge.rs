@@ -43,7 +43,6 @@ fidelis_circuit::option_enum! {
     /// A gradient edge attribution method (exact patching has its own entry point,
     /// [`crate::exact::exact_edges`]; [`crate::EdgeMethod`] names all five).
     #[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
-    #[serde(rename_all = "kebab-case")]
     pub enum Method {
         /// Edge attribution patching: one gradient at the clean input.
         Eap,
@@ -61,7 +60,6 @@ fidelis_circuit::option_enum! {
     /// How a score is aggregated over the d_model dimension (`sum`, `mean`).
     #[derive(Default)]
     #[strum(serialize_all = "kebab-case")]
-    #[serde(rename_all = "kebab-case")]
     pub enum Aggregation {
         /// Sum over dimensions (the EAP-IG default).
         #[default]

@@ -56,7 +56,6 @@ fidelis_circuit::option_enum! {
     /// `eap-ig-inputs`, `eap-ig-activations`, `clean-corrupted`, `exact`).
     #[derive(Default)]
     #[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
-    #[serde(rename_all = "kebab-case")]
     pub enum EdgeMethod {
         /// [`Method::Eap`].
         Eap,

@@ -40,38 +40,24 @@ use crate::{AttributionError, Result};
 fidelis_circuit::option_enum! {
     "target function",
     /// The scalar function of the next-token logits that is attributed.
+    #[strum(serialize_all = "kebab-case")]
     pub enum TargetFunction {
         /// `p(t)`.
-        #[strum(serialize = "probability")]
-        #[serde(rename = "probability")]
         Probability,
         /// `log p(t)`.
-        #[strum(serialize = "log-probability")]
-        #[serde(rename = "log-probability")]
         LogProbability,
         /// The logit `z_t`.
-        #[strum(serialize = "logit")]
-        #[serde(rename = "logit")]
         Logit,
         /// Entropy of the next-token distribution, `−Σ p log p` (nats).
-        #[strum(serialize = "entropy")]
-        #[serde(rename = "entropy")]
         Entropy,
         /// `p(t) − q(c)`: q is the contrast distribution when given, else p itself.
-        #[strum(serialize = "contrast-prob-diff")]
-        #[serde(rename = "contrast-prob-diff")]
         ContrastProbDiff,
         /// `z_t − z'_c`: z' are the contrast logits when given, else z itself.
-        #[strum(serialize = "contrast-logit-diff")]
-        #[serde(rename = "contrast-logit-diff")]
         ContrastLogitDiff,
         /// `KL(p ‖ q)` to the (constant) contrast distribution q, in nats.
         #[strum(serialize = "kl")]
-        #[serde(rename = "kl")]
         KlDivergence,
         /// P-CXMI `log p(t) − log q(t)` with q the contrast distribution.
-        #[strum(serialize = "pcxmi")]
-        #[serde(rename = "pcxmi")]
         Pcxmi,
     }
 }
@@ -203,14 +189,12 @@ impl Target {
 fidelis_circuit::option_enum! {
     "attribution method",
     /// A token attribution method (`saliency`, `ixg`, `ig`, `attention`, `occlusion`).
+    #[strum(serialize_all = "kebab-case")]
     pub enum TokenMethod {
         /// `|∂f/∂e|`.
-        #[strum(serialize = "saliency")]
-        #[serde(rename = "saliency")]
         Saliency,
         /// `e ⊙ ∂f/∂e`.
         #[strum(to_string = "ixg", serialize = "input-x-gradient", serialize = "input_x_gradient")]
-        #[serde(rename = "ixg")]
         InputXGradient,
         /// Integrated gradients from a baseline.
         #[strum(
@@ -218,15 +202,10 @@ fidelis_circuit::option_enum! {
             serialize = "integrated-gradients",
             serialize = "integrated_gradients"
         )]
-        #[serde(rename = "ig")]
         IntegratedGradients,
         /// Attention weights of the last query position.
-        #[strum(serialize = "attention")]
-        #[serde(rename = "attention")]
         Attention,
         /// Output change when one token's embedding is replaced by the baseline.
-        #[strum(serialize = "occlusion")]
-        #[serde(rename = "occlusion")]
         Occlusion,
     }
 }
@@ -246,15 +225,13 @@ fidelis_circuit::option_enum! {
     /// How per-dimension attributions `[pos, d_model]` are reduced to one score per token
     /// (`l2`, `sum`).
     #[derive(Default)]
+    #[strum(serialize_all = "kebab-case")]
     pub enum EmbeddingAggregation {
         /// The L2 norm over d_model (Inseq's default; always ≥ 0).
         #[default]
         #[strum(to_string = "l2", serialize = "l2-norm", serialize = "norm")]
-        #[serde(rename = "l2")]
         L2Norm,
         /// The signed sum over d_model (completeness holds for IG under this one).
-        #[strum(serialize = "sum")]
-        #[serde(rename = "sum")]
         Sum,
     }
 }

@@ -14,7 +14,6 @@ crate::option_enum! {
     /// (`patching`, `mean`, `zero`). [`AblationKind::values`] turns it into an [`Ablation`].
     #[derive(Default)]
     #[strum(serialize_all = "kebab-case")]
-    #[serde(rename_all = "kebab-case")]
     pub enum AblationKind {
         /// The upstream node's output on the corrupted prompt (activation patching).
         #[default]

@@ -110,7 +110,6 @@ crate::option_enum! {
     /// `correct-prob`) come from one table: `Display`, `FromStr`, serde and the CLI's choices all
     /// derive from the variant names.
     #[strum(serialize_all = "kebab-case")]
-    #[serde(rename_all = "kebab-case")]
     pub enum BuiltinMetric {
         /// Mean logit of the correct tokens minus mean logit of the incorrect ones.
         LogitDiff,

@@ -25,18 +25,17 @@ impl UnknownName {
     }
 }
 
-/// Defines an option enum with one name table: `Display`, `name()`, `FromStr` (its error an
-/// [`UnknownName`] naming `$what` and listing the names), strum's `VariantNames` and
-/// `VariantArray`, and serde, all from the variant names under the enum's own `#[strum]` and
-/// `#[serde]` renaming attributes (which must agree; `fidelis-cli`'s tests check every enum).
-/// The calling crate depends on `strum` and `serde`.
+/// Defines an option enum with one name table, strum's: `Display`, `name()`, `FromStr` (its
+/// error an [`UnknownName`] naming `$what` and listing the names), `VariantNames`,
+/// `VariantArray`, and serde (which writes `name()` and reads through `FromStr`, so it has no
+/// names of its own). Names come from the variants under the enum's `#[strum]` attributes. The
+/// calling crate depends on `strum` and `serde`.
 ///
 /// ```
 /// fidelis_circuit::option_enum! {
 ///     "colour",
 ///     /// A colour.
 ///     #[strum(serialize_all = "kebab-case")]
-///     #[serde(rename_all = "kebab-case")]
 ///     pub enum Colour {
 ///         /// Red.
 ///         DeepRed,
@@ -45,6 +44,9 @@ impl UnknownName {
 ///     }
 /// }
 /// assert_eq!(Colour::DeepRed.to_string(), "deep-red");
+/// assert_eq!(serde_json::to_string(&Colour::DeepRed).unwrap(), r#""deep-red""#);
+/// let blue: Colour = serde_json::from_str(r#""blue""#).unwrap();
+/// assert_eq!(blue, Colour::Blue);
 /// let err = "green".parse::<Colour>().unwrap_err().to_string();
 /// assert_eq!(err, r#"unknown colour "green" (expected one of deep-red, blue)"#);
 /// ```
@@ -63,8 +65,6 @@ macro_rules! option_enum {
             ::strum::VariantNames,
             ::strum::VariantArray,
             ::strum::IntoStaticStr,
-            ::serde::Serialize,
-            ::serde::Deserialize,
         )]
         #[strum(parse_err_ty = $crate::names::UnknownName, parse_err_fn = $name::unknown_name)]
         $(#[$meta])*
@@ -79,6 +79,19 @@ macro_rules! option_enum {
             /// The error for `given`, a name that is not one of this enum's.
             pub fn unknown_name(given: &str) -> $crate::names::UnknownName {
                 $crate::names::UnknownName::of::<$name>($what, given)
+            }
+        }
+
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+                serializer.serialize_str($name::name(*self))
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+                let name = <::std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                name.parse().map_err(<D::Error as ::serde::de::Error>::custom)
             }
         }
     };

@@ -678,6 +678,16 @@ mod tests {
         one_table::<BuiltinMetric>();
         one_table::<AblationKind>();
         one_table::<Selection>();
+        one_table::<TokenMethod>();
+        one_table::<TargetFunction>();
+        one_table::<EmbeddingAggregation>();
+        one_table::<CtiMetric>();
+        assert_eq!(
+            "input-x-gradient".parse::<TokenMethod>().unwrap(),
+            TokenMethod::InputXGradient
+        );
+        assert_eq!(TokenMethod::InputXGradient.name(), "ixg");
+        assert_eq!(TargetFunction::KlDivergence.name(), "kl");
         for (task, name) in Task::ALL.iter().zip(Task::NAMES) {
             assert_eq!(
                 serde_json::to_value(task).unwrap(),

@@ -4,10 +4,10 @@
 fidelis_circuit::option_enum! {
     "context-sensitivity metric",
     /// The context-sensitivity metric of CTI (`kl`, `ctx-prob-diff`, `pcxmi`).
+    #[strum(serialize_all = "kebab-case")]
     pub enum CtiMetric {
         /// `KL(P_ctx ‖ P_noctx)` over the vocabulary, in nats (the default).
         #[strum(to_string = "kl", serialize = "kl-divergence", serialize = "kl_divergence")]
-        #[serde(rename = "kl")]
         Kl,
         /// `P_ctx(ŷ) − P_noctx(ŷ)` of the output token ŷ.
         #[strum(
@@ -15,11 +15,8 @@ fidelis_circuit::option_enum! {
             serialize = "contrast-prob-diff",
             serialize = "contrast_prob_diff"
         )]
-        #[serde(rename = "ctx-prob-diff")]
         CtxProbDiff,
         /// P-CXMI `log P_ctx(ŷ) − log P_noctx(ŷ)`.
-        #[strum(serialize = "pcxmi")]
-        #[serde(rename = "pcxmi")]
         Pcxmi,
     }
 }

@@ -74,19 +74,16 @@ fidelis_circuit::option_enum! {
     /// How a circuit of n edges is chosen from a scored graph. Names: `abs`, `signed`, `greedy`
     /// (one table for `Display`, `FromStr`, serde and the CLI).
     #[derive(Default)]
+    #[strum(serialize_all = "kebab-case")]
     pub enum Selection {
         /// The n edges of largest |score| (the EAP-IG paper and MIB).
         #[default]
         #[strum(to_string = "abs", serialize = "top-abs")]
-        #[serde(rename = "abs")]
         TopAbs,
         /// The n edges of largest signed score: edges whose ablation helps the metric come last.
         #[strum(to_string = "signed", serialize = "top-signed")]
-        #[serde(rename = "signed")]
         TopSigned,
         /// Greedy growth from the logits by |score| (the reference's `greedy`).
-        #[strum(serialize = "greedy")]
-        #[serde(rename = "greedy")]
         Greedy,
     }
 }
