@@ -213,7 +213,7 @@ impl AblatedRun {
 /// Registers the hooks of an edge-ablated run of `masks.len()` circuits stacked along the batch
 /// (copy k of the batch runs circuit k). `ablated` is `[batch, pos, n_forward, d]`; each mask is
 /// a row-major `[n_forward, n_backward]` boolean matrix of *ablated* edges.
-pub fn ablation_hooks(
+pub(crate) fn ablation_hooks(
     model: &Transformer,
     map: &NodeMap,
     graph: &Graph,
@@ -327,7 +327,7 @@ fn check_finite(metric: &dyn Metric, vals: &[f32], batch: usize) -> Result<()> {
 }
 
 /// Last-position logits of a clean forward.
-pub fn clean_last_logits(model: &Transformer, batch: &PairBatch) -> Result<Tensor<2>> {
+pub(crate) fn clean_last_logits(model: &Transformer, batch: &PairBatch) -> Result<Tensor<2>> {
     Ok(model.forward_batch_at(&batch.clean, &batch.last, &mut Hooks::new())?)
 }
 
@@ -462,7 +462,7 @@ pub fn normalized_faithfulness(circuit: f32, empty: f32, full: f32) -> f32 {
 }
 
 /// Mean of a slice (0 for an empty one).
-pub fn mean(v: &[f32]) -> f32 {
+pub(crate) fn mean(v: &[f32]) -> f32 {
     if v.is_empty() {
         0.0
     } else {
