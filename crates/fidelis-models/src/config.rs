@@ -48,7 +48,77 @@ pub enum Positional {
         theta: f64,
         /// How many dimensions of each head are rotated (all of `d_head` for Llama).
         rotary_dim: usize,
+        /// How the frequencies are rescaled for long contexts.
+        scaling: RopeScaling,
     },
+}
+
+/// How rotary frequencies are rescaled for long contexts: Hugging Face's `rope_scaling`
+/// (`rope_parameters` in transformers 5) by `rope_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub enum RopeScaling {
+    /// `default`: the frequencies `theta^(-2i/d)` as they are.
+    #[default]
+    None,
+    /// `linear` (position interpolation): every frequency divided by `factor`.
+    Linear {
+        /// The scale factor.
+        factor: f64,
+    },
+    /// `llama3` (Llama 3.1 and later): low frequencies divided by `factor`, high ones kept,
+    /// the band between them interpolated smoothly.
+    Llama3 {
+        /// The scale factor of the low frequencies.
+        factor: f64,
+        /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are scaled.
+        low_freq_factor: f64,
+        /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// The context length the model was pre-trained with.
+        original_max_position_embeddings: usize,
+    },
+}
+
+impl RopeScaling {
+    /// The `rope_type` names this crate reads.
+    pub const SUPPORTED: &'static [&'static str] = &["default", "linear", "llama3"];
+
+    /// The inverse frequencies after scaling, computed in f32 as transformers does
+    /// (`_compute_linear_scaling_rope_parameters`, `_compute_llama3_parameters`).
+    pub fn apply(self, inv_freq: &[f32]) -> Vec<f32> {
+        match self {
+            Self::None => inv_freq.to_vec(),
+            Self::Linear { factor } => inv_freq.iter().map(|f| f / factor as f32).collect(),
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let (factor, low, high) = (
+                    factor as f32,
+                    low_freq_factor as f32,
+                    high_freq_factor as f32,
+                );
+                let old = original_max_position_embeddings as f32;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                inv_freq
+                    .iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                        let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
+                        if medium {
+                            let smooth = (old / wavelen - low) / (high - low);
+                            (1.0 - smooth) * scaled / factor + smooth * scaled
+                        } else {
+                            scaled
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// Architecture-neutral hyper-parameters of a decoder-only transformer.
@@ -98,5 +168,36 @@ impl TransformerConfig {
     /// How many query heads share one key/value head.
     pub fn group_size(&self) -> usize {
         self.n_heads / self.n_kv_heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Llama 3's frequency bands on four frequencies whose wavelengths (2π/f ≈ 6.3, 62.8, 628,
+    /// 6283) fall in the kept, smoothed and scaled bands of factor 8, low 1, high 4, context 64;
+    /// the smoothed value by hand: s = (64/62.83 − 1)/3, (1 − s)·0.1/8 + s·0.1.
+    #[test]
+    fn llama3_scaling_keeps_smooths_and_scales_the_three_bands() {
+        let scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64,
+        };
+        let got = scaling.apply(&[1.0, 0.1, 0.01, 0.001]);
+        let s = (64.0 / (2.0 * std::f64::consts::PI / 0.1) - 1.0) / 3.0;
+        let smoothed = (1.0 - s) * 0.1 / 8.0 + s * 0.1;
+        let want = [1.0, smoothed, 0.01 / 8.0, 0.001 / 8.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (f64::from(*g) - w).abs() <= 1e-6 * w,
+                "got {got:?}, want {want:?}"
+            );
+        }
+        let linear = RopeScaling::Linear { factor: 4.0 }.apply(&[1.0, 0.5]);
+        assert_eq!(linear, [0.25, 0.125]);
+        assert_eq!(RopeScaling::None.apply(&[1.0, 0.5]), [1.0, 0.5]);
     }
 }

@@ -54,7 +54,7 @@ pub mod tokenizer;
 pub mod transformer;
 pub mod weights;
 
-pub use config::{Architecture, TransformerConfig};
+pub use config::{Architecture, RopeScaling, TransformerConfig};
 pub use error::{ModelError, Result};
 pub use generate::GenerateConfig;
 pub use hooks::{Activation, Hooks, point};

@@ -8,7 +8,9 @@
 
 use serde::Deserialize;
 
-use crate::config::{ActivationFn, Architecture, NormKind, Positional, TransformerConfig};
+use crate::config::{
+    ActivationFn, Architecture, NormKind, Positional, RopeScaling, TransformerConfig,
+};
 use crate::error::{ModelError, Result};
 use crate::loader::Loader;
 use crate::transformer::{AttentionWeights, Block, MlpWeights, Norm, Transformer, rotary_tables};
@@ -107,13 +109,10 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D:
 }
 
 impl LlamaConfig {
-    /// Whether q, k and v projections carry biases.
-    pub fn qkv_bias(&self) -> bool {
-        self.model_type == "qwen2" || self.attention_bias
-    }
-
-    /// The architecture-neutral config, or an error naming the unsupported option.
-    pub fn to_transformer(&self) -> Result<TransformerConfig> {
+    /// The rotary scaling of `rope_scaling` (transformers 4) or `rope_parameters`
+    /// (transformers 5), or an error naming an unsupported `rope_type` or a missing field.
+    pub fn rope_scaling(&self) -> Result<RopeScaling> {
+        let mut out = RopeScaling::None;
         for scaling in [&self.rope_scaling, &self.rope_parameters]
             .into_iter()
             .flatten()
@@ -123,12 +122,73 @@ impl LlamaConfig {
                 .or_else(|| scaling.get("type"))
                 .and_then(|v| v.as_str())
                 .unwrap_or("default");
-            if kind != "default" {
+            let number = |key: &str| {
+                scaling.get(key).and_then(|v| v.as_f64()).ok_or_else(|| {
+                    ModelError::Unsupported(format!(
+                        "rope scaling type `{kind}` without a numeric `{key}`"
+                    ))
+                })
+            };
+            out = match kind {
+                "default" => RopeScaling::None,
+                "linear" => RopeScaling::Linear {
+                    factor: number("factor")?,
+                },
+                "llama3" => {
+                    let original = number("original_max_position_embeddings")?;
+                    RopeScaling::Llama3 {
+                        factor: number("factor")?,
+                        low_freq_factor: number("low_freq_factor")?,
+                        high_freq_factor: number("high_freq_factor")?,
+                        original_max_position_embeddings: original as usize,
+                    }
+                }
+                other => {
+                    return Err(ModelError::Unsupported(format!(
+                        "rope scaling type `{other}` (supported: {})",
+                        RopeScaling::SUPPORTED.join(", ")
+                    )));
+                }
+            };
+            if let RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } = out
+            {
+                let valid = factor > 0.0
+                    && low_freq_factor > 0.0
+                    && high_freq_factor > low_freq_factor
+                    && original_max_position_embeddings > 0;
+                if !valid {
+                    return Err(ModelError::Unsupported(format!(
+                        "llama3 rope scaling needs factor > 0, 0 < low_freq_factor < \
+                         high_freq_factor and original_max_position_embeddings > 0; got \
+                         {factor}, {low_freq_factor}, {high_freq_factor}, \
+                         {original_max_position_embeddings}"
+                    )));
+                }
+            }
+            if let RopeScaling::Linear { factor } = out
+                && !(factor > 0.0 && factor.is_finite())
+            {
                 return Err(ModelError::Unsupported(format!(
-                    "rope scaling type `{kind}`"
+                    "linear rope scaling needs a positive factor, got {factor}"
                 )));
             }
         }
+        Ok(out)
+    }
+
+    /// Whether q, k and v projections carry biases.
+    pub fn qkv_bias(&self) -> bool {
+        self.model_type == "qwen2" || self.attention_bias
+    }
+
+    /// The architecture-neutral config, or an error naming the unsupported option.
+    pub fn to_transformer(&self) -> Result<TransformerConfig> {
+        let scaling = self.rope_scaling()?;
         let theta = self
             .rope_parameters
             .as_ref()
@@ -184,6 +244,7 @@ impl LlamaConfig {
             positional: Positional::Rotary {
                 theta,
                 rotary_dim: d_head,
+                scaling,
             },
             parallel_attn_mlp: false,
             tied_embeddings: self.tie_word_embeddings,
@@ -242,9 +303,13 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
     let mut cfg = cfg;
     cfg.tied_embeddings = !w.src.contains("lm_head.weight") || cfg.tied_embeddings;
     let rotary = match cfg.positional {
-        Positional::Rotary { theta, rotary_dim } => {
-            Some(rotary_tables(cfg.n_ctx, rotary_dim, theta, w.device))
-        }
+        Positional::Rotary {
+            theta,
+            rotary_dim,
+            scaling,
+        } => Some(rotary_tables(
+            cfg.n_ctx, rotary_dim, theta, scaling, w.device,
+        )),
         Positional::Learned => None,
     };
     Ok(Transformer {

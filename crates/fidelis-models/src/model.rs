@@ -213,6 +213,32 @@ impl Transformer {
     }
 }
 
+/// The rope scaling of a GGUF file in Hugging Face's `rope_scaling` form: llama.cpp writes
+/// `{arch}.rope.scaling.type` (`none`, `linear`, `yarn`) and, for Llama 3.1's scaling, a
+/// `rope_freqs.weight` tensor of per-frequency factors, which Fidelis does not read yet: such a
+/// file is an error rather than a model with the wrong positions.
+fn gguf_rope_scaling(file: &GgufFile, arch: &str) -> Result<Option<serde_json::Value>> {
+    if file.tensor_info("rope_freqs.weight").is_some() {
+        return Err(ModelError::Unsupported(
+            "GGUF rope scaling by a `rope_freqs` tensor (Llama 3.1 and later); load the model's \
+             Hugging Face folder instead, which Fidelis reads with its `llama3` rope scaling"
+                .into(),
+        ));
+    }
+    let kind = match file.get_str(&format!("{arch}.rope.scaling.type")) {
+        Ok(kind) => kind,
+        Err(_) => return Ok(None),
+    };
+    Ok(match kind {
+        "none" => None,
+        "linear" => {
+            let factor = file.get_f32(&format!("{arch}.rope.scaling.factor"))?;
+            Some(serde_json::json!({"rope_type": "linear", "factor": f64::from(factor)}))
+        }
+        other => Some(serde_json::json!({ "rope_type": other })),
+    })
+}
+
 /// The Llama config a GGUF file's metadata describes.
 fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
     let key = |k: &str| format!("{arch}.{k}");
@@ -240,7 +266,7 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
         rope_theta: file
             .get_f32(&key("rope.freq_base"))
             .map_or(10_000.0, f64::from),
-        rope_scaling: None,
+        rope_scaling: gguf_rope_scaling(file, arch)?,
         rope_parameters: None,
         hidden_act: "silu".into(),
         tie_word_embeddings: file.tensor_info("output.weight").is_none(),

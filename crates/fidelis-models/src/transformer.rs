@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 
-use crate::config::{ActivationFn, NormKind, Positional, TransformerConfig};
+use crate::config::{ActivationFn, NormKind, Positional, RopeScaling, TransformerConfig};
 use crate::error::{ModelError, Result};
 use crate::hooks::{Hooks, point};
 
@@ -791,13 +791,16 @@ pub(crate) fn rotary_tables(
     n_ctx: usize,
     rotary_dim: usize,
     theta: f64,
+    scaling: RopeScaling,
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>) {
     let half = rotary_dim / 2;
-    // inv_freq_i = theta^(-2i / rotary_dim), computed in f32 as transformers does.
+    // inv_freq_i = theta^(-2i / rotary_dim), computed in f32 as transformers does, then
+    // rescaled for long contexts.
     let inv_freq: Vec<f32> = (0..half)
         .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rotary_dim as f32))
         .collect();
+    let inv_freq = scaling.apply(&inv_freq);
     let mut cos = Vec::with_capacity(n_ctx * rotary_dim);
     let mut sin = Vec::with_capacity(n_ctx * rotary_dim);
     for pos in 0..n_ctx {

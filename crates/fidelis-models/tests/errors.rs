@@ -168,6 +168,34 @@ fn unsupported_rope_scaling() {
 }
 
 #[test]
+fn rope_scaling_names_what_is_supported_and_what_is_missing() {
+    let dir = TempDir::copy_of("tiny-llama-gqa");
+    dir.edit_config(|c| {
+        c["rope_scaling"] = serde_json::json!({"rope_type": "dynamic", "factor": 2.0})
+    });
+    assert_mentions(
+        &load_err(&dir.0),
+        &["dynamic", "default", "linear", "llama3"],
+    );
+    dir.edit_config(|c| {
+        c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0});
+    });
+    assert_mentions(
+        &load_err(&dir.0),
+        &["llama3", "original_max_position_embeddings"],
+    );
+    dir.edit_config(|c| {
+        c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+            "original_max_position_embeddings": 64});
+    });
+    assert_mentions(&load_err(&dir.0), &["low_freq_factor < high_freq_factor"]);
+    dir.edit_config(|c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": -1.0}));
+    assert_mentions(&load_err(&dir.0), &["positive factor"]);
+}
+
+#[test]
 fn missing_tokenizer() {
     let dir = TempDir::copy_of("tiny-gpt2");
     dir.remove("tokenizer.json");

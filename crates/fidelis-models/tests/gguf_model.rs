@@ -496,3 +496,43 @@ fn attn_q_of_the_wrong_shape() {
         "{msg}"
     );
 }
+
+#[test]
+fn gguf_rope_scaling_is_read_or_refused_by_name() {
+    // Linear scaling from llama.cpp's metadata changes the positions, hence the logits.
+    let mut w = convert(Storage::F32, |_, t| t);
+    w.add_string("llama.rope.scaling.type", "linear")
+        .add_f32("llama.rope.scaling.factor", 4.0);
+    let file = write_gguf(&w, "rope-linear");
+    let scaled = load_path(&file.0);
+    assert!(
+        matches!(
+            scaled.config().positional,
+            fidelis_models::config::Positional::Rotary {
+                scaling: fidelis_models::RopeScaling::Linear { factor },
+                ..
+            } if factor == 4.0
+        ),
+        "{:?}",
+        scaled.config().positional
+    );
+    let plain = load_path(&fixture(FIXTURE));
+    assert!(
+        compare(&scaled, &plain) > 1e-3,
+        "linear scaling changes the logits"
+    );
+    // Llama 3.1's per-frequency factors tensor is not read yet: an error, not wrong positions.
+    let mut w = convert(Storage::F32, |_, t| t);
+    w.add_tensor_f32("rope_freqs.weight", &[4], &[1.0, 1.0, 2.0, 8.0])
+        .expect("f32 tensor");
+    let file = write_gguf(&w, "rope-freqs");
+    let err = Model::load(&file.0, &device()).expect_err("rope_freqs must not load silently");
+    assert!(err.to_string().contains("rope_freqs"), "{err}");
+    // An unknown scaling type names itself and what is supported.
+    let mut w = convert(Storage::F32, |_, t| t);
+    w.add_string("llama.rope.scaling.type", "yarn");
+    let file = write_gguf(&w, "rope-yarn");
+    let err = Model::load(&file.0, &device()).expect_err("yarn is not supported");
+    let msg = err.to_string();
+    assert!(msg.contains("yarn") && msg.contains("llama3"), "{msg}");
+}

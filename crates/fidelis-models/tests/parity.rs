@@ -1,5 +1,6 @@
-//! Logits of tiny random GPT-2, Llama (GQA), Qwen2 (q/k/v biases, tied) and a sharded Llama
-//! against Hugging Face transformers (`xtask/fixtures/make_fixtures.py`).
+//! Logits of tiny random GPT-2, Llama (GQA), Qwen2 (q/k/v biases, tied), Llama 3 (`llama3` rope
+//! scaling) and a sharded Llama against Hugging Face transformers
+//! (`xtask/fixtures/make_fixtures.py`).
 
 mod common;
 
@@ -83,6 +84,11 @@ fn llama_gqa_matches_transformers() {
 #[test]
 fn qwen2_with_qkv_bias_and_tied_embeddings_matches_transformers() {
     check_model("tiny-qwen2");
+}
+
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    check_model("tiny-llama3");
 }
 
 #[test]
