@@ -81,6 +81,11 @@ fn eap_equals_first_order_taylor_prediction_llama_gqa() {
 }
 
 #[test]
+fn eap_equals_first_order_taylor_prediction_qwen3() {
+    eap_matches_finite_differences_on("tiny-qwen3");
+}
+
+#[test]
 fn eap_agrees_with_exact_to_first_order_as_delta_shrinks() {
     let model = load("tiny-gpt2").transformer;
     let pairs = random_pairs(4, 300, 11);
@@ -334,7 +339,7 @@ fn eap_ig_activations_with_64_steps_matches_an_independent_path_integral() {
     // The library starts each group's passes at the group's layer from the recorded clean
     // residual stream and differentiates only the readers from there on; the reference runs
     // every pass from the embeddings.
-    for name in ["tiny-gpt2", "tiny-llama-gqa"] {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen3"] {
         activation_ig_matches_the_path_integral(name, &load(name).transformer);
     }
 }
@@ -465,6 +470,7 @@ fn kl_has_zero_eap_gradient_at_the_clean_point_but_not_eap_ig() {
 #[test]
 fn exact_scores_equal_single_edge_ablated_runs() {
     exact_equals_single_edge_ablation(&load("tiny-gpt2").transformer);
+    exact_equals_single_edge_ablation(&load("tiny-qwen3").transformer);
 }
 
 fn exact_equals_single_edge_ablation(model: &Transformer) {
@@ -501,7 +507,7 @@ fn exact_equals_single_edge_ablation(model: &Transformer) {
 
 #[test]
 fn ablating_every_edge_gives_the_corrupted_run_and_none_the_clean_run() {
-    for name in ["tiny-gpt2", "tiny-llama-gqa"] {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-llama3", "tiny-qwen3"] {
         every_and_no_edge_ablated(&load(name).transformer);
     }
 }

@@ -156,6 +156,9 @@ pub struct TransformerConfig {
     pub positional: Positional,
     /// Whether attention and MLP read the same residual (GPT-NeoX style); false for GPT-2/Llama.
     pub parallel_attn_mlp: bool,
+    /// Whether each head's queries and keys are RMS-normalised over `d_head` before rotary
+    /// (Qwen 3's `q_norm` / `k_norm`).
+    pub qk_norm: bool,
     /// Whether the unembedding shares the token embedding matrix.
     pub tied_embeddings: bool,
     /// Beginning-of-sequence token id, if the model has one.

@@ -50,6 +50,8 @@ impl<'a> GgufSource<'a> {
             "self_attn.k_proj" => "attn_k",
             "self_attn.v_proj" => "attn_v",
             "self_attn.o_proj" => "attn_output",
+            "self_attn.q_norm" => "attn_q_norm",
+            "self_attn.k_norm" => "attn_k_norm",
             "mlp.gate_proj" => "ffn_gate",
             "mlp.up_proj" => "ffn_up",
             "mlp.down_proj" => "ffn_down",
@@ -163,5 +165,27 @@ mod tests {
         };
         let hf = unpermute_rows(stored, 1);
         assert_eq!(hf.data, vec![10.0, 11.0, 20.0, 21.0]);
+    }
+}
+
+#[cfg(test)]
+mod qwen3_names {
+    use super::GgufSource;
+
+    #[test]
+    fn qwen3_head_norms_have_llama_cpp_names() {
+        let name = |hf: &str| GgufSource::gguf_name(hf);
+        assert_eq!(
+            name("model.layers.3.self_attn.q_norm.weight").as_deref(),
+            Some("blk.3.attn_q_norm.weight")
+        );
+        assert_eq!(
+            name("model.layers.0.self_attn.k_norm.weight").as_deref(),
+            Some("blk.0.attn_k_norm.weight")
+        );
+        assert_eq!(
+            name("model.layers.1.self_attn.q_proj.weight").as_deref(),
+            Some("blk.1.attn_q.weight")
+        );
     }
 }

@@ -101,6 +101,7 @@ impl Gpt2Config {
             gated_mlp: false,
             positional: Positional::Learned,
             parallel_attn_mlp: false,
+            qk_norm: false,
             tied_embeddings: true,
             bos_token_id: self.bos_token_id,
             eos_token_id: self.eos_token_id,
@@ -148,6 +149,8 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
             b_v: Some(bias_part(2)),
             w_o: w.matrix(&format!("{p}.attn.c_proj.weight"), d, d)?,
             b_o: w.optional_vector(&format!("{p}.attn.c_proj.bias"), d)?,
+            q_norm: None,
+            k_norm: None,
         };
         let mlp = MlpWeights {
             w_in: w.matrix(&format!("{p}.mlp.c_fc.weight"), d, m)?,

@@ -247,6 +247,7 @@ impl LlamaConfig {
                 scaling,
             },
             parallel_attn_mlp: false,
+            qk_norm: self.model_type == "qwen3",
             tied_embeddings: self.tie_word_embeddings,
             bos_token_id: self.bos_token_id,
             eos_token_id: self.eos_token_id,
@@ -258,13 +259,22 @@ impl LlamaConfig {
 pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transformer> {
     let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
     let (q_out, kv_out) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
-    let norm = |name: &str| -> Result<Norm> {
+    let norm_of = |name: &str, width: usize| -> Result<Norm> {
         Ok(Norm {
             kind: NormKind::RmsNorm,
             eps: cfg.norm_eps,
-            weight: w.vector(name, d)?,
+            weight: w.vector(name, width)?,
             bias: None,
         })
+    };
+    let norm = |name: &str| norm_of(name, d);
+    // Qwen 3: one RMSNorm over d_head for every query head, one for every key head.
+    let head_norm = |name: String| -> Result<Option<Norm>> {
+        if cfg.qk_norm {
+            norm_of(&name, cfg.d_head).map(Some)
+        } else {
+            Ok(None)
+        }
     };
     let embed = w.matrix("model.embed_tokens.weight", v, d)?;
     let mut blocks = Vec::with_capacity(cfg.n_layers);
@@ -279,6 +289,8 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
             b_v: w.optional_vector(&format!("{p}.self_attn.v_proj.bias"), kv_out)?,
             w_o: w.linear(&format!("{p}.self_attn.o_proj.weight"), q_out, d)?,
             b_o: w.optional_vector(&format!("{p}.self_attn.o_proj.bias"), d)?,
+            q_norm: head_norm(format!("{p}.self_attn.q_norm.weight"))?,
+            k_norm: head_norm(format!("{p}.self_attn.k_norm.weight"))?,
         };
         let mlp = MlpWeights {
             w_in: w.linear(&format!("{p}.mlp.up_proj.weight"), d, m)?,

@@ -20,7 +20,7 @@ use crate::weights::{RandomWeights, SafetensorsSource, WeightSource, read_text};
 use crate::{gpt2, llama};
 
 /// Model families Fidelis can load, by Hugging Face `model_type`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2", "qwen3"];
 
 /// A loaded model: the hooked transformer and its tokenizer.
 #[derive(Debug, Clone)]
@@ -133,7 +133,7 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
         "gpt2" => serde_json::from_str::<gpt2::Gpt2Config>(&text)
             .map_err(bad)?
             .to_transformer()?,
-        "llama" | "mistral" | "qwen2" => serde_json::from_str::<LlamaConfig>(&text)
+        "llama" | "mistral" | "qwen2" | "qwen3" => serde_json::from_str::<LlamaConfig>(&text)
             .map_err(bad)?
             .to_transformer()?,
         other => {
@@ -166,9 +166,9 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
 fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
     let file = GgufFile::open(path)?;
     let arch = file.architecture()?.to_string();
-    if !matches!(arch.as_str(), "llama" | "qwen2" | "mistral") {
+    if !matches!(arch.as_str(), "llama" | "qwen2" | "qwen3" | "mistral") {
         return Err(ModelError::Unsupported(format!(
-            "GGUF architecture `{arch}` (supported: llama, qwen2, mistral)"
+            "GGUF architecture `{arch}` (supported: llama, qwen2, qwen3, mistral)"
         )));
     }
     let cfg = gguf_config(&file, &arch)?;
@@ -180,7 +180,7 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
         ..cfg
     };
     // llama.cpp permutes q/k rows only for models it converts with interleaved rotary.
-    let permuted = arch != "qwen2";
+    let permuted = !matches!(arch.as_str(), "qwen2" | "qwen3");
     let src = GgufSource::new(&file, cfg.n_heads, cfg.n_kv_heads, permuted);
     let total = estimate_elements(&cfg);
     let transformer = build_with_progress(&src, device, total, progress, |w| llama::build(cfg, w))?;

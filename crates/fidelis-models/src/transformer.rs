@@ -65,6 +65,10 @@ pub(crate) struct AttentionWeights {
     pub w_o: Tensor<2>,
     /// `[d_model]`
     pub b_o: Option<Tensor<1>>,
+    /// Per-head query norm over `d_head` (Qwen 3), applied before rotary.
+    pub q_norm: Option<Norm>,
+    /// Per-head key norm over `d_head` (Qwen 3), applied before rotary.
+    pub k_norm: Option<Norm>,
 }
 
 /// MLP weights: plain (`out(act(in(x)))`) or gated (`out(act(gate(x)) * in(x))`).
@@ -586,6 +590,11 @@ impl Transformer {
             let v = linear(normed, &a.w_v, a.b_v.as_ref()).reshape([batch, seq, kv, dh]);
             (q, k, v)
         };
+        let head_norm = |norm: &Option<Norm>, x: Tensor<4>| match norm {
+            Some(n) => n.forward(x),
+            None => x,
+        };
+        let (q, k) = (head_norm(&a.q_norm, q), head_norm(&a.k_norm, k));
         let q = self.rotate(hooks.apply4(point::q(l), q)?, start);
         let k = self.rotate(hooks.apply4(point::k(l), k)?, start);
         let v = hooks.apply4(point::v(l), v)?;

@@ -8,7 +8,7 @@ use common::{device, fixture, load, tokens, values};
 use fidelis_models::{GenerateConfig, Hooks, Model, ModelError};
 use serde::Deserialize;
 
-const MODELS: [&str; 3] = ["tiny-gpt2", "tiny-llama-gqa", "tiny-llama3"];
+const MODELS: [&str; 4] = ["tiny-gpt2", "tiny-llama-gqa", "tiny-llama3", "tiny-qwen3"];
 
 #[derive(Deserialize)]
 struct Expected {

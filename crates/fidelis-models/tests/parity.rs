@@ -1,5 +1,5 @@
 //! Logits of tiny random GPT-2, Llama (GQA), Qwen2 (q/k/v biases, tied), Llama 3 (`llama3` rope
-//! scaling) and a sharded Llama against Hugging Face transformers
+//! scaling), Qwen 3 (per-head q/k norm, head_dim ≠ d_model / heads) and a sharded Llama against Hugging Face transformers
 //! (`xtask/fixtures/make_fixtures.py`).
 
 mod common;
@@ -89,6 +89,11 @@ fn qwen2_with_qkv_bias_and_tied_embeddings_matches_transformers() {
 #[test]
 fn llama3_rope_scaling_matches_transformers() {
     check_model("tiny-llama3");
+}
+
+#[test]
+fn qwen3_with_qk_norm_and_wide_heads_matches_transformers() {
+    check_model("tiny-qwen3");
 }
 
 #[test]
