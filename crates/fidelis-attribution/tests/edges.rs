@@ -85,6 +85,18 @@ fn eap_equals_first_order_taylor_prediction_qwen3() {
     eap_matches_finite_differences_on("tiny-qwen3");
 }
 
+/// Pythia: exact (erf) GELU, whose backward some backends take from the tanh approximation,
+/// and attention and MLP in parallel.
+#[test]
+fn eap_equals_first_order_taylor_prediction_pythia() {
+    eap_matches_finite_differences_on("tiny-pythia");
+}
+
+#[test]
+fn eap_equals_first_order_taylor_prediction_mistral_window() {
+    eap_matches_finite_differences_on("tiny-mistral-window");
+}
+
 #[test]
 fn eap_agrees_with_exact_to_first_order_as_delta_shrinks() {
     let model = load("tiny-gpt2").transformer;
@@ -339,7 +351,7 @@ fn eap_ig_activations_with_64_steps_matches_an_independent_path_integral() {
     // The library starts each group's passes at the group's layer from the recorded clean
     // residual stream and differentiates only the readers from there on; the reference runs
     // every pass from the embeddings.
-    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen3"] {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen3", "tiny-pythia"] {
         activation_ig_matches_the_path_integral(name, &load(name).transformer);
     }
 }
@@ -471,6 +483,7 @@ fn kl_has_zero_eap_gradient_at_the_clean_point_but_not_eap_ig() {
 fn exact_scores_equal_single_edge_ablated_runs() {
     exact_equals_single_edge_ablation(&load("tiny-gpt2").transformer);
     exact_equals_single_edge_ablation(&load("tiny-qwen3").transformer);
+    exact_equals_single_edge_ablation(&load("tiny-pythia").transformer);
 }
 
 fn exact_equals_single_edge_ablation(model: &Transformer) {
@@ -507,7 +520,14 @@ fn exact_equals_single_edge_ablation(model: &Transformer) {
 
 #[test]
 fn ablating_every_edge_gives_the_corrupted_run_and_none_the_clean_run() {
-    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-llama3", "tiny-qwen3"] {
+    for name in [
+        "tiny-gpt2",
+        "tiny-llama-gqa",
+        "tiny-llama3",
+        "tiny-qwen3",
+        "tiny-pythia",
+        "tiny-mistral-window",
+    ] {
         every_and_no_edge_ablated(&load(name).transformer);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Field names follow TransformerLens (`n_layers`, `d_model`, `n_heads`, `d_head`, `d_mlp`,
 //! `d_vocab`, `n_ctx`) so that users recognise them. Each architecture file (`gpt2.rs`,
-//! `llama.rs`) turns its own Hugging Face `config.json` into this struct.
+//! `llama.rs`, `gpt_neox.rs`) turns its own Hugging Face `config.json` into this struct.
 
 use serde::Serialize;
 
@@ -13,6 +13,9 @@ pub enum Architecture {
     Gpt2,
     /// Llama family (Llama, Mistral, Qwen2, SmolLM): RoPE, RMSNorm, SwiGLU, grouped-query attention.
     Llama,
+    /// GPT-NeoX / Pythia: partial RoPE, LayerNorm with bias, GELU MLP, attention and MLP in
+    /// parallel on the same residual.
+    GptNeoX,
 }
 
 /// The normalisation applied before attention, before the MLP and before the unembedding.
@@ -159,6 +162,11 @@ pub struct TransformerConfig {
     /// Whether each head's queries and keys are RMS-normalised over `d_head` before rotary
     /// (Qwen 3's `q_norm` / `k_norm`).
     pub qk_norm: bool,
+    /// Per layer, the sliding attention window (a query sees the `w` positions up to and
+    /// including its own) or `None` for full causal attention; empty when no layer slides
+    /// (Mistral: every layer; Qwen 2/3 with `use_sliding_window`: the layers from
+    /// `max_window_layers` on, or as `layer_types` says).
+    pub attention_windows: Vec<Option<usize>>,
     /// Whether the unembedding shares the token embedding matrix.
     pub tied_embeddings: bool,
     /// Beginning-of-sequence token id, if the model has one.
@@ -168,6 +176,11 @@ pub struct TransformerConfig {
 }
 
 impl TransformerConfig {
+    /// The sliding window of layer `layer`, if it has one.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        self.attention_windows.get(layer).copied().flatten()
+    }
+
     /// How many query heads share one key/value head.
     pub fn group_size(&self) -> usize {
         self.n_heads / self.n_kv_heads

@@ -102,6 +102,7 @@ impl Gpt2Config {
             positional: Positional::Learned,
             parallel_attn_mlp: false,
             qk_norm: false,
+            attention_windows: Vec::new(),
             tied_embeddings: true,
             bos_token_id: self.bos_token_id,
             eos_token_id: self.eos_token_id,

@@ -45,6 +45,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gguf_source;
 pub mod gpt2;
+pub mod gpt_neox;
 pub mod hooks;
 pub mod llama;
 mod loader;

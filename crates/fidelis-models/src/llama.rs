@@ -64,12 +64,18 @@ pub struct LlamaConfig {
     /// Biases on the MLP projections.
     #[serde(default)]
     pub mlp_bias: bool,
-    /// Mistral/Qwen2 sliding window; the context is limited to it when enabled.
+    /// Mistral/Qwen sliding attention window.
     #[serde(default)]
     pub sliding_window: Option<usize>,
-    /// Qwen2's switch for the sliding window.
+    /// Qwen's switch for the sliding window.
     #[serde(default)]
     pub use_sliding_window: Option<bool>,
+    /// Qwen: the layers from this index on slide (when `use_sliding_window`).
+    #[serde(default)]
+    pub max_window_layers: Option<usize>,
+    /// Per layer `sliding_attention` or `full_attention`, as transformers 5 writes it.
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
     /// Beginning-of-sequence token.
     #[serde(default)]
     pub bos_token_id: Option<u32>,
@@ -181,6 +187,53 @@ impl LlamaConfig {
         Ok(out)
     }
 
+    /// Each layer's sliding window (see [`TransformerConfig::attention_windows`]), or an error
+    /// for a `layer_types` entry Fidelis does not know or a window of zero.
+    pub fn attention_windows(&self) -> Result<Vec<Option<usize>>> {
+        let enabled = match self.model_type.as_str() {
+            "mistral" => self.use_sliding_window != Some(false),
+            _ => self.use_sliding_window == Some(true),
+        };
+        let window = match self.sliding_window {
+            Some(0) if enabled => {
+                return Err(ModelError::Unsupported(
+                    "a sliding window of 0 positions".into(),
+                ));
+            }
+            Some(w) if enabled => w,
+            _ => return Ok(Vec::new()),
+        };
+        let n = self.num_hidden_layers;
+        let windows: Vec<Option<usize>> = match &self.layer_types {
+            Some(types) => types
+                .iter()
+                .map(|t| match t.as_str() {
+                    "sliding_attention" => Ok(Some(window)),
+                    "full_attention" => Ok(None),
+                    other => Err(ModelError::Unsupported(format!(
+                        "layer type `{other}` (supported: full_attention, sliding_attention)"
+                    ))),
+                })
+                .collect::<Result<_>>()?,
+            None if self.model_type == "mistral" => vec![Some(window); n],
+            None => {
+                let first = self.max_window_layers.unwrap_or(0);
+                (0..n).map(|l| (l >= first).then_some(window)).collect()
+            }
+        };
+        if windows.len() != n {
+            return Err(ModelError::Unsupported(format!(
+                "layer_types lists {} layers for a model of {n}",
+                windows.len()
+            )));
+        }
+        Ok(if windows.iter().all(Option::is_none) {
+            Vec::new()
+        } else {
+            windows
+        })
+    }
+
     /// Whether q, k and v projections carry biases.
     pub fn qkv_bias(&self) -> bool {
         self.model_type == "qwen2" || self.attention_bias
@@ -218,14 +271,8 @@ impl LlamaConfig {
                 )));
             }
         };
-        let window = match (self.sliding_window, self.use_sliding_window) {
-            (Some(w), Some(true)) | (Some(w), None) if self.model_type == "mistral" => Some(w),
-            (Some(w), Some(true)) => Some(w),
-            _ => None,
-        };
-        let n_ctx = window.map_or(self.max_position_embeddings, |w| {
-            w.min(self.max_position_embeddings)
-        });
+        let attention_windows = self.attention_windows()?;
+        let n_ctx = self.max_position_embeddings;
         Ok(TransformerConfig {
             architecture: Architecture::Llama,
             model_type: self.model_type.clone(),
@@ -248,6 +295,7 @@ impl LlamaConfig {
             },
             parallel_attn_mlp: false,
             qk_norm: self.model_type == "qwen3",
+            attention_windows,
             tied_embeddings: self.tie_word_embeddings,
             bos_token_id: self.bos_token_id,
             eos_token_id: self.eos_token_id,

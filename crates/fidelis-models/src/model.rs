@@ -17,10 +17,11 @@ use crate::progress::{Progress, Silent};
 use crate::tokenizer::Tokenizer;
 use crate::transformer::Transformer;
 use crate::weights::{RandomWeights, SafetensorsSource, WeightSource, read_text};
-use crate::{gpt2, llama};
+use crate::{gpt_neox, gpt2, llama};
 
 /// Model families Fidelis can load, by Hugging Face `model_type`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2", "qwen3"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] =
+    &["gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3"];
 
 /// A loaded model: the hooked transformer and its tokenizer.
 #[derive(Debug, Clone)]
@@ -133,6 +134,9 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
         "gpt2" => serde_json::from_str::<gpt2::Gpt2Config>(&text)
             .map_err(bad)?
             .to_transformer()?,
+        "gpt_neox" => serde_json::from_str::<gpt_neox::GptNeoXConfig>(&text)
+            .map_err(bad)?
+            .to_transformer()?,
         "llama" | "mistral" | "qwen2" | "qwen3" => serde_json::from_str::<LlamaConfig>(&text)
             .map_err(bad)?
             .to_transformer()?,
@@ -153,6 +157,7 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
     let transformer = build_with_progress(&src, device, total, progress, |w| {
         match model_type.as_str() {
             "gpt2" => gpt2::build(cfg, w),
+            "gpt_neox" => gpt_neox::build(cfg, w),
             _ => llama::build(cfg, w),
         }
     })?;
@@ -198,7 +203,7 @@ impl Transformer {
         let src = RandomWeights {
             seed,
             std: 0.02,
-            biases: cfg.architecture == Architecture::Gpt2,
+            biases: matches!(cfg.architecture, Architecture::Gpt2 | Architecture::GptNeoX),
             untied_head: !cfg.tied_embeddings,
         };
         let loader = Loader {
@@ -209,6 +214,7 @@ impl Transformer {
         match cfg.architecture {
             Architecture::Gpt2 => gpt2::build(cfg, &loader),
             Architecture::Llama => llama::build(cfg, &loader),
+            Architecture::GptNeoX => gpt_neox::build(cfg, &loader),
         }
     }
 }
@@ -274,6 +280,8 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
         mlp_bias: false,
         sliding_window: None,
         use_sliding_window: None,
+        max_window_layers: None,
+        layer_types: None,
         bos_token_id: None,
         eos_token_id: None,
     };

@@ -6,7 +6,7 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::activation::{gelu_approximate, relu, silu, softmax};
 
 use crate::config::{ActivationFn, NormKind, Positional, RopeScaling, TransformerConfig};
 use crate::error::{ModelError, Result};
@@ -403,14 +403,27 @@ impl Transformer {
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>> {
         let [batch, seq, _] = x.dims();
-        let mask = attention_mask(batch, seq, start, lengths, &self.device);
+        let full = attention_mask(batch, seq, start, lengths, None, &self.device);
+        // Sliding-window layers share one mask per window size.
+        let mut windowed: Vec<(usize, Option<Tensor<4, Bool>>)> = Vec::new();
         for (layer, block) in self.blocks.iter().enumerate().skip(first) {
+            let mask = match self.config.window(layer) {
+                None => full.clone(),
+                Some(w) => match windowed.iter().find(|(size, _)| *size == w) {
+                    Some((_, m)) => m.clone(),
+                    None => {
+                        let m = attention_mask(batch, seq, start, lengths, Some(w), &self.device);
+                        windowed.push((w, m.clone()));
+                        m
+                    }
+                },
+            };
             let input = BlockInput {
                 layer,
                 block,
                 x,
                 start,
-                mask: mask.clone(),
+                mask,
             };
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[layer]);
             x = self.block(input, hooks, layer_cache)?;
@@ -536,7 +549,7 @@ impl Transformer {
     fn activation(&self, x: Tensor<3>) -> Tensor<3> {
         match self.config.act_fn {
             ActivationFn::GeluTanh => gelu_approximate(x),
-            ActivationFn::Gelu => gelu(x),
+            ActivationFn::Gelu => gelu_erf(x),
             ActivationFn::Silu => silu(x),
             ActivationFn::Relu => relu(x),
         }
@@ -686,10 +699,12 @@ fn attention_mask(
     seq: usize,
     start: usize,
     lengths: Option<&[usize]>,
+    window: Option<usize>,
     device: &Device,
 ) -> Option<Tensor<4, Bool>> {
     let keys = start + seq;
-    if seq == 1 && lengths.is_none() {
+    let window = window.filter(|&w| w < keys);
+    if seq == 1 && lengths.is_none() && window.is_none() {
         return None;
     }
     let shape = [batch, 1, seq, keys];
@@ -700,7 +715,20 @@ fn attention_mask(
     let key_pos = Tensor::<1, Int>::arange(0..keys as i64, device)
         .reshape([1, 1, 1, keys])
         .expand(shape);
-    let future = key_pos.clone().greater(query_pos);
+    let future = key_pos.clone().greater(query_pos.clone());
+    let future = match window {
+        // A query sees the `w` keys up to its own: key k is out when q − k ≥ w. The diagonal
+        // stays visible so that no row is empty (a padded query's row is then finite).
+        Some(w) => {
+            let outside = query_pos
+                .clone()
+                .sub_scalar(w as i64)
+                .greater_equal(key_pos.clone());
+            let diagonal = key_pos.clone().equal(query_pos.clone());
+            future.bool_or(outside.bool_and(diagonal.bool_not()))
+        }
+        None => future,
+    };
     let Some(lengths) = lengths else {
         return Some(future);
     };
@@ -708,11 +736,13 @@ fn attention_mask(
     let lengths = Tensor::<1, Int>::from_data(TensorData::new(lengths, [batch]), device)
         .reshape([batch, 1, 1, 1])
         .expand(shape);
-    // Padded queries still see key 0 so that no softmax row is empty.
-    let padding = key_pos
-        .clone()
-        .greater_equal(lengths)
-        .bool_and(key_pos.greater_elem(0));
+    // Padded queries still see one key so that no softmax row is empty: key 0, or under a
+    // sliding window (which may hide key 0) their own position.
+    let seen = match window {
+        None => key_pos.clone().greater_elem(0),
+        Some(_) => key_pos.clone().not_equal(query_pos),
+    };
+    let padding = key_pos.greater_equal(lengths).bool_and(seen);
     Some(future.bool_or(padding))
 }
 
@@ -792,6 +822,18 @@ fn repeat_kv(x: Tensor<4>, heads: usize) -> Tensor<4> {
         .reshape([batch, heads, t, dh])
 }
 
+/// Exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`, written out with `erf` rather than taken
+/// from Burn's `gelu`: on some backends (ndarray) that one's backward is the tanh
+/// approximation's derivative, off by up to 8.7e-4 (`tests/hooks.rs` checks the gradient
+/// against finite differences of this forward on every backend it runs on).
+fn gelu_erf(x: Tensor<3>) -> Tensor<3> {
+    let cdf = (x.clone() * std::f64::consts::FRAC_1_SQRT_2)
+        .erf()
+        .add_scalar(1.0)
+        * 0.5;
+    x * cdf
+}
+
 /// cos and sin tables for rotary embeddings, as Hugging Face computes them (rotate-half).
 ///
 /// # Shapes
@@ -860,12 +902,12 @@ mod tests {
             (2, 1, 0, Some(&[1, 1])),
         ];
         for (batch, seq, start, lengths) in cases {
-            let mask = attention_mask(batch, seq, start, lengths, &device).expect("a mask");
+            let mask = attention_mask(batch, seq, start, lengths, None, &device).expect("a mask");
             assert_eq!(mask.dims(), [batch, 1, seq, start + seq]);
             let got = mask.into_data().try_to_vec::<bool>().expect("bool data");
             let case = (batch, seq, start, lengths);
             assert_eq!(got, host_mask(batch, seq, start, lengths), "{case:?}");
         }
-        assert!(attention_mask(2, 1, 7, None, &device).is_none());
+        assert!(attention_mask(2, 1, 7, None, None, &device).is_none());
     }
 }

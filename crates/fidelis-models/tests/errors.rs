@@ -530,3 +530,29 @@ fn a_progress_that_breaks_cancels_loading_and_ticks_count_every_weight() {
     let err = Model::load_with_progress(&fixture("tiny-gpt2"), &device(), &mut stop).unwrap_err();
     assert!(matches!(err, ModelError::Cancelled), "{err}");
 }
+
+#[test]
+fn sliding_windows_per_layer_are_read_and_bad_ones_named() {
+    // Qwen 2 slides from max_window_layers on, only with use_sliding_window.
+    let dir = TempDir::copy_of("tiny-qwen2");
+    dir.edit_config(|c| {
+        c["use_sliding_window"] = true.into();
+        c["sliding_window"] = 3.into();
+        c["max_window_layers"] = 1.into();
+        c.as_object_mut().unwrap().remove("layer_types");
+    });
+    let model = Model::load(&dir.0, &device()).unwrap();
+    assert_eq!(model.config().attention_windows, [None, Some(3)]);
+    assert_eq!(
+        model.config().n_ctx,
+        64,
+        "the window no longer caps the context"
+    );
+    dir.edit_config(|c| c["layer_types"] = serde_json::json!(["sliding_attention", "chunked"]));
+    assert_mentions(&load_err(&dir.0), &["chunked", "sliding_attention"]);
+    dir.edit_config(|c| {
+        c["layer_types"] = serde_json::json!(["full_attention", "full_attention"]);
+        c["sliding_window"] = 0.into();
+    });
+    assert_mentions(&load_err(&dir.0), &["sliding window of 0"]);
+}

@@ -8,7 +8,14 @@ use common::{device, fixture, load, tokens, values};
 use fidelis_models::{GenerateConfig, Hooks, Model, ModelError};
 use serde::Deserialize;
 
-const MODELS: [&str; 4] = ["tiny-gpt2", "tiny-llama-gqa", "tiny-llama3", "tiny-qwen3"];
+const MODELS: [&str; 6] = [
+    "tiny-gpt2",
+    "tiny-llama-gqa",
+    "tiny-llama3",
+    "tiny-qwen3",
+    "tiny-pythia",
+    "tiny-mistral-window",
+];
 
 #[derive(Deserialize)]
 struct Expected {

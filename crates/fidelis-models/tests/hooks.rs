@@ -421,3 +421,77 @@ fn listed_hook_points_are_exactly_those_the_forward_offers() {
     let parallel = Transformer::random(cfg, 0, &device()).unwrap();
     check_listed_points("parallel tiny-gpt2", &parallel, &[1, 2, 3, 4]);
 }
+
+/// The gradient through each MLP nonlinearity, from a probe at `hook_pre` with the loss
+/// `Σ hook_post` (so ∂loss/∂pre is the activation's derivative, element by element), against
+/// central finite differences of the same forward function on the recorded pre-activations.
+/// Pythia's exact (erf) GELU is the case to watch: some backends differentiate it with the
+/// tanh approximation's derivative, which differs from the erf one by at most 8.7e-4 (at
+/// |x| ≈ 2), so the tolerance is 2e-4 and the test checks that it can see that difference.
+#[test]
+fn mlp_activation_gradients_match_finite_differences_of_their_forward() {
+    use burn::tensor::activation::gelu_approximate;
+    // The exact GELU as the model writes it out: x/2 · (1 + erf(x/√2)).
+    let gelu = |t: Tensor<1>| {
+        t.clone() * ((t * std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0) * 0.5)
+    };
+    for (name, exact) in [("tiny-pythia", true), ("tiny-gpt2", false)] {
+        let model = load(name);
+        let post: Arc<Mutex<Option<Tensor<3>>>> = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&post);
+        let mut hooks = Hooks::new();
+        hooks.probe(point::mlp_pre(0)).record(point::mlp_pre(0));
+        hooks.map(point::mlp_post(0), move |a| {
+            *slot.lock().unwrap() = a.rank3();
+            a
+        });
+        run(&model, &mut hooks);
+        let loss = post.lock().unwrap().take().expect("hook_post ran").sum();
+        let grads = loss.backward();
+        let grad = act_values(&hooks.probe_grad(&point::mlp_pre(0), &grads).unwrap());
+        let pre = act_values(hooks.recorded(&point::mlp_pre(0)).unwrap());
+        let (lo, hi) = pre
+            .iter()
+            .fold((0f32, 0f32), |(a, b), &x| (a.min(x), b.max(x)));
+        assert!(
+            lo < -1.5 && hi > 1.5,
+            "{name}: pre-activations span {lo}..{hi}"
+        );
+        let n = pre.len();
+        let f = |shift: f32| {
+            let x: Vec<f32> = pre.iter().map(|v| v + shift).collect();
+            let t = Tensor::<1>::from_data(TensorData::new(x, [n]), &device());
+            values(if exact { gelu(t) } else { gelu_approximate(t) })
+        };
+        let h = 5e-3f32;
+        let (plus, minus) = (f(h), f(-h));
+        let numeric: Vec<f32> = plus
+            .iter()
+            .zip(&minus)
+            .map(|(p, m)| (p - m) / (2.0 * h))
+            .collect();
+        let gap = max_abs_diff(&grad, &numeric);
+        assert!(gap < 2e-4, "{name}: activation gradient off by {gap}");
+        if exact {
+            // The check has the power to see the tanh derivative in place of the erf one.
+            let tanh_plus = values(gelu_approximate(Tensor::<1>::from_data(
+                TensorData::new(pre.iter().map(|v| v + h).collect::<Vec<_>>(), [n]),
+                &device(),
+            )));
+            let tanh_minus = values(gelu_approximate(Tensor::<1>::from_data(
+                TensorData::new(pre.iter().map(|v| v - h).collect::<Vec<_>>(), [n]),
+                &device(),
+            )));
+            let tanh_numeric: Vec<f32> = tanh_plus
+                .iter()
+                .zip(&tanh_minus)
+                .map(|(p, m)| (p - m) / (2.0 * h))
+                .collect();
+            let power = max_abs_diff(&tanh_numeric, &numeric);
+            assert!(
+                power > 4e-4,
+                "the erf and tanh derivatives differ by only {power} here"
+            );
+        }
+    }
+}

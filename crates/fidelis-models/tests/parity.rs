@@ -1,5 +1,7 @@
 //! Logits of tiny random GPT-2, Llama (GQA), Qwen2 (q/k/v biases, tied), Llama 3 (`llama3` rope
-//! scaling), Qwen 3 (per-head q/k norm, head_dim ≠ d_model / heads) and a sharded Llama against Hugging Face transformers
+//! scaling), Qwen 3 (per-head q/k norm, head_dim ≠ d_model / heads), GPT-NeoX / Pythia (parallel
+//! attention + MLP, partial rotary, fused per-head q/k/v), Mistral (a sliding window shorter than
+//! the prompts) and a sharded Llama against Hugging Face transformers
 //! (`xtask/fixtures/make_fixtures.py`).
 
 mod common;
@@ -94,6 +96,16 @@ fn llama3_rope_scaling_matches_transformers() {
 #[test]
 fn qwen3_with_qk_norm_and_wide_heads_matches_transformers() {
     check_model("tiny-qwen3");
+}
+
+#[test]
+fn pythia_parallel_blocks_and_partial_rotary_match_transformers() {
+    check_model("tiny-pythia");
+}
+
+#[test]
+fn mistral_sliding_window_matches_transformers() {
+    check_model("tiny-mistral-window");
 }
 
 #[test]
