@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fidelis_cli::model_args::{ModelFlags, load_model};
 use fidelis_cli::options::{DiscoverOptions, EvaluateOptions, GenerateOptions};
@@ -34,9 +34,16 @@ enum Command {
         opts: GenerateOptions,
     },
     /// Show a model's architecture, parameter count, hook points and graph size.
+    ///
+    /// Examples: `fidelis inspect --model smollm2`;
+    /// `fidelis inspect --config models/configs/llama-3.2-1b.json` (no weights needed).
     Inspect {
         #[command(flatten)]
         model: ModelFlags,
+        /// Read only this Hugging Face config.json (no weights, no tokenizer): shape, graph
+        /// size and hook points of a model before downloading it.
+        #[arg(long, conflicts_with = "model")]
+        config: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -166,7 +173,21 @@ fn run(cli: Cli) -> Result<()> {
                 out.len() as f64 / secs.max(1e-9)
             );
         }
-        Command::Inspect { model, json } => {
+        Command::Inspect {
+            model,
+            config: Some(path),
+            json,
+        } => {
+            let _ = model;
+            let cfg = fidelis_models::model::config_from_file(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            inspect_config(&path, &cfg, json)?;
+        }
+        Command::Inspect {
+            model,
+            config: None,
+            json,
+        } => {
             let loaded = load(&model)?;
             inspect(&loaded, json)?;
         }
@@ -225,6 +246,62 @@ fn graph_size(cfg: &TransformerConfig) -> (usize, usize) {
     (graph.n_nodes(), graph.n_edges())
 }
 
+/// `inspect --config`: what the config alone says (parameters estimated from the shapes).
+fn inspect_config(path: &std::path::Path, cfg: &TransformerConfig, json: bool) -> Result<()> {
+    let params = fidelis_models::model::estimate_elements(cfg);
+    let (nodes, edges) = graph_size(cfg);
+    let hook_points = point::all(cfg);
+    if json {
+        let value = serde_json::json!({
+            "source": path,
+            "config": cfg,
+            "parameters_estimate": params,
+            "graph": {"nodes": nodes, "edges": edges},
+            "hook_points": hook_points,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("config        {}", path.display());
+    println!("architecture  {:?} ({})", cfg.architecture, cfg.model_type);
+    println!(
+        "parameters    ≈ {params} ({:.2} B; weight matrices and norms, from the shapes)",
+        params as f64 / 1e9
+    );
+    print_shape(cfg);
+    println!("graph         {nodes} nodes · {edges} edges (EAP-IG edge graph)");
+    println!("hook points   {} in all", hook_points.len());
+    Ok(())
+}
+
+/// The shape, norm and position lines `inspect` prints.
+fn print_shape(cfg: &TransformerConfig) {
+    println!(
+        "shape         n_layers {} · d_model {} · n_heads {} (kv {}) · d_head {} · d_mlp {} · d_vocab {} · n_ctx {}",
+        cfg.n_layers,
+        cfg.d_model,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.d_head,
+        cfg.d_mlp,
+        cfg.d_vocab,
+        cfg.n_ctx
+    );
+    println!(
+        "norm          {:?} (eps {:e}) · mlp {:?}{} · positions {:?}{}",
+        cfg.norm,
+        cfg.norm_eps as f32,
+        cfg.act_fn,
+        if cfg.gated_mlp { " gated" } else { "" },
+        cfg.positional,
+        if cfg.parallel_attn_mlp {
+            " · attention and MLP in parallel"
+        } else {
+            ""
+        }
+    );
+}
+
 fn inspect(model: &Model, json: bool) -> Result<()> {
     let cfg = model.config();
     let params = model.transformer.parameter_count();
@@ -244,25 +321,7 @@ fn inspect(model: &Model, json: bool) -> Result<()> {
     println!("source        {}", model.source.display());
     println!("architecture  {:?} ({})", cfg.architecture, cfg.model_type);
     println!("parameters    {params} ({:.1} M)", params as f64 / 1e6);
-    println!(
-        "shape         n_layers {} · d_model {} · n_heads {} (kv {}) · d_head {} · d_mlp {} · d_vocab {} · n_ctx {}",
-        cfg.n_layers,
-        cfg.d_model,
-        cfg.n_heads,
-        cfg.n_kv_heads,
-        cfg.d_head,
-        cfg.d_mlp,
-        cfg.d_vocab,
-        cfg.n_ctx
-    );
-    println!(
-        "norm          {:?} (eps {:e}) · mlp {:?}{} · positions {:?}",
-        cfg.norm,
-        cfg.norm_eps as f32,
-        cfg.act_fn,
-        if cfg.gated_mlp { " gated" } else { "" },
-        cfg.positional
-    );
+    print_shape(cfg);
     println!(
         "tokens        bos {:?} · eos {:?} · vocab {}",
         model.tokenizer.bos_id(),

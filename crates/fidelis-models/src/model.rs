@@ -110,43 +110,47 @@ fn build_with_progress(
     Ok(model)
 }
 
-fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
-    let config_path = dir.join("config.json");
+/// The architecture-neutral config of a Hugging Face `config.json`, without loading weights
+/// (what `fidelis inspect --config` reports). Errors name the file and what is wrong or
+/// unsupported.
+pub fn config_from_file(config_path: &Path) -> Result<TransformerConfig> {
     if !config_path.exists() {
         return Err(ModelError::MissingFile {
-            path: config_path,
+            path: config_path.to_path_buf(),
             what: "model config",
         });
     }
-    let text = read_text(&config_path)?;
+    let text = read_text(config_path)?;
     let bad = |e: serde_json::Error| ModelError::Config {
-        path: config_path.clone(),
+        path: config_path.to_path_buf(),
         message: e.to_string(),
     };
     let model_type = serde_json::from_str::<ModelType>(&text)
         .map_err(bad)?
         .model_type;
     let model_type = model_type.ok_or_else(|| ModelError::Config {
-        path: config_path.clone(),
+        path: config_path.to_path_buf(),
         message: "no `model_type` field".into(),
     })?;
-    let cfg = match model_type.as_str() {
+    match model_type.as_str() {
         "gpt2" => serde_json::from_str::<gpt2::Gpt2Config>(&text)
             .map_err(bad)?
-            .to_transformer()?,
+            .to_transformer(),
         "gpt_neox" => serde_json::from_str::<gpt_neox::GptNeoXConfig>(&text)
             .map_err(bad)?
-            .to_transformer()?,
+            .to_transformer(),
         "llama" | "mistral" | "qwen2" | "qwen3" => serde_json::from_str::<LlamaConfig>(&text)
             .map_err(bad)?
-            .to_transformer()?,
-        other => {
-            return Err(ModelError::Unsupported(format!(
-                "architecture `{other}` (supported: {})",
-                SUPPORTED_MODEL_TYPES.join(", ")
-            )));
-        }
-    };
+            .to_transformer(),
+        other => Err(ModelError::Unsupported(format!(
+            "architecture `{other}` (supported: {})",
+            SUPPORTED_MODEL_TYPES.join(", ")
+        ))),
+    }
+}
+
+fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
+    let cfg = config_from_file(&dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_file(
         &dir.join("tokenizer.json"),
         cfg.bos_token_id,
@@ -154,13 +158,12 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
     )?;
     let src = SafetensorsSource::open_folder(dir)?;
     let total = estimate_elements(&cfg);
-    let transformer = build_with_progress(&src, device, total, progress, |w| {
-        match model_type.as_str() {
-            "gpt2" => gpt2::build(cfg, w),
-            "gpt_neox" => gpt_neox::build(cfg, w),
-            _ => llama::build(cfg, w),
-        }
-    })?;
+    let transformer =
+        build_with_progress(&src, device, total, progress, |w| match cfg.architecture {
+            Architecture::Gpt2 => gpt2::build(cfg, w),
+            Architecture::GptNeoX => gpt_neox::build(cfg, w),
+            Architecture::Llama => llama::build(cfg, w),
+        })?;
     Ok(Model {
         transformer,
         tokenizer,
@@ -288,8 +291,9 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
     hf.to_transformer()
 }
 
-/// Number of weight elements the config implies (for progress bars).
-fn estimate_elements(cfg: &TransformerConfig) -> u64 {
+/// Number of weight elements the config implies, matrices and norm weights (biases and
+/// position tables aside): progress bars, and `fidelis inspect --config`'s estimate.
+pub fn estimate_elements(cfg: &TransformerConfig) -> u64 {
     let d = cfg.d_model as u64;
     let attn = d * (cfg.n_heads + 2 * cfg.n_kv_heads) as u64 * cfg.d_head as u64
         + (cfg.n_heads * cfg.d_head) as u64 * d;
