@@ -56,8 +56,59 @@ pub fn organism_path() -> PathBuf {
     PathBuf::from("models").join(ORGANISM)
 }
 
+/// The Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `$HOME/.cache/huggingface/hub` (where `huggingface_hub` and transformers download to).
+pub fn hf_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(home) = std::env::var_os("HF_HOME") {
+        return PathBuf::from(home).join("hub");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("huggingface").join("hub")
+}
+
+/// Whether `name` reads as a hub id `ORG/NAME` (two non-empty parts of letters, digits, `-`,
+/// `_` and `.`, neither `.` nor `..`).
+pub fn is_hub_id(name: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p != "."
+            && p != ".."
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(name.split_once('/'), Some((org, repo)) if part(org) && part(repo))
+}
+
+/// The snapshot folder of hub model `ORG/NAME` (revision `main`) in the Hugging Face cache
+/// (`models--ORG--NAME/snapshots/<commit of refs/main>/`), or an error that says where it was
+/// looked for and how to fetch it.
+pub fn cached_hub_model(id: &str) -> Result<PathBuf> {
+    let cache = hf_cache_dir();
+    let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+    let missing = |path: PathBuf| ModelError::MissingFile {
+        path,
+        what: "hub model in the Hugging Face cache (fetch it with `fidelis models fetch ORG/NAME` \
+               while online, or pass a local folder)",
+    };
+    let commit = match std::fs::read_to_string(repo.join("refs").join("main")) {
+        Ok(text) => text.trim().to_string(),
+        Err(_) => return Err(missing(repo)),
+    };
+    let valid = !commit.is_empty() && commit.chars().all(|c| c.is_ascii_alphanumeric());
+    let snapshot = repo.join("snapshots").join(&commit);
+    if !valid || !snapshot.join("config.json").is_file() {
+        return Err(missing(snapshot));
+    }
+    Ok(snapshot)
+}
+
 /// Resolves a `--model` argument: `organism` means the model shipped in `models/organism/`
-/// (see [`organism_path`]), `smollm2` the cached SmolLM2, anything else is a path.
+/// (see [`organism_path`]), `smollm2` the cached SmolLM2, an existing path itself, and a hub
+/// id `ORG/NAME` that is not a path its snapshot in the Hugging Face cache
+/// ([`cached_hub_model`]); nothing here reaches the network.
 pub fn resolve_model_name(name: &str) -> Result<PathBuf> {
     match name {
         ORGANISM => {
@@ -76,6 +127,7 @@ pub fn resolve_model_name(name: &str) -> Result<PathBuf> {
             path: smollm2_path(),
             what: "SmolLM2 (run `fidelis models fetch smollm2` first)",
         }),
+        id if !Path::new(id).exists() && is_hub_id(id) => cached_hub_model(id),
         path => Ok(PathBuf::from(path)),
     }
 }
