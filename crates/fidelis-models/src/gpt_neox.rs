@@ -249,24 +249,7 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
     } else {
         w.matrix("embed_out.weight", v, d)?
     };
-    let rotary = match cfg.positional {
-        Positional::Rotary {
-            theta,
-            rotary_dim,
-            scaling,
-        } => Some(crate::transformer::rotary_tables(
-            cfg.n_ctx, rotary_dim, theta, scaling, w.device,
-        )),
-        Positional::Learned => None,
-    };
-    Ok(Transformer {
-        embed,
-        pos_embed: None,
-        blocks,
-        ln_final,
-        unembed,
-        rotary,
-        device: w.device.clone(),
-        config: cfg,
-    })
+    Ok(Transformer::rotary_decoder(
+        cfg, embed, blocks, ln_final, unembed, w.device,
+    ))
 }

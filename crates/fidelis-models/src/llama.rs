@@ -13,7 +13,7 @@ use crate::config::{
 };
 use crate::error::{ModelError, Result};
 use crate::loader::Loader;
-use crate::transformer::{AttentionWeights, Block, MlpWeights, Norm, Transformer, rotary_tables};
+use crate::transformer::{AttentionWeights, Block, MlpWeights, Norm, Transformer};
 
 /// The fields of a Hugging Face Llama/Mistral/Qwen2 `config.json` that Fidelis reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -362,24 +362,7 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
     };
     let mut cfg = cfg;
     cfg.tied_embeddings = !w.src.contains("lm_head.weight") || cfg.tied_embeddings;
-    let rotary = match cfg.positional {
-        Positional::Rotary {
-            theta,
-            rotary_dim,
-            scaling,
-        } => Some(rotary_tables(
-            cfg.n_ctx, rotary_dim, theta, scaling, w.device,
-        )),
-        Positional::Learned => None,
-    };
-    Ok(Transformer {
-        embed,
-        pos_embed: None,
-        blocks,
-        ln_final,
-        unembed,
-        rotary,
-        device: w.device.clone(),
-        config: cfg,
-    })
+    Ok(Transformer::rotary_decoder(
+        cfg, embed, blocks, ln_final, unembed, w.device,
+    ))
 }

@@ -822,6 +822,38 @@ fn repeat_kv(x: Tensor<4>, heads: usize) -> Tensor<4> {
         .reshape([batch, heads, t, dh])
 }
 
+impl Transformer {
+    /// A decoder with rotary positions (no position table) from its parts, the rotary tables
+    /// computed for `cfg`'s context: what every rotary architecture's builder ends with.
+    pub(crate) fn rotary_decoder(
+        cfg: TransformerConfig,
+        embed: Tensor<2>,
+        blocks: Vec<Block>,
+        ln_final: Norm,
+        unembed: Tensor<2>,
+        device: &Device,
+    ) -> Self {
+        let rotary = match cfg.positional {
+            Positional::Rotary {
+                theta,
+                rotary_dim,
+                scaling,
+            } => Some(rotary_tables(cfg.n_ctx, rotary_dim, theta, scaling, device)),
+            Positional::Learned => None,
+        };
+        Transformer {
+            embed,
+            pos_embed: None,
+            blocks,
+            ln_final,
+            unembed,
+            rotary,
+            device: device.clone(),
+            config: cfg,
+        }
+    }
+}
+
 /// Exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`, written out with `erf` rather than taken
 /// from Burn's `gelu`: on some backends (ndarray) that one's backward is the tanh
 /// approximation's derivative, off by up to 8.7e-4 (`tests/hooks.rs` checks the gradient
