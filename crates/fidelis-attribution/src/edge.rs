@@ -228,16 +228,18 @@ fn batch_scores(
     };
     match opts.method {
         Method::Eap => {
-            let g = ctx.reader_grads(&batch.clean, 1, |_| {})?;
+            let block = ctx.reader_scores(&batch.clean, 1, &delta, |_| {})?;
             tick(1)?;
-            Ok(contract(delta, g))
+            Ok(block)
         }
         Method::CleanCorrupted => {
-            let g_clean = ctx.reader_grads(&batch.clean, 1, |_| {})?;
+            // Linear in the gradient: the mean of the two blocks is the block of the mean
+            // gradient, and neither stacked gradient tensor is built.
+            let at_clean = ctx.reader_scores(&batch.clean, 1, &delta, |_| {})?;
             tick(1)?;
-            let g_corrupted = ctx.reader_grads(&batch.corrupted, 1, |_| {})?;
+            let at_corrupted = ctx.reader_scores(&batch.corrupted, 1, &delta, |_| {})?;
             tick(1)?;
-            Ok(contract(delta, (g_clean + g_corrupted) / 2.0))
+            Ok((at_clean + at_corrupted) / 2.0)
         }
         Method::EapIgInputs => {
             let input = &map.writers()[0];
@@ -247,19 +249,30 @@ fn batch_scores(
             let alphas: Vec<f32> = (0..opts.steps)
                 .map(|k| k as f32 / opts.steps as f32)
                 .collect();
-            let g = integrated(
-                &ctx,
-                batch,
-                &alphas,
-                opts,
-                &Start::Embeddings,
-                tick,
-                |alpha| {
-                    let x = x_corrupted.clone() + (x_clean.clone() - x_corrupted.clone()) * alpha;
-                    vec![(input.point.clone(), Activation::Rank3(x))]
-                },
-            )?;
-            Ok(contract(delta, g))
+            // The score block is linear in the gradient, so each pass's block is contracted
+            // as it comes (reader group by reader group) and the blocks are averaged: no
+            // stacked gradient tensor, and no sum of them, is ever held.
+            let mut total: Option<Tensor<2>> = None;
+            for chunk in alphas.chunks(opts.steps_per_pass) {
+                let copies = chunk.len();
+                let xs: Vec<Tensor<3>> = chunk
+                    .iter()
+                    .map(|&alpha| {
+                        x_corrupted.clone() + (x_clean.clone() - x_corrupted.clone()) * alpha
+                    })
+                    .collect();
+                let tokens = repeat_tokens(&batch.clean, copies);
+                let block = ctx.reader_scores(&tokens, copies, &delta, |hooks| {
+                    hooks.replace(input.point.clone(), Activation::Rank3(Tensor::cat(xs, 0)));
+                })?;
+                tick(copies)?;
+                total = Some(match total {
+                    Some(t) => t + block,
+                    None => block,
+                });
+            }
+            let total = total.ok_or_else(|| AttributionError::Options("no steps".into()))?;
+            Ok(total / alphas.len() as f32)
         }
         Method::EapIgActivations => {
             let run = GroupRuns {

@@ -2,6 +2,7 @@
 //! gradient probes at every reader input followed by one backward.
 
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use fidelis_models::{Activation, Batch, Hooks, Transformer, point};
 
 use crate::Result;
@@ -121,11 +122,80 @@ impl PassContext<'_> {
         start: &Start,
         setup: impl FnOnce(&mut Hooks),
     ) -> Result<Tensor<4>> {
-        let cfg = self.model.config();
-        let first = start.layer();
+        let (hooks, grads, [rows, p]) = self.backward(tokens, copies, start, setup)?;
+        let g = self.map.stack_input_grads_from(
+            &hooks,
+            &grads,
+            start.layer(),
+            [rows, p, self.model.config().d_model],
+            self.model.device(),
+        );
+        Ok(sum_copies(g, copies))
+    }
+
+    /// The EAP score block of one gradient pass, `Σ_{b,p,d} delta[b, p, f, d] · g[b, p, c, d]`,
+    /// contracted reader group by reader group as the gradients come out of the backward: each
+    /// group's gradient meets only the rows it reads (`0..visible`, about half the products of
+    /// the full block), and the stacked
+    /// `[batch, pos, n_backward, d]` gradient tensor of [`PassContext::reader_grads`] is never
+    /// built. Equal to `contract(delta, reader_grads(..))` up to the order of the sums.
+    ///
+    /// # Shapes
+    /// - `delta`: `[batch, pos, n_forward, d]` (one copy's batch)
+    /// - returns `[n_forward, n_backward]`
+    pub fn reader_scores(
+        &self,
+        tokens: &Batch,
+        copies: usize,
+        delta: &Tensor<4>,
+        setup: impl FnOnce(&mut Hooks),
+    ) -> Result<Tensor<2>> {
+        let (hooks, grads, [rows, p]) = self.backward(tokens, copies, &Start::Embeddings, setup)?;
+        let (nf, d) = (self.map.n_forward(), self.model.config().d_model);
+        let device = self.model.device();
+        // Δa as [n_forward, batch·pos·d], once: each group is then one matrix product with a
+        // long inner dimension, `Δa[0..visible] @ g[batch·pos·d, width]`.
+        let [b, _, _, _] = delta.dims();
+        let a_t = delta.clone().permute([2, 0, 1, 3]).reshape([nf, b * p * d]);
+        let blocks = self
+            .map
+            .readers()
+            .iter()
+            .map(|r| {
+                let width = r.cols.len();
+                let g = match hooks.probe_grad(&r.point, &grads) {
+                    Some(Activation::Rank4(g)) => g,
+                    Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
+                    None => return Tensor::zeros([nf, width], device),
+                };
+                debug_assert_eq!(g.dims(), [rows, p, width, d]);
+                let g = sum_copies(g, copies)
+                    .permute([0, 1, 3, 2])
+                    .reshape([b * p * d, width]);
+                let seen = a_t.clone().slice_dim(0, 0..r.visible).matmul(g);
+                if r.visible == nf {
+                    seen
+                } else {
+                    let unseen = Tensor::zeros([nf - r.visible, width], device);
+                    Tensor::cat(vec![seen, unseen], 0)
+                }
+            })
+            .collect();
+        Ok(Tensor::cat(blocks, 1))
+    }
+
+    /// Runs `tokens` (`copies` stacked copies) from `start` with `setup`'s hooks and probes at
+    /// the readers of the start layer on, and backpropagates the summed loss.
+    fn backward(
+        &self,
+        tokens: &Batch,
+        copies: usize,
+        start: &Start,
+        setup: impl FnOnce(&mut Hooks),
+    ) -> Result<(Hooks, Gradients, [usize; 2])> {
         let mut hooks = Hooks::new();
         setup(&mut hooks);
-        self.map.probe_inputs_from(&mut hooks, first);
+        self.map.probe_inputs_from(&mut hooks, start.layer());
         let positions = tokens.last_positions();
         let last = match start {
             Start::Embeddings => self
@@ -141,7 +211,6 @@ impl PassContext<'_> {
                     .forward_batch_from(tokens, *l, resid, &positions, &mut hooks)?
             }
         };
-        let [rows, p] = tokens.tokens.dims();
         let clean = repeat_batch(self.clean_logits.clone(), copies);
         let targets = if copies == 1 {
             self.targets.clone()
@@ -150,14 +219,7 @@ impl PassContext<'_> {
         };
         let loss = loss_per_example(self.metric, last, clean, &targets).sum();
         let grads = loss.backward();
-        let g = self.map.stack_input_grads_from(
-            &hooks,
-            &grads,
-            first,
-            [rows, p, cfg.d_model],
-            self.model.device(),
-        );
-        Ok(sum_copies(g, copies))
+        Ok((hooks, grads, tokens.tokens.dims()))
     }
 }
 
