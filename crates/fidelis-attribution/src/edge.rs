@@ -29,9 +29,9 @@ use burn::prelude::*;
 use fidelis_circuit::data::{PairBatch, PromptPair, batches, check_pairs, repeat_tokens};
 use fidelis_circuit::progress::report;
 use fidelis_circuit::runs::{CleanRun, PassContext, Start, clean_run};
-use fidelis_circuit::{Ablation, Metric, NodeMap, Progress, contract::contract, to_vec};
+use fidelis_circuit::{Ablation, Metric, NodeMap, Progress, to_vec};
 use fidelis_graph::Graph;
-use fidelis_models::{Activation, Transformer};
+use fidelis_models::{Activation, Hooks, Transformer};
 
 use crate::{AttributionError, Result};
 
@@ -249,30 +249,16 @@ fn batch_scores(
             let alphas: Vec<f32> = (0..opts.steps)
                 .map(|k| k as f32 / opts.steps as f32)
                 .collect();
-            // The score block is linear in the gradient, so each pass's block is contracted
-            // as it comes (reader group by reader group) and the blocks are averaged: no
-            // stacked gradient tensor, and no sum of them, is ever held.
-            let mut total: Option<Tensor<2>> = None;
-            for chunk in alphas.chunks(opts.steps_per_pass) {
-                let copies = chunk.len();
-                let xs: Vec<Tensor<3>> = chunk
-                    .iter()
-                    .map(|&alpha| {
-                        x_corrupted.clone() + (x_clean.clone() - x_corrupted.clone()) * alpha
-                    })
-                    .collect();
-                let tokens = repeat_tokens(&batch.clean, copies);
-                let block = ctx.reader_scores(&tokens, copies, &delta, |hooks| {
-                    hooks.replace(input.point.clone(), Activation::Rank3(Tensor::cat(xs, 0)));
-                })?;
-                tick(copies)?;
-                total = Some(match total {
-                    Some(t) => t + block,
-                    None => block,
-                });
-            }
-            let total = total.ok_or_else(|| AttributionError::Options("no steps".into()))?;
-            Ok(total / alphas.len() as f32)
+            let how = Interpolation {
+                alphas: &alphas,
+                start: &Start::Embeddings,
+                delta: &delta,
+                all_rows: true,
+            };
+            integrated(&ctx, batch, &how, opts, tick, |alpha| {
+                let x = x_corrupted.clone() + (x_clean.clone() - x_corrupted.clone()) * alpha;
+                vec![(input.point.clone(), Activation::Rank3(x))]
+            })
         }
         Method::EapIgActivations => {
             let run = GroupRuns {
@@ -288,19 +274,33 @@ fn batch_scores(
     }
 }
 
-/// Mean over `alphas` of the reader gradients of runs whose hooks `replace(alpha)` sets up,
-/// `opts.steps_per_pass` interpolation points stacked per forward/backward.
+/// What an integrated-gradients pass interpolates and scores.
+struct Interpolation<'a> {
+    /// The interpolation points.
+    alphas: &'a [f32],
+    /// Where each pass starts.
+    start: &'a Start,
+    /// Δa of the scored rows: every row (EAP-IG on inputs, each reader meeting the rows it
+    /// sees) or one node group's rows (EAP-IG on activations).
+    delta: &'a Tensor<4>,
+    /// Whether `delta` holds every row.
+    all_rows: bool,
+}
+
+/// Mean over `alphas` of the score blocks of runs whose hooks `replace(alpha)` sets up,
+/// `opts.steps_per_pass` points stacked per forward/backward. The block is linear in the
+/// gradient, so each pass is contracted as it comes (reader group by reader group) and the
+/// blocks are averaged: no stacked gradient tensor, and no sum of them, is held.
 fn integrated(
     ctx: &PassContext<'_>,
     batch: &PairBatch,
-    alphas: &[f32],
+    how: &Interpolation<'_>,
     opts: &EdgeAttribution,
-    start: &Start,
     tick: &mut Tick<'_>,
     replace: impl Fn(f32) -> Vec<(String, Activation)>,
-) -> Result<Tensor<4>> {
-    let mut total: Option<Tensor<4>> = None;
-    for chunk in alphas.chunks(opts.steps_per_pass) {
+) -> Result<Tensor<2>> {
+    let mut total: Option<Tensor<2>> = None;
+    for chunk in how.alphas.chunks(opts.steps_per_pass) {
         let copies = chunk.len();
         let tokens = repeat_tokens(&batch.clean, copies);
         let mut stacked: Vec<(String, Vec<Activation>)> = Vec::new();
@@ -312,19 +312,24 @@ fn integrated(
                 stacked[i].1.push(act);
             }
         }
-        let g = ctx.reader_grads_from(&tokens, copies, start, |hooks| {
+        let setup = |hooks: &mut Hooks| {
             for (pt, acts) in stacked {
                 hooks.replace(pt, cat_activations(acts));
             }
-        })?;
+        };
+        let block = if how.all_rows {
+            ctx.reader_scores(&tokens, copies, how.delta, setup)?
+        } else {
+            ctx.reader_scores_from(&tokens, copies, how.start, how.delta, setup)?
+        };
         tick(copies)?;
         total = Some(match total {
-            Some(t) => t + g,
-            None => g,
+            Some(t) => t + block,
+            None => block,
         });
     }
     let total = total.ok_or_else(|| AttributionError::Options("no steps".into()))?;
-    Ok(total / alphas.len() as f32)
+    Ok(total / how.alphas.len() as f32)
 }
 
 fn cat_activations(acts: Vec<Activation>) -> Activation {
@@ -397,25 +402,23 @@ impl GroupRuns<'_> {
             self.clean.outputs.clone().slice_dim(2, range.clone()),
             self.ablated.clone().slice_dim(2, range.clone()),
         );
-        let g = integrated(
-            ctx,
-            self.batch,
-            &alphas,
-            opts,
-            &group.start,
-            tick,
-            |alpha| {
-                let x = c.clone() + (a.clone() - c.clone()) * alpha;
-                let act = if group.per_head {
-                    Activation::Rank4(x)
-                } else {
-                    Activation::Rank3(x.squeeze_dim::<3>(2))
-                };
-                vec![(group.point.clone(), act)]
-            },
-        )?;
+        let delta = self.delta.clone().slice_dim(2, range.clone());
+        let how = Interpolation {
+            alphas: &alphas,
+            start: &group.start,
+            delta: &delta,
+            all_rows: false,
+        };
+        let block = integrated(ctx, self.batch, &how, opts, tick, |alpha| {
+            let x = c.clone() + (a.clone() - c.clone()) * alpha;
+            let act = if group.per_head {
+                Activation::Rank4(x)
+            } else {
+                Activation::Rank3(x.squeeze_dim::<3>(2))
+            };
+            vec![(group.point.clone(), act)]
+        })?;
         let skipped = ctx.map.first_column(group.start.layer());
-        let block = contract(self.delta.clone().slice_dim(2, range.clone()), g);
         let row = if skipped == 0 {
             block
         } else {

@@ -136,9 +136,9 @@ impl PassContext<'_> {
     /// The EAP score block of one gradient pass, `Σ_{b,p,d} delta[b, p, f, d] · g[b, p, c, d]`,
     /// contracted reader group by reader group as the gradients come out of the backward: each
     /// group's gradient meets only the rows it reads (`0..visible`, about half the products of
-    /// the full block), and the stacked
-    /// `[batch, pos, n_backward, d]` gradient tensor of [`PassContext::reader_grads`] is never
-    /// built. Equal to `contract(delta, reader_grads(..))` up to the order of the sums.
+    /// the full block), and the stacked `[batch, pos, n_backward, d]` gradient tensor of
+    /// [`PassContext::reader_grads`] is never built. Equal to `contract(delta, reader_grads(..))`
+    /// up to the order of the sums.
     ///
     /// # Shapes
     /// - `delta`: `[batch, pos, n_forward, d]` (one copy's batch)
@@ -150,34 +150,71 @@ impl PassContext<'_> {
         delta: &Tensor<4>,
         setup: impl FnOnce(&mut Hooks),
     ) -> Result<Tensor<2>> {
-        let (hooks, grads, [rows, p]) = self.backward(tokens, copies, &Start::Embeddings, setup)?;
-        let (nf, d) = (self.map.n_forward(), self.model.config().d_model);
+        self.scores(tokens, copies, &Start::Embeddings, delta, true, setup)
+    }
+
+    /// The score rows of some writers (`delta` holds their Δa, in row order) against every
+    /// reader of the pass from `start` on, contracted group by group as in
+    /// [`PassContext::reader_scores`]: EAP-IG on activations, where one node group's outputs
+    /// are interpolated and only its rows are scored.
+    ///
+    /// # Shapes
+    /// - `delta`: `[batch, pos, rows, d]` (one copy's batch)
+    /// - returns `[rows, n_backward − map.first_column(start_layer)]`
+    pub fn reader_scores_from(
+        &self,
+        tokens: &Batch,
+        copies: usize,
+        start: &Start,
+        delta: &Tensor<4>,
+        setup: impl FnOnce(&mut Hooks),
+    ) -> Result<Tensor<2>> {
+        self.scores(tokens, copies, start, delta, false, setup)
+    }
+
+    /// [`PassContext::reader_scores`] and [`PassContext::reader_scores_from`]: with
+    /// `visible_only`, `delta` has every row and each reader meets its visible prefix (zeros
+    /// below); otherwise every row of `delta` meets every reader.
+    fn scores(
+        &self,
+        tokens: &Batch,
+        copies: usize,
+        start: &Start,
+        delta: &Tensor<4>,
+        visible_only: bool,
+        setup: impl FnOnce(&mut Hooks),
+    ) -> Result<Tensor<2>> {
+        let (hooks, grads, [rows, p]) = self.backward(tokens, copies, start, setup)?;
+        let d = self.model.config().d_model;
         let device = self.model.device();
-        // Δa as [n_forward, batch·pos·d], once: each group is then one matrix product with a
-        // long inner dimension, `Δa[0..visible] @ g[batch·pos·d, width]`.
-        let [b, _, _, _] = delta.dims();
-        let a_t = delta.clone().permute([2, 0, 1, 3]).reshape([nf, b * p * d]);
+        // Δa as [rows, batch·pos·d], once: each group is then one matrix product with a long
+        // inner dimension, `Δa[rows] @ g[batch·pos·d, width]`.
+        let [b, _, f, _] = delta.dims();
+        let a_t = delta.clone().permute([2, 0, 1, 3]).reshape([f, b * p * d]);
+        let first = start.layer();
         let blocks = self
             .map
             .readers()
             .iter()
+            .filter(|r| r.layer >= first)
             .map(|r| {
                 let width = r.cols.len();
                 let g = match hooks.probe_grad(&r.point, &grads) {
                     Some(Activation::Rank4(g)) => g,
                     Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
-                    None => return Tensor::zeros([nf, width], device),
+                    None => return Tensor::zeros([f, width], device),
                 };
                 debug_assert_eq!(g.dims(), [rows, p, width, d]);
                 let g = sum_copies(g, copies)
                     .permute([0, 1, 3, 2])
                     .reshape([b * p * d, width]);
-                let seen = a_t.clone().slice_dim(0, 0..r.visible).matmul(g);
-                if r.visible == nf {
-                    seen
+                let seen = if visible_only { r.visible.min(f) } else { f };
+                let block = a_t.clone().slice_dim(0, 0..seen).matmul(g);
+                if seen == f {
+                    block
                 } else {
-                    let unseen = Tensor::zeros([nf - r.visible, width], device);
-                    Tensor::cat(vec![seen, unseen], 0)
+                    let unseen = Tensor::zeros([f - seen, width], device);
+                    Tensor::cat(vec![block, unseen], 0)
                 }
             })
             .collect();
