@@ -185,6 +185,30 @@ impl TransformerConfig {
     pub fn group_size(&self) -> usize {
         self.n_heads / self.n_kv_heads
     }
+
+    /// Errors unless every size is positive and within what any published model uses (with
+    /// wide margins), so that a malformed or hostile config is named instead of turning into
+    /// an allocation of unbounded size.
+    pub fn check_sizes(&self) -> crate::Result<()> {
+        let limits: [(&str, usize, usize); 8] = [
+            ("n_layers", self.n_layers, 4096),
+            ("d_model", self.d_model, 1 << 20),
+            ("n_heads", self.n_heads, 4096),
+            ("n_kv_heads", self.n_kv_heads, 4096),
+            ("d_head", self.d_head, 1 << 16),
+            ("d_mlp", self.d_mlp, 1 << 22),
+            ("d_vocab", self.d_vocab, 1 << 24),
+            ("n_ctx", self.n_ctx, 1 << 24),
+        ];
+        for (name, value, max) in limits {
+            if value == 0 || value > max {
+                return Err(crate::ModelError::Unsupported(format!(
+                    "config with {name} = {value} (it must be between 1 and {max})"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -132,21 +132,25 @@ pub fn config_from_file(config_path: &Path) -> Result<TransformerConfig> {
         path: config_path.to_path_buf(),
         message: "no `model_type` field".into(),
     })?;
-    match model_type.as_str() {
+    let cfg = match model_type.as_str() {
         "gpt2" => serde_json::from_str::<gpt2::Gpt2Config>(&text)
             .map_err(bad)?
-            .to_transformer(),
+            .to_transformer()?,
         "gpt_neox" => serde_json::from_str::<gpt_neox::GptNeoXConfig>(&text)
             .map_err(bad)?
-            .to_transformer(),
+            .to_transformer()?,
         "llama" | "mistral" | "qwen2" | "qwen3" => serde_json::from_str::<LlamaConfig>(&text)
             .map_err(bad)?
-            .to_transformer(),
-        other => Err(ModelError::Unsupported(format!(
-            "architecture `{other}` (supported: {})",
-            SUPPORTED_MODEL_TYPES.join(", ")
-        ))),
-    }
+            .to_transformer()?,
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "architecture `{other}` (supported: {})",
+                SUPPORTED_MODEL_TYPES.join(", ")
+            )));
+        }
+    };
+    cfg.check_sizes()?;
+    Ok(cfg)
 }
 
 fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
@@ -180,6 +184,7 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
         )));
     }
     let cfg = gguf_config(&file, &arch)?;
+    cfg.check_sizes()?;
     let special = file.special_tokens();
     let tokenizer = Tokenizer::new(file.tokenizer()?, special.bos, special.eos);
     let cfg = TransformerConfig {

@@ -556,3 +556,19 @@ fn sliding_windows_per_layer_are_read_and_bad_ones_named() {
     });
     assert_mentions(&load_err(&dir.0), &["sliding window of 0"]);
 }
+
+#[test]
+fn absurd_sizes_in_a_config_are_named_not_allocated() {
+    for (key, value) in [
+        ("n_layer", serde_json::json!(1_000_000_000_000u64)),
+        ("n_embd", serde_json::json!(0)),
+        ("vocab_size", serde_json::json!(1u64 << 40)),
+    ] {
+        let dir = TempDir::copy_of("tiny-gpt2");
+        dir.edit_config(|c| c[key] = value.clone());
+        let err = load_err(&dir.0);
+        assert!(matches!(err, ModelError::Unsupported(_)), "{key}: {err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("must be between"), "{key}: {msg}");
+    }
+}
