@@ -26,6 +26,7 @@
 use std::ops::Range;
 
 use burn::prelude::*;
+use fidelis_circuit::contract::flatten_rows;
 use fidelis_circuit::data::{PairBatch, PromptPair, batches, check_pairs, repeat_tokens};
 use fidelis_circuit::progress::report;
 use fidelis_circuit::runs::{CleanRun, PassContext, Start, clean_run};
@@ -228,16 +229,17 @@ fn batch_scores(
     };
     match opts.method {
         Method::Eap => {
-            let block = ctx.reader_scores(&batch.clean, 1, &delta, |_| {})?;
+            let block = ctx.reader_scores(&batch.clean, 1, &flatten_rows(delta), |_| {})?;
             tick(1)?;
             Ok(block)
         }
         Method::CleanCorrupted => {
             // Linear in the gradient: the mean of the two blocks is the block of the mean
             // gradient, and neither stacked gradient tensor is built.
-            let at_clean = ctx.reader_scores(&batch.clean, 1, &delta, |_| {})?;
+            let rows = flatten_rows(delta);
+            let at_clean = ctx.reader_scores(&batch.clean, 1, &rows, |_| {})?;
             tick(1)?;
-            let at_corrupted = ctx.reader_scores(&batch.corrupted, 1, &delta, |_| {})?;
+            let at_corrupted = ctx.reader_scores(&batch.corrupted, 1, &rows, |_| {})?;
             tick(1)?;
             Ok((at_clean + at_corrupted) / 2.0)
         }
@@ -252,12 +254,13 @@ fn batch_scores(
             let how = Interpolation {
                 alphas: &alphas,
                 start: &Start::Embeddings,
-                delta: &delta,
+                point: &input.point,
+                delta: &flatten_rows(delta),
                 all_rows: true,
             };
             integrated(&ctx, batch, &how, opts, tick, |alpha| {
                 let x = x_corrupted.clone() + (x_clean.clone() - x_corrupted.clone()) * alpha;
-                vec![(input.point.clone(), Activation::Rank3(x))]
+                Activation::Rank3(x)
             })
         }
         Method::EapIgActivations => {
@@ -280,14 +283,17 @@ struct Interpolation<'a> {
     alphas: &'a [f32],
     /// Where each pass starts.
     start: &'a Start,
-    /// Δa of the scored rows: every row (EAP-IG on inputs, each reader meeting the rows it
-    /// sees) or one node group's rows (EAP-IG on activations).
-    delta: &'a Tensor<4>,
+    /// The hook point whose activation is interpolated.
+    point: &'a str,
+    /// Δa of the scored rows as `flatten_rows` lays it out: every row (EAP-IG on inputs, each
+    /// reader meeting the rows it sees) or one node group's rows (EAP-IG on activations).
+    delta: &'a Tensor<2>,
     /// Whether `delta` holds every row.
     all_rows: bool,
 }
 
-/// Mean over `alphas` of the score blocks of runs whose hooks `replace(alpha)` sets up,
+/// Mean over `alphas` of the score blocks of runs whose `how.point` is replaced by
+/// `replace(alpha)`,
 /// `opts.steps_per_pass` points stacked per forward/backward. The block is linear in the
 /// gradient, so each pass is contracted as it comes (reader group by reader group) and the
 /// blocks are averaged: no stacked gradient tensor, and no sum of them, is held.
@@ -297,25 +303,15 @@ fn integrated(
     how: &Interpolation<'_>,
     opts: &EdgeAttribution,
     tick: &mut Tick<'_>,
-    replace: impl Fn(f32) -> Vec<(String, Activation)>,
+    replace: impl Fn(f32) -> Activation,
 ) -> Result<Tensor<2>> {
     let mut total: Option<Tensor<2>> = None;
     for chunk in how.alphas.chunks(opts.steps_per_pass) {
         let copies = chunk.len();
         let tokens = repeat_tokens(&batch.clean, copies);
-        let mut stacked: Vec<(String, Vec<Activation>)> = Vec::new();
-        for &alpha in chunk {
-            for (i, (pt, act)) in replace(alpha).into_iter().enumerate() {
-                if stacked.len() <= i {
-                    stacked.push((pt, Vec::new()));
-                }
-                stacked[i].1.push(act);
-            }
-        }
+        let acts: Vec<Activation> = chunk.iter().map(|&alpha| replace(alpha)).collect();
         let setup = |hooks: &mut Hooks| {
-            for (pt, acts) in stacked {
-                hooks.replace(pt, cat_activations(acts));
-            }
+            hooks.replace(how.point, cat_activations(acts));
         };
         let block = if how.all_rows {
             ctx.reader_scores(&tokens, copies, how.delta, setup)?
@@ -402,21 +398,20 @@ impl GroupRuns<'_> {
             self.clean.outputs.clone().slice_dim(2, range.clone()),
             self.ablated.clone().slice_dim(2, range.clone()),
         );
-        let delta = self.delta.clone().slice_dim(2, range.clone());
         let how = Interpolation {
             alphas: &alphas,
             start: &group.start,
-            delta: &delta,
+            point: &group.point,
+            delta: &flatten_rows(self.delta.clone().slice_dim(2, range.clone())),
             all_rows: false,
         };
         let block = integrated(ctx, self.batch, &how, opts, tick, |alpha| {
             let x = c.clone() + (a.clone() - c.clone()) * alpha;
-            let act = if group.per_head {
+            if group.per_head {
                 Activation::Rank4(x)
             } else {
                 Activation::Rank3(x.squeeze_dim::<3>(2))
-            };
-            vec![(group.point.clone(), act)]
+            }
         })?;
         let skipped = ctx.map.first_column(group.start.layer());
         let row = if skipped == 0 {

@@ -215,6 +215,17 @@ fn path_integral_scores(
     out
 }
 
+/// The largest gap between `scores` and `reference` over the edges, as a fraction of the
+/// largest reference score, and that score.
+fn largest_gap(graph: &Graph, scores: &[f32], reference: &[f64]) -> (f64, f64) {
+    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let worst = graph
+        .edge_indices()
+        .map(|i| (f64::from(scores[i]) - reference[i]).abs() / scale)
+        .fold(0f64, f64::max);
+    (worst, scale)
+}
+
 #[test]
 fn eap_ig_inputs_with_64_steps_matches_an_independent_path_integral() {
     let model = load("tiny-gpt2").transformer;
@@ -224,11 +235,7 @@ fn eap_ig_inputs_with_64_steps_matches_an_independent_path_integral() {
     opts.steps_per_pass = 16;
     let (graph, s) = scores(&model, &pairs, &opts);
     let reference = path_integral_scores(&model, &graph, &pairs, 64);
-    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let mut worst = 0f64;
-    for i in graph.edge_indices() {
-        worst = worst.max((f64::from(s[i]) - reference[i]).abs() / scale);
-    }
+    let (worst, scale) = largest_gap(&graph, &s, &reference);
     // The library uses the reference's left Riemann sum; its error against the integral is
     // O(1/m), about 1% of the largest score at m = 64.
     assert!(
@@ -363,11 +370,7 @@ fn activation_ig_matches_the_path_integral(name: &str, model: &Transformer) {
     opts.steps_per_pass = 16;
     let (graph, s) = scores(model, &pairs, &opts);
     let reference = activation_path_integral_scores(model, &graph, &pairs, 64);
-    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let mut worst = 0f64;
-    for i in graph.edge_indices() {
-        worst = worst.max((f64::from(s[i]) - reference[i]).abs() / scale);
-    }
+    let (worst, scale) = largest_gap(&graph, &s, &reference);
     // The library's right Riemann sum (k = 1..m) is O(1/m) from the integral.
     assert!(
         worst < 0.02,

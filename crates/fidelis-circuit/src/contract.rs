@@ -3,44 +3,32 @@
 
 use burn::prelude::*;
 
-/// `Σ_{batch, pos, d} a[b, p, f, d] · g[b, p, c, d]` for every row f and column c: the EAP
-/// score matrix of one batch.
+/// Δa laid out for scoring, rows first: `[batch, pos, rows, d]` → `[rows, batch·pos·d]`. Made
+/// once per batch (or node group), then any reader's block is one product with it.
+pub fn flatten_rows(a: Tensor<4>) -> Tensor<2> {
+    let [b, p, f, d] = a.dims();
+    a.permute([2, 0, 1, 3]).reshape([f, b * p * d])
+}
+
+/// `Σ_{batch, pos, d} a[f, (b, p, d)] · g[b, p, c, d]` for every row f of `rows` (Δa as
+/// [`flatten_rows`] lays it out) and every column c of `g`: one matrix product whose inner
+/// dimension is batch·pos·d.
 ///
-/// Computed as one batched product per chunk of positions, `g[bp] @ a[bp]ᵀ`, summed over the
-/// positions: `g` (the large operand, `n_backward` wide) is read in place and never
-/// transposed; only `a` is, and only a chunk's worth of `[c, f]` products is held at once.
+/// # Shapes
+/// - `rows`: `[f, batch·pos·d]`, `g`: `[batch, pos, c, d]`; returns `[f, c]`
+pub fn contract_rows(rows: Tensor<2>, g: Tensor<4>) -> Tensor<2> {
+    let [b, p, c, d] = g.dims();
+    rows.matmul(g.permute([0, 1, 3, 2]).reshape([b * p * d, c]))
+}
+
+/// `Σ_{batch, pos, d} a[b, p, f, d] · g[b, p, c, d]` for every row f and column c: the EAP
+/// score matrix of one batch, [`contract_rows`] of [`flatten_rows`]`(a)`.
 ///
 /// # Shapes
 /// - `a`: `[batch, pos, n_forward, d]`, `g`: `[batch, pos, n_backward, d]`
 /// - returns `[n_forward, n_backward]`
 pub fn contract(a: Tensor<4>, g: Tensor<4>) -> Tensor<2> {
-    /// Bound on the floats of one chunk's `[chunk, c, f]` products.
-    const CHUNK_FLOATS: usize = 1 << 24;
-    let [b, p, f, d] = a.dims();
-    let [_, _, c, _] = g.dims();
-    let rows = b * p;
-    let chunk = (CHUNK_FLOATS / (c * f).max(1)).clamp(1, rows.max(1));
-    let a = a.reshape([rows, f, d]);
-    let g = g.reshape([rows, c, d]);
-    let mut total: Option<Tensor<2>> = None;
-    for lo in (0..rows).step_by(chunk) {
-        let hi = (lo + chunk).min(rows);
-        let at = a.clone().slice_dim(0, lo..hi).swap_dims(1, 2);
-        let part = g
-            .clone()
-            .slice_dim(0, lo..hi)
-            .matmul(at)
-            .sum_dim(0)
-            .reshape([c, f]);
-        total = Some(match total {
-            Some(t) => t + part,
-            None => part,
-        });
-    }
-    match total {
-        Some(t) => t.transpose(),
-        None => Tensor::zeros([f, c], &a.device()),
-    }
+    contract_rows(flatten_rows(a), g)
 }
 
 /// `Σ_f diff[b, p, f, :] · weights[f, c]` for each column c.

@@ -6,6 +6,7 @@ use burn::tensor::Gradients;
 use fidelis_models::{Activation, Batch, Hooks, Transformer, point};
 
 use crate::Result;
+use crate::contract::contract_rows;
 use crate::data::repeat_batch;
 use crate::metric::{Metric, Targets, loss_per_example};
 use crate::node_map::NodeMap;
@@ -106,27 +107,11 @@ impl PassContext<'_> {
         copies: usize,
         setup: impl FnOnce(&mut Hooks),
     ) -> Result<Tensor<4>> {
-        self.reader_grads_from(tokens, copies, &Start::Embeddings, setup)
-    }
-
-    /// [`PassContext::reader_grads`] from `start`: the columns of reader inputs before the
-    /// start layer are left out, so the result has `n_backward − map.first_column(start_layer)`
-    /// columns (the last columns of the graph, in graph order).
-    ///
-    /// # Shapes
-    /// - returns `[batch, pos, n_backward - skipped, d]` (one copy's batch size)
-    pub fn reader_grads_from(
-        &self,
-        tokens: &Batch,
-        copies: usize,
-        start: &Start,
-        setup: impl FnOnce(&mut Hooks),
-    ) -> Result<Tensor<4>> {
-        let (hooks, grads, [rows, p]) = self.backward(tokens, copies, start, setup)?;
+        let (hooks, grads, [rows, p]) = self.backward(tokens, copies, &Start::Embeddings, setup)?;
         let g = self.map.stack_input_grads_from(
             &hooks,
             &grads,
-            start.layer(),
+            0,
             [rows, p, self.model.config().d_model],
             self.model.device(),
         );
@@ -141,13 +126,14 @@ impl PassContext<'_> {
     /// up to the order of the sums.
     ///
     /// # Shapes
-    /// - `delta`: `[batch, pos, n_forward, d]` (one copy's batch)
+    /// - `delta`: Δa of every row, `[n_forward, batch·pos·d]` as
+    ///   [`crate::contract::flatten_rows`] lays it out (one copy's batch)
     /// - returns `[n_forward, n_backward]`
     pub fn reader_scores(
         &self,
         tokens: &Batch,
         copies: usize,
-        delta: &Tensor<4>,
+        delta: &Tensor<2>,
         setup: impl FnOnce(&mut Hooks),
     ) -> Result<Tensor<2>> {
         self.scores(tokens, copies, &Start::Embeddings, delta, true, setup)
@@ -159,14 +145,14 @@ impl PassContext<'_> {
     /// are interpolated and only its rows are scored.
     ///
     /// # Shapes
-    /// - `delta`: `[batch, pos, rows, d]` (one copy's batch)
+    /// - `delta`: `[rows, batch·pos·d]` as [`crate::contract::flatten_rows`] lays it out
     /// - returns `[rows, n_backward − map.first_column(start_layer)]`
     pub fn reader_scores_from(
         &self,
         tokens: &Batch,
         copies: usize,
         start: &Start,
-        delta: &Tensor<4>,
+        delta: &Tensor<2>,
         setup: impl FnOnce(&mut Hooks),
     ) -> Result<Tensor<2>> {
         self.scores(tokens, copies, start, delta, false, setup)
@@ -180,17 +166,13 @@ impl PassContext<'_> {
         tokens: &Batch,
         copies: usize,
         start: &Start,
-        delta: &Tensor<4>,
+        delta: &Tensor<2>,
         visible_only: bool,
         setup: impl FnOnce(&mut Hooks),
     ) -> Result<Tensor<2>> {
-        let (hooks, grads, [rows, p]) = self.backward(tokens, copies, start, setup)?;
-        let d = self.model.config().d_model;
+        let (hooks, grads, _) = self.backward(tokens, copies, start, setup)?;
         let device = self.model.device();
-        // Δa as [rows, batch·pos·d], once: each group is then one matrix product with a long
-        // inner dimension, `Δa[rows] @ g[batch·pos·d, width]`.
-        let [b, _, f, _] = delta.dims();
-        let a_t = delta.clone().permute([2, 0, 1, 3]).reshape([f, b * p * d]);
+        let [f, _] = delta.dims();
         let first = start.layer();
         let blocks = self
             .map
@@ -204,12 +186,9 @@ impl PassContext<'_> {
                     Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
                     None => return Tensor::zeros([f, width], device),
                 };
-                debug_assert_eq!(g.dims(), [rows, p, width, d]);
-                let g = sum_copies(g, copies)
-                    .permute([0, 1, 3, 2])
-                    .reshape([b * p * d, width]);
                 let seen = if visible_only { r.visible.min(f) } else { f };
-                let block = a_t.clone().slice_dim(0, 0..seen).matmul(g);
+                let block =
+                    contract_rows(delta.clone().slice_dim(0, 0..seen), sum_copies(g, copies));
                 if seen == f {
                     block
                 } else {

@@ -458,36 +458,26 @@ fn mlp_activation_gradients_match_finite_differences_of_their_forward() {
             "{name}: pre-activations span {lo}..{hi}"
         );
         let n = pre.len();
-        let f = |shift: f32| {
-            let x: Vec<f32> = pre.iter().map(|v| v + shift).collect();
-            let t = Tensor::<1>::from_data(TensorData::new(x, [n]), &device());
-            values(if exact { gelu(t) } else { gelu_approximate(t) })
+        // Central differences of an activation on the recorded pre-activations.
+        let derivative = |exact: bool| {
+            let h = 5e-3f32;
+            let at = |shift: f32| {
+                let x: Vec<f32> = pre.iter().map(|v| v + shift).collect();
+                let t = Tensor::<1>::from_data(TensorData::new(x, [n]), &device());
+                values(if exact { gelu(t) } else { gelu_approximate(t) })
+            };
+            let (plus, minus) = (at(h), at(-h));
+            plus.iter()
+                .zip(&minus)
+                .map(|(p, m)| (p - m) / (2.0 * h))
+                .collect::<Vec<f32>>()
         };
-        let h = 5e-3f32;
-        let (plus, minus) = (f(h), f(-h));
-        let numeric: Vec<f32> = plus
-            .iter()
-            .zip(&minus)
-            .map(|(p, m)| (p - m) / (2.0 * h))
-            .collect();
+        let numeric = derivative(exact);
         let gap = max_abs_diff(&grad, &numeric);
         assert!(gap < 2e-4, "{name}: activation gradient off by {gap}");
         if exact {
             // The check has the power to see the tanh derivative in place of the erf one.
-            let tanh_plus = values(gelu_approximate(Tensor::<1>::from_data(
-                TensorData::new(pre.iter().map(|v| v + h).collect::<Vec<_>>(), [n]),
-                &device(),
-            )));
-            let tanh_minus = values(gelu_approximate(Tensor::<1>::from_data(
-                TensorData::new(pre.iter().map(|v| v - h).collect::<Vec<_>>(), [n]),
-                &device(),
-            )));
-            let tanh_numeric: Vec<f32> = tanh_plus
-                .iter()
-                .zip(&tanh_minus)
-                .map(|(p, m)| (p - m) / (2.0 * h))
-                .collect();
-            let power = max_abs_diff(&tanh_numeric, &numeric);
+            let power = max_abs_diff(&derivative(false), &numeric);
             assert!(
                 power > 4e-4,
                 "the erf and tanh derivatives differ by only {power} here"

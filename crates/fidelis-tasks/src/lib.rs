@@ -79,10 +79,9 @@ pub use crate::error::{TaskError, UnknownTask};
 pub use crate::example::{Example, TextTokenizer, check_equal_lengths};
 pub use crate::jsonl::load_jsonl;
 
-/// The task families this crate can generate. Serde reads and writes the names of
-/// [`Task::name`] (a test checks that the two agree).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// The task families this crate can generate. `Display`, `FromStr` and serde all use the one
+/// name table, [`Task::NAMES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Task {
     /// Indirect Object Identification: name the indirect object, not the repeated subject.
     Ioi,
@@ -142,6 +141,19 @@ impl FromStr for Task {
             .into_iter()
             .find(|task| task.name() == normalized)
             .ok_or_else(|| UnknownTask(name.to_owned()))
+    }
+}
+
+impl serde::Serialize for Task {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Task {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
