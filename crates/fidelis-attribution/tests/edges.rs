@@ -97,6 +97,12 @@ fn eap_equals_first_order_taylor_prediction_mistral_window() {
     eap_matches_finite_differences_on("tiny-mistral-window");
 }
 
+/// Gemma 2: heads write their share of the post-attention norm's output.
+#[test]
+fn eap_equals_first_order_taylor_prediction_gemma2() {
+    eap_matches_finite_differences_on("tiny-gemma2");
+}
+
 #[test]
 fn eap_agrees_with_exact_to_first_order_as_delta_shrinks() {
     let model = load("tiny-gpt2").transformer;
@@ -228,20 +234,30 @@ fn largest_gap(graph: &Graph, scores: &[f32], reference: &[f64]) -> (f64, f64) {
 
 #[test]
 fn eap_ig_inputs_with_64_steps_matches_an_independent_path_integral() {
-    let model = load("tiny-gpt2").transformer;
-    let pairs = random_pairs(4, 300, 5);
-    let mut opts = EdgeAttribution::new(Method::EapIgInputs);
-    opts.steps = 64;
-    opts.steps_per_pass = 16;
-    let (graph, s) = scores(&model, &pairs, &opts);
-    let reference = path_integral_scores(&model, &graph, &pairs, 64);
-    let (worst, scale) = largest_gap(&graph, &s, &reference);
-    // The library uses the reference's left Riemann sum; its error against the integral is
-    // O(1/m), about 1% of the largest score at m = 64.
-    assert!(
-        worst < 0.02,
-        "largest gap {worst} of the largest score {scale}"
-    );
+    for name in [
+        "tiny-gpt2",
+        "tiny-llama-gqa",
+        "tiny-llama3",
+        "tiny-qwen3",
+        "tiny-pythia",
+        "tiny-mistral-window",
+        "tiny-gemma2",
+    ] {
+        let model = load(name).transformer;
+        let pairs = random_pairs(4, 300, 5);
+        let mut opts = EdgeAttribution::new(Method::EapIgInputs);
+        opts.steps = 64;
+        opts.steps_per_pass = 16;
+        let (graph, s) = scores(&model, &pairs, &opts);
+        let reference = path_integral_scores(&model, &graph, &pairs, 64);
+        let (worst, scale) = largest_gap(&graph, &s, &reference);
+        // The library uses the reference's left Riemann sum; its error against the integral
+        // is O(1/m), about 1% of the largest score at m = 64.
+        assert!(
+            worst < 0.02,
+            "{name}: largest gap {worst} of the largest score {scale}"
+        );
+    }
 }
 
 /// EAP-IG on activations computed independently: for each node group (input, one layer's
@@ -358,7 +374,13 @@ fn eap_ig_activations_with_64_steps_matches_an_independent_path_integral() {
     // The library starts each group's passes at the group's layer from the recorded clean
     // residual stream and differentiates only the readers from there on; the reference runs
     // every pass from the embeddings.
-    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen3", "tiny-pythia"] {
+    for name in [
+        "tiny-gpt2",
+        "tiny-llama-gqa",
+        "tiny-qwen3",
+        "tiny-pythia",
+        "tiny-gemma2",
+    ] {
         activation_ig_matches_the_path_integral(name, &load(name).transformer);
     }
 }
@@ -487,6 +509,7 @@ fn exact_scores_equal_single_edge_ablated_runs() {
     exact_equals_single_edge_ablation(&load("tiny-gpt2").transformer);
     exact_equals_single_edge_ablation(&load("tiny-qwen3").transformer);
     exact_equals_single_edge_ablation(&load("tiny-pythia").transformer);
+    exact_equals_single_edge_ablation(&load("tiny-gemma2").transformer);
 }
 
 fn exact_equals_single_edge_ablation(model: &Transformer) {
@@ -530,6 +553,7 @@ fn ablating_every_edge_gives_the_corrupted_run_and_none_the_clean_run() {
         "tiny-qwen3",
         "tiny-pythia",
         "tiny-mistral-window",
+        "tiny-gemma2",
     ] {
         every_and_no_edge_ablated(&load(name).transformer);
     }

@@ -315,6 +315,39 @@ fn print_shape(cfg: &TransformerConfig) {
             ""
         }
     );
+    let mut extras = Vec::new();
+    if cfg.post_norms {
+        extras.push("norms after attention and MLP".to_string());
+    }
+    if let Some(s) = cfg.embed_scale {
+        extras.push(format!("embeddings × {s:.4}"));
+    }
+    if let Some(s) = cfg.query_pre_attn_scalar {
+        extras.push(format!("scores / √{s}"));
+    }
+    if let Some(c) = cfg.attn_softcap {
+        extras.push(format!("scores capped at ±{c}"));
+    }
+    if let Some(c) = cfg.final_softcap {
+        extras.push(format!("logits capped at ±{c}"));
+    }
+    let sliding = cfg.attention_windows.iter().filter(|w| w.is_some()).count();
+    if sliding > 0 {
+        let w = cfg
+            .attention_windows
+            .iter()
+            .flatten()
+            .max()
+            .copied()
+            .unwrap_or(0);
+        extras.push(format!(
+            "{sliding} of {} layers see a window of {w}",
+            cfg.n_layers
+        ));
+    }
+    if !extras.is_empty() {
+        println!("attention     {}", extras.join(" · "));
+    }
 }
 
 fn inspect(model: &Model, json: bool) -> Result<()> {

@@ -46,6 +46,7 @@ fn graph_sizes_of_published_models_match_the_closed_form() {
         ("qwen3-0.6b.json", 28, 16, false, None),
         ("llama-3.2-1b.json", 16, 32, false, None),
         ("llama-3.1-8b.json", 32, 32, false, None),
+        ("gemma-2-2b.json", 26, 8, false, None),
     ];
     for (file, layers, heads, parallel, published) in cases {
         let v = inspect(file);
@@ -70,6 +71,21 @@ fn published_shapes_load_their_positions_and_sizes() {
     assert!((8_020_000_000..8_040_000_000).contains(&params), "{params}");
     let scaling = &v["config"]["positional"]["Rotary"]["scaling"]["Llama3"];
     assert_eq!(scaling["factor"], 8.0, "{v}");
+    // Gemma-2-2B: 2,614,341,888 parameters (26 × (14,155,776 attention + 63,700,992 MLP +
+    // 4 × 2,304 norm) + 256,000 × 2,304 tied embedding + 2,304 final norm).
+    let v = inspect("gemma-2-2b.json");
+    assert_eq!(v["parameters_estimate"], 2_614_341_888u64, "{v}");
+    let cfg = &v["config"];
+    assert_eq!(cfg["post_norms"], true);
+    assert_eq!(cfg["attn_softcap"], 50.0);
+    assert_eq!(cfg["final_softcap"], 30.0);
+    assert_eq!(cfg["embed_scale"], 48.0);
+    let windows = cfg["attention_windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 26);
+    assert_eq!(
+        (windows[0].clone(), windows[1].clone()),
+        (4096.into(), serde_json::Value::Null)
+    );
     // Pythia rotates a quarter of each 64-wide head.
     let v = inspect("pythia-160m.json");
     assert_eq!(v["config"]["positional"]["Rotary"]["rotary_dim"], 16);
@@ -90,8 +106,8 @@ fn config_and_model_are_exclusive_and_a_bad_config_is_named() {
     assert!(err.contains("--config") && err.contains("--model"), "{err}");
     let dir = std::env::temp_dir().join(format!("fidelis-inspect-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("gemma.json");
-    std::fs::write(&path, r#"{"model_type": "gemma2"}"#).unwrap();
+    let path = dir.join("mamba.json");
+    std::fs::write(&path, r#"{"model_type": "mamba"}"#).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_fidelis"))
         .args(["inspect", "--config"])
         .arg(&path)
@@ -99,6 +115,9 @@ fn config_and_model_are_exclusive_and_a_bad_config_is_named() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("gemma2") && err.contains("gpt_neox"), "{err}");
+    assert!(
+        err.contains("mamba") && err.contains("gemma2") && err.contains("gpt_neox"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

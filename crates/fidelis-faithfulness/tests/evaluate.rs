@@ -119,7 +119,7 @@ fn every_edge_ablated(model: &Transformer, pairs: &[PromptPair], node_values: &[
 
 #[test]
 fn full_graph_is_clean_and_empty_graph_is_the_ablated_run_for_every_ablation() {
-    for name in ["tiny-gpt2", "tiny-llama-gqa"] {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-gemma2"] {
         let model = load(name);
         let pairs = synthetic_pairs(5, 300, 4);
         let base = evaluate_baseline(&model, &pairs, &METRIC, 2).unwrap();

@@ -16,6 +16,10 @@ pub enum Architecture {
     /// GPT-NeoX / Pythia: partial RoPE, LayerNorm with bias, GELU MLP, attention and MLP in
     /// parallel on the same residual.
     GptNeoX,
+    /// Gemma 2: RMSNorm with `(1 + w)` before and after attention and the MLP, GeGLU with tanh
+    /// GELU, soft-capped attention and final logits, alternating sliding-window layers and
+    /// embeddings scaled by `√d_model`.
+    Gemma2,
 }
 
 /// The normalisation applied before attention, before the MLP and before the unembedding.
@@ -167,6 +171,23 @@ pub struct TransformerConfig {
     /// (Mistral: every layer; Qwen 2/3 with `use_sliding_window`: the layers from
     /// `max_window_layers` on, or as `layer_types` says).
     pub attention_windows: Vec<Option<usize>>,
+    /// What the token embeddings are multiplied by before entering the residual stream
+    /// (Gemma: `√d_model`); `None` for 1.
+    pub embed_scale: Option<f64>,
+    /// Attention scores are `q·k / √s` with `s` this value (Gemma 2's `query_pre_attn_scalar`);
+    /// `None` for `d_head`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Attention scores soft-capped to `c · tanh(scores / c)` before masking (Gemma 2's
+    /// `attn_logit_softcapping`); `None` for no cap.
+    pub attn_softcap: Option<f64>,
+    /// Final logits soft-capped to `c · tanh(logits / c)` (Gemma 2's
+    /// `final_logit_softcapping`); `None` for no cap.
+    pub final_softcap: Option<f64>,
+    /// Whether the attention and MLP outputs are normalised again before they are added to the
+    /// residual stream (Gemma 2's `post_attention_layernorm` and `post_feedforward_layernorm`).
+    /// Each head's result is then its share of the normalised output, so that the heads still
+    /// sum to what the block adds: see [`crate::hooks::point::result`].
+    pub post_norms: bool,
     /// Whether the unembedding shares the token embedding matrix.
     pub tied_embeddings: bool,
     /// Beginning-of-sequence token id, if the model has one.
@@ -179,6 +200,15 @@ impl TransformerConfig {
     /// The sliding window of layer `layer`, if it has one.
     pub fn window(&self, layer: usize) -> Option<usize> {
         self.attention_windows.get(layer).copied().flatten()
+    }
+
+    /// The factor attention scores are multiplied by: `1 / √query_pre_attn_scalar`, or
+    /// `1 / √d_head` by default.
+    pub fn attn_scale(&self) -> f64 {
+        1.0 / self
+            .query_pre_attn_scalar
+            .unwrap_or(self.d_head as f64)
+            .sqrt()
     }
 
     /// How many query heads share one key/value head.

@@ -102,6 +102,11 @@ impl Gpt2Config {
             positional: Positional::Learned,
             parallel_attn_mlp: false,
             qk_norm: false,
+            embed_scale: None,
+            query_pre_attn_scalar: None,
+            attn_softcap: None,
+            final_softcap: None,
+            post_norms: false,
             attention_windows: Vec::new(),
             tied_embeddings: true,
             bos_token_id: self.bos_token_id,
@@ -165,6 +170,8 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
             attn,
             ln2: norm(&format!("h.{l}.ln_2"))?,
             mlp,
+            post_attn: None,
+            post_mlp: None,
         });
     }
     let ln_final = norm("ln_f")?;

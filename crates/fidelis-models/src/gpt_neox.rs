@@ -162,6 +162,11 @@ impl GptNeoXConfig {
             },
             parallel_attn_mlp: self.use_parallel_residual,
             qk_norm: false,
+            embed_scale: None,
+            query_pre_attn_scalar: None,
+            attn_softcap: None,
+            final_softcap: None,
+            post_norms: false,
             attention_windows: Vec::new(),
             tied_embeddings: self.tie_word_embeddings,
             bos_token_id: self.bos_token_id,
@@ -241,6 +246,8 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
             attn,
             ln2: norm(&format!("{p}.post_attention_layernorm"))?,
             mlp,
+            post_attn: None,
+            post_mlp: None,
         });
     }
     let ln_final = norm("gpt_neox.final_layer_norm")?;

@@ -76,7 +76,9 @@ pub mod point {
         format!("blocks.{l}.attn.hook_z")
     }
     /// Per-head output written to the residual, without the output bias
-    /// `[batch, pos, head, d_model]` (opt-in).
+    /// `[batch, pos, head, d_model]` (opt-in). Under a post-attention RMSNorm (Gemma 2) it is
+    /// each head's share of the normalised output, `result_h · w / rms(Σ result)`, the norm's
+    /// factor taken from the whole layer, so the heads still sum to `hook_attn_out`.
     pub fn result(l: usize) -> String {
         format!("blocks.{l}.attn.hook_result")
     }

@@ -1,7 +1,10 @@
 //! The Llama family (Touvron et al. 2023): rotary position embeddings, RMSNorm, SwiGLU MLP and
-//! grouped-query attention. Covers Llama 2/3, Mistral, SmolLM and Qwen2 (q/k/v biases).
+//! grouped-query attention. Covers Llama 2/3, Mistral, SmolLM, Qwen 2 (q/k/v biases), Qwen 3
+//! (per-head q/k norms) and Gemma 2 (Gemma Team 2024), which adds norms after attention and
+//! the MLP, `(1 + w)` norm weights, GeGLU, soft-capped scores and logits and scaled embeddings.
 //!
-//! Reference implementation: Hugging Face `transformers/models/llama/modeling_llama.py`.
+//! Reference implementations: Hugging Face `transformers/models/llama/modeling_llama.py` and
+//! `transformers/models/gemma2/modeling_gemma2.py`.
 //! Weights follow the checkpoint's own names (`model.layers.{l}.self_attn.q_proj`); GGUF files
 //! are read through [`GgufSource`](crate::gguf_source::GgufSource), which renames llama.cpp's
 //! tensors to these names and undoes its rotary permutation of q and k.
@@ -55,6 +58,18 @@ pub struct LlamaConfig {
     /// MLP activation (`silu`).
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Gemma 2's name for the MLP activation (read instead of `hidden_act` when present).
+    #[serde(default)]
+    pub hidden_activation: Option<String>,
+    /// Gemma 2: attention scores are divided by the square root of this instead of `head_dim`.
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2: the attention-score soft cap (`null` for none; 50 when absent).
+    #[serde(default, deserialize_with = "present")]
+    pub attn_logit_softcapping: Option<Option<f64>>,
+    /// Gemma 2: the final-logit soft cap (`null` for none; 30 when absent).
+    #[serde(default, deserialize_with = "present")]
+    pub final_logit_softcapping: Option<Option<f64>>,
     /// Whether `lm_head` is the embedding.
     #[serde(default)]
     pub tie_word_embeddings: bool,
@@ -76,6 +91,9 @@ pub struct LlamaConfig {
     /// Per layer `sliding_attention` or `full_attention`, as transformers 5 writes it.
     #[serde(default)]
     pub layer_types: Option<Vec<String>>,
+    /// Gemma 2's switch to non-causal attention (refused when true).
+    #[serde(default)]
+    pub use_bidirectional_attention: Option<bool>,
     /// Beginning-of-sequence token.
     #[serde(default)]
     pub bos_token_id: Option<u32>,
@@ -98,6 +116,11 @@ fn default_theta() -> f64 {
 }
 fn default_act() -> String {
     "silu".into()
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -191,7 +214,7 @@ impl LlamaConfig {
     /// for a `layer_types` entry Fidelis does not know or a window of zero.
     pub fn attention_windows(&self) -> Result<Vec<Option<usize>>> {
         let enabled = match self.model_type.as_str() {
-            "mistral" => self.use_sliding_window != Some(false),
+            "mistral" | "gemma2" => self.use_sliding_window != Some(false),
             _ => self.use_sliding_window == Some(true),
         };
         let window = match self.sliding_window {
@@ -216,6 +239,10 @@ impl LlamaConfig {
                 })
                 .collect::<Result<_>>()?,
             None if self.model_type == "mistral" => vec![Some(window); n],
+            // Gemma 2 before transformers 5: even layers slide, odd ones see everything.
+            None if self.model_type == "gemma2" => (0..n)
+                .map(|l| l.is_multiple_of(2).then_some(window))
+                .collect(),
             None => {
                 let first = self.max_window_layers.unwrap_or(0);
                 (0..n).map(|l| (l >= first).then_some(window)).collect()
@@ -248,7 +275,26 @@ impl LlamaConfig {
             .and_then(|p| p.get("rope_theta"))
             .and_then(|t| t.as_f64())
             .unwrap_or(self.rope_theta);
-        let act_fn = match self.hidden_act.as_str() {
+        let gemma2 = self.model_type == "gemma2";
+        if gemma2 && self.attention_bias {
+            return Err(ModelError::Unsupported(
+                "Gemma 2 with attention_bias = true (an output bias under the post-attention \
+                 norm would not be additive over heads)"
+                    .into(),
+            ));
+        }
+        if self.use_bidirectional_attention == Some(true) {
+            return Err(ModelError::Unsupported(
+                "use_bidirectional_attention = true (Fidelis runs causal decoders only)".into(),
+            ));
+        }
+        // Gemma 2 reads `hidden_activation` only, with transformers' default.
+        let act = match &self.hidden_activation {
+            Some(act) if gemma2 => act.as_str(),
+            None if gemma2 => "gelu_pytorch_tanh",
+            _ => self.hidden_act.as_str(),
+        };
+        let act_fn = match act {
             "silu" | "swish" => ActivationFn::Silu,
             "gelu" => ActivationFn::Gelu,
             "gelu_pytorch_tanh" | "gelu_new" => ActivationFn::GeluTanh,
@@ -263,6 +309,7 @@ impl LlamaConfig {
         }
         let d_head = match self.head_dim {
             Some(d) => d,
+            None if gemma2 => 256,
             None if self.hidden_size.is_multiple_of(n_heads) => self.hidden_size / n_heads,
             None => {
                 return Err(ModelError::Unsupported(format!(
@@ -273,8 +320,37 @@ impl LlamaConfig {
         };
         let attention_windows = self.attention_windows()?;
         let n_ctx = self.max_position_embeddings;
+        // transformers' Gemma 2 defaults where a config leaves a cap out.
+        let cap = |field: Option<Option<f64>>, default: f64| match field {
+            Some(cap) => cap,
+            None => gemma2.then_some(default),
+        };
+        let (attn_softcap, final_softcap) = (
+            cap(self.attn_logit_softcapping, 50.0),
+            cap(self.final_logit_softcapping, 30.0),
+        );
+        for (name, c) in [("attn", attn_softcap), ("final", final_softcap)] {
+            if let Some(c) = c
+                && !(c > 0.0 && c.is_finite())
+            {
+                return Err(ModelError::Unsupported(format!(
+                    "{name}_logit_softcapping of {c} (it must be positive)"
+                )));
+            }
+        }
+        if let Some(s) = self.query_pre_attn_scalar
+            && !(s > 0.0 && s.is_finite())
+        {
+            return Err(ModelError::Unsupported(format!(
+                "query_pre_attn_scalar of {s} (it must be positive)"
+            )));
+        }
         Ok(TransformerConfig {
-            architecture: Architecture::Llama,
+            architecture: if gemma2 {
+                Architecture::Gemma2
+            } else {
+                Architecture::Llama
+            },
             model_type: self.model_type.clone(),
             n_layers: self.num_hidden_layers,
             d_model: self.hidden_size,
@@ -295,6 +371,11 @@ impl LlamaConfig {
             },
             parallel_attn_mlp: false,
             qk_norm: self.model_type == "qwen3",
+            embed_scale: gemma2.then(|| (self.hidden_size as f64).sqrt()),
+            query_pre_attn_scalar: self.query_pre_attn_scalar.or(gemma2.then_some(256.0)),
+            attn_softcap,
+            final_softcap,
+            post_norms: gemma2,
             attention_windows,
             tied_embeddings: self.tie_word_embeddings,
             bos_token_id: self.bos_token_id,
@@ -307,11 +388,19 @@ impl LlamaConfig {
 pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transformer> {
     let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
     let (q_out, kv_out) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
+    // Gemma stores RMSNorm weights as offsets from 1 and multiplies by `1 + w`; adding the 1
+    // once here is the same arithmetic in f32.
+    let gemma = cfg.architecture == Architecture::Gemma2;
     let norm_of = |name: &str, width: usize| -> Result<Norm> {
+        let weight = w.vector(name, width)?;
         Ok(Norm {
             kind: NormKind::RmsNorm,
             eps: cfg.norm_eps,
-            weight: w.vector(name, width)?,
+            weight: if gemma {
+                weight.add_scalar(1.0)
+            } else {
+                weight
+            },
             bias: None,
         })
     };
@@ -347,11 +436,25 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
             w_out: w.linear(&format!("{p}.mlp.down_proj.weight"), m, d)?,
             b_out: w.optional_vector(&format!("{p}.mlp.down_proj.bias"), d)?,
         };
+        // Llama's `post_attention_layernorm` is the norm before the MLP; Gemma 2 names that one
+        // `pre_feedforward_layernorm` and uses the other two after attention and the MLP.
+        let named = |part: &str| norm(&format!("{p}.{part}.weight"));
+        let (ln2, post_attn, post_mlp) = if cfg.post_norms {
+            (
+                named("pre_feedforward_layernorm")?,
+                Some(named("post_attention_layernorm")?),
+                Some(named("post_feedforward_layernorm")?),
+            )
+        } else {
+            (named("post_attention_layernorm")?, None, None)
+        };
         blocks.push(Block {
-            ln1: norm(&format!("{p}.input_layernorm.weight"))?,
+            ln1: named("input_layernorm")?,
             attn,
-            ln2: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+            ln2,
             mlp,
+            post_attn,
+            post_mlp,
         });
     }
     let ln_final = norm("model.norm.weight")?;

@@ -20,8 +20,9 @@ use crate::weights::{RandomWeights, SafetensorsSource, WeightSource, read_text};
 use crate::{gpt_neox, gpt2, llama};
 
 /// Model families Fidelis can load, by Hugging Face `model_type`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] =
-    &["gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "gemma2", "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
+];
 
 /// A loaded model: the hooked transformer and its tokenizer.
 #[derive(Debug, Clone)]
@@ -139,9 +140,11 @@ pub fn config_from_file(config_path: &Path) -> Result<TransformerConfig> {
         "gpt_neox" => serde_json::from_str::<gpt_neox::GptNeoXConfig>(&text)
             .map_err(bad)?
             .to_transformer()?,
-        "llama" | "mistral" | "qwen2" | "qwen3" => serde_json::from_str::<LlamaConfig>(&text)
-            .map_err(bad)?
-            .to_transformer()?,
+        "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" => {
+            serde_json::from_str::<LlamaConfig>(&text)
+                .map_err(bad)?
+                .to_transformer()?
+        }
         other => {
             return Err(ModelError::Unsupported(format!(
                 "architecture `{other}` (supported: {})",
@@ -166,7 +169,7 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
         build_with_progress(&src, device, total, progress, |w| match cfg.architecture {
             Architecture::Gpt2 => gpt2::build(cfg, w),
             Architecture::GptNeoX => gpt_neox::build(cfg, w),
-            Architecture::Llama => llama::build(cfg, w),
+            Architecture::Llama | Architecture::Gemma2 => llama::build(cfg, w),
         })?;
     Ok(Model {
         transformer,
@@ -221,7 +224,7 @@ impl Transformer {
         };
         match cfg.architecture {
             Architecture::Gpt2 => gpt2::build(cfg, &loader),
-            Architecture::Llama => llama::build(cfg, &loader),
+            Architecture::Llama | Architecture::Gemma2 => llama::build(cfg, &loader),
             Architecture::GptNeoX => gpt_neox::build(cfg, &loader),
         }
     }
@@ -283,6 +286,11 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
         rope_scaling: gguf_rope_scaling(file, arch)?,
         rope_parameters: None,
         hidden_act: "silu".into(),
+        hidden_activation: None,
+        query_pre_attn_scalar: None,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
+        use_bidirectional_attention: None,
         tie_word_embeddings: file.tensor_info("output.weight").is_none(),
         attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
         mlp_bias: false,
@@ -303,7 +311,13 @@ pub fn estimate_elements(cfg: &TransformerConfig) -> u64 {
     let attn = d * (cfg.n_heads + 2 * cfg.n_kv_heads) as u64 * cfg.d_head as u64
         + (cfg.n_heads * cfg.d_head) as u64 * d;
     let mlp = if cfg.gated_mlp { 3 } else { 2 } * d * cfg.d_mlp as u64;
-    let per_layer = attn + mlp + 4 * d;
+    let norms = if cfg.post_norms { 4 } else { 2 } * d
+        + if cfg.qk_norm {
+            2 * cfg.d_head as u64
+        } else {
+            0
+        };
+    let per_layer = attn + mlp + norms;
     let embed = cfg.d_vocab as u64 * d * if cfg.tied_embeddings { 1 } else { 2 };
-    cfg.n_layers as u64 * per_layer + embed
+    cfg.n_layers as u64 * per_layer + embed + d
 }

@@ -44,6 +44,17 @@ impl Norm {
             None => x,
         }
     }
+
+    /// The per-row factor `w / √(mean(x²) + eps)` an RMSNorm multiplies `x` by, so that
+    /// `forward(x) = x · factor(x)`: a sum of parts normalised together is the sum of each part
+    /// times the factor of the whole. `None` for a LayerNorm.
+    pub fn rms_factor<const D: usize>(&self, x: Tensor<D>) -> Option<Tensor<D>> {
+        let NormKind::RmsNorm = self.kind else {
+            return None;
+        };
+        let ms = x.square().mean_dim(D - 1);
+        Some(self.weight.clone().unsqueeze::<D>() / (ms + self.eps).sqrt())
+    }
 }
 
 /// Attention weights, `[in, out]` layout, heads concatenated along `out`.
@@ -93,6 +104,10 @@ pub(crate) struct Block {
     pub attn: AttentionWeights,
     pub ln2: Norm,
     pub mlp: MlpWeights,
+    /// Norm of the attention output before it joins the residual (Gemma 2).
+    pub post_attn: Option<Norm>,
+    /// Norm of the MLP output before it joins the residual (Gemma 2).
+    pub post_mlp: Option<Norm>,
 }
 
 /// What one block (and its attention) reads besides the hooks and the KV cache, in the manner
@@ -226,6 +241,7 @@ impl Transformer {
         for b in &self.blocks {
             let a = &b.attn;
             total += norm(&b.ln1) + norm(&b.ln2);
+            total += b.post_attn.as_ref().map_or(0, norm) + b.post_mlp.as_ref().map_or(0, norm);
             total += n2(&a.w_q) + n2(&a.w_k) + n2(&a.w_v) + n2(&a.w_o);
             total += o1(&a.b_q) + o1(&a.b_k) + o1(&a.b_v) + o1(&a.b_o);
             let m = &b.mlp;
@@ -369,7 +385,9 @@ impl Transformer {
         let logits = x
             .reshape([batch * seq, d])
             .matmul(self.unembed.clone().transpose());
-        Ok(logits.reshape([batch, seq, self.config.d_vocab]))
+        Ok(self
+            .final_softcap(logits)
+            .reshape([batch, seq, self.config.d_vocab]))
     }
 
     /// Token (and learned position) embeddings of positions `start..start + seq`.
@@ -383,6 +401,10 @@ impl Transformer {
         let d = self.config.d_model;
         let flat = tokens.reshape([batch * seq]);
         let embed = self.embed.clone().select(0, flat).reshape([batch, seq, d]);
+        let embed = match self.config.embed_scale {
+            Some(scale) => embed * scale,
+            None => embed,
+        };
         let mut x = hooks.apply3(point::EMBED, embed)?;
         if let Some(pos) = &self.pos_embed {
             let pos = pos.clone().slice(start..start + seq).unsqueeze_dim::<3>(0);
@@ -450,8 +472,18 @@ impl Transformer {
             .select(0, index)
             .reshape([batch, 1, d]);
         let x = hooks.apply3(point::LN_FINAL, self.ln_final.forward(x))?;
-        Ok(x.reshape([batch, d])
-            .matmul(self.unembed.clone().transpose()))
+        Ok(self.final_softcap(
+            x.reshape([batch, d])
+                .matmul(self.unembed.clone().transpose()),
+        ))
+    }
+
+    /// Gemma 2's `c · tanh(logits / c)` on the final logits, when the model caps them.
+    fn final_softcap(&self, logits: Tensor<2>) -> Tensor<2> {
+        match self.config.final_softcap {
+            Some(c) => softcap(logits, c),
+            None => logits,
+        }
     }
 
     /// Checks the length of `tokens` (placed after `start` cached positions) and that every id
@@ -526,6 +558,10 @@ impl Transformer {
         };
         let mlp_in = hooks.apply3(point::mlp_in(l), mlp_source)?;
         let mlp_out = self.mlp(l, block, block.ln2.forward(mlp_in), hooks)?;
+        let mlp_out = match &block.post_mlp {
+            Some(norm) => norm.forward(mlp_out),
+            None => mlp_out,
+        };
         let mlp_out = hooks.apply3(point::mlp_out(l), mlp_out)?;
         hooks.apply3(point::resid_post(l), resid_mid + mlp_out)
     }
@@ -621,7 +657,15 @@ impl Transformer {
             *slot = Some((k.clone(), v.clone()));
         }
         let (k, v) = (repeat_kv(k, h), repeat_kv(v, h));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+        let scores = q.matmul(k.swap_dims(2, 3));
+        let scores = match cfg.query_pre_attn_scalar {
+            Some(_) => scores * cfg.attn_scale(),
+            None => scores / (dh as f64).sqrt(),
+        };
+        let scores = match cfg.attn_softcap {
+            Some(c) => softcap(scores, c),
+            None => scores,
+        };
         let scores = match mask {
             Some(mask) => scores.mask_fill(mask, f32::NEG_INFINITY),
             None => scores,
@@ -629,21 +673,48 @@ impl Transformer {
         let scores = hooks.apply4(point::attn_scores(l), scores)?;
         let pattern = hooks.apply4(point::pattern(l), softmax(scores, 3))?;
         let z = hooks.apply4(point::z(l), pattern.matmul(v).swap_dims(1, 2))?;
-        let out = if hooks.wants(&point::result(l)) {
-            // result[b, p, h, :] = z[b, p, h, :] @ W_O[h]
-            let w_o = a.w_o.clone().reshape([h, dh, d]);
-            let z_heads = z.permute([2, 0, 1, 3]).reshape([h, batch * seq, dh]);
-            let result = z_heads
-                .matmul(w_o)
-                .reshape([h, batch, seq, d])
-                .permute([1, 2, 0, 3]);
-            let result = hooks.apply4(point::result(l), result)?;
-            result.sum_dim(2).reshape([batch, seq, d])
-        } else {
-            linear(z.reshape([batch, seq, h * dh]), &a.w_o, None)
+        let bias = a.b_o.clone().map(|b| b.unsqueeze::<3>());
+        if !hooks.wants(&point::result(l)) {
+            let out = linear(z.reshape([batch, seq, h * dh]), &a.w_o, None);
+            let out = match bias {
+                Some(b) => out + b,
+                None => out,
+            };
+            return Ok(match &block.post_attn {
+                Some(norm) => norm.forward(out),
+                None => out,
+            });
+        }
+        // result[b, p, h, :] = z[b, p, h, :] @ W_O[h]
+        let w_o = a.w_o.clone().reshape([h, dh, d]);
+        let z_heads = z.permute([2, 0, 1, 3]).reshape([h, batch * seq, dh]);
+        let result = z_heads
+            .matmul(w_o)
+            .reshape([h, batch, seq, d])
+            .permute([1, 2, 0, 3]);
+        // Under a post-attention RMSNorm each head's result is its share of the normalised
+        // output: its own output times the factor of the whole, so the shares still add up to
+        // what the block writes and the graph's edges stay additive.
+        let (result, bias) = match &block.post_attn {
+            Some(norm) => {
+                let total = result.clone().sum_dim(2).reshape([batch, seq, d]);
+                let total = match bias.clone() {
+                    Some(b) => total + b,
+                    None => total,
+                };
+                let factor = norm.rms_factor(total).ok_or_else(|| ModelError::Hook {
+                    point: point::result(l),
+                    message: "per-head results under a post-attention LayerNorm".into(),
+                })?;
+                let per_head = factor.clone().unsqueeze_dim::<4>(2);
+                (result * per_head, bias.map(|b| b * factor))
+            }
+            None => (result, bias),
         };
-        Ok(match &a.b_o {
-            Some(b) => out + b.clone().unsqueeze::<3>(),
+        let result = hooks.apply4(point::result(l), result)?;
+        let out = result.sum_dim(2).reshape([batch, seq, d]);
+        Ok(match bias {
+            Some(b) => out + b,
             None => out,
         })
     }
@@ -852,6 +923,11 @@ impl Transformer {
             config: cfg,
         }
     }
+}
+
+/// Gemma 2's soft cap `c · tanh(x / c)`: close to `x` for small values, never past `±c`.
+fn softcap<const D: usize>(x: Tensor<D>, c: f64) -> Tensor<D> {
+    (x / c).tanh() * c
 }
 
 /// Exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`, written out with `erf` rather than taken

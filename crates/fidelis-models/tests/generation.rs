@@ -8,13 +8,14 @@ use common::{device, fixture, load, tokens, values};
 use fidelis_models::{GenerateConfig, Hooks, Model, ModelError};
 use serde::Deserialize;
 
-const MODELS: [&str; 6] = [
+const MODELS: [&str; 7] = [
     "tiny-gpt2",
     "tiny-llama-gqa",
     "tiny-llama3",
     "tiny-qwen3",
     "tiny-pythia",
     "tiny-mistral-window",
+    "tiny-gemma2",
 ];
 
 #[derive(Deserialize)]

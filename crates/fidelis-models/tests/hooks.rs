@@ -61,7 +61,7 @@ fn logit_diff(logits: Tensor<3>) -> Tensor<1> {
 
 #[test]
 fn per_head_results_plus_bias_sum_to_the_attention_output() {
-    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2"] {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2", "tiny-gemma2"] {
         let model = load(name);
         let mut hooks = Hooks::new();
         for l in 0..model.config().n_layers {
@@ -96,7 +96,7 @@ fn per_head_results_plus_bias_sum_to_the_attention_output() {
 
 #[test]
 fn split_qkv_inputs_give_the_plain_forward() {
-    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2"] {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2", "tiny-gemma2"] {
         let model = load(name);
         let plain = values(run(&model, &mut Hooks::new()));
         let mut hooks = Hooks::new();
@@ -223,7 +223,7 @@ fn check_probe(model: &Model, point: &str) {
 
 #[test]
 fn gradient_probes_match_finite_differences() {
-    for name in ["tiny-gpt2", "tiny-llama-gqa"] {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-gemma2"] {
         let model = load(name);
         for point in [
             point::EMBED.to_string(),
@@ -409,7 +409,7 @@ fn check_listed_points(name: &str, model: &Transformer, ids: &[u32]) {
 
 #[test]
 fn listed_hook_points_are_exactly_those_the_forward_offers() {
-    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2"] {
+    for name in ["tiny-gpt2", "tiny-llama-gqa", "tiny-qwen2", "tiny-gemma2"] {
         let model = load(name);
         let ids = model.tokenizer.encode(PROMPT).unwrap();
         check_listed_points(name, &model.transformer, &ids);

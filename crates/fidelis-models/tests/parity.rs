@@ -108,6 +108,13 @@ fn mistral_sliding_window_matches_transformers() {
     check_model("tiny-mistral-window");
 }
 
+/// Gemma 2: post-norms, `(1 + w)` weights, soft caps, `query_pre_attn_scalar`, alternating
+/// sliding and global layers, scaled embeddings.
+#[test]
+fn gemma2_matches_transformers() {
+    check_model("tiny-gemma2");
+}
+
 #[test]
 fn sharded_safetensors_load_the_same_model() {
     check_model("tiny-llama-sharded");
