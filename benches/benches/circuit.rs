@@ -7,34 +7,14 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
-use fidelis_benches::{bench_model, devices};
+use fidelis_benches::{bench_model, devices, ioi_sized_pairs};
 use fidelis_circuit::metric::last_position_logits;
-use fidelis_circuit::{BuiltinMetric, Metric, NodeMap, PairBatch, PromptPair, Silent};
+use fidelis_circuit::{BuiltinMetric, Metric, NodeMap, PairBatch, Silent};
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::{Hooks, point};
 
 const PAIRS: usize = 16;
 const SEQ: usize = 16;
-
-/// Deterministic pairs: corrupted prompts differ from the clean ones at two positions.
-fn pairs(vocab: usize) -> Vec<PromptPair> {
-    (0..PAIRS)
-        .map(|i| {
-            let clean: Vec<u32> = (0..SEQ)
-                .map(|p| ((i * 7919 + p * 104_729 + 13) % vocab) as u32)
-                .collect();
-            let mut corrupted = clean.clone();
-            corrupted[3] = ((clean[3] as usize + 17) % vocab) as u32;
-            corrupted[9] = ((clean[9] as usize + 29) % vocab) as u32;
-            PromptPair {
-                clean,
-                corrupted,
-                correct: vec![(i * 31 % vocab) as u32],
-                incorrect: vec![(i * 37 % vocab + 1) as u32],
-            }
-        })
-        .collect()
-}
 
 fn circuit_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("circuit_ioi16");
@@ -43,7 +23,7 @@ fn circuit_benches(c: &mut Criterion) {
         let (model, what) = bench_model(&device);
         eprintln!("{backend}: {what}");
         let cfg = model.config().clone();
-        let pairs = pairs(cfg.d_vocab);
+        let pairs = ioi_sized_pairs(PAIRS, SEQ, cfg.d_vocab);
         let batch = PairBatch::new(&model, &pairs).expect("batch");
         let metric = BuiltinMetric::LogitDiff;
         let map = NodeMap::for_config(&cfg).expect("node map");

@@ -6,6 +6,7 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use fidelis_circuit::PromptPair;
 use fidelis_models::llama::LlamaConfig;
 use fidelis_models::{Model, Transformer, fetch};
 
@@ -61,4 +62,28 @@ pub fn token_batch(batch: usize, seq: usize, vocab: usize, device: &Device) -> T
         .map(|i| ((i * 7919 + 13) % vocab) as i64)
         .collect();
     Tensor::from_data(TensorData::new(ids, [batch, seq]), device)
+}
+
+/// `n` deterministic prompt pairs of `seq` tokens below `vocab` (IOI-sized at `seq` = 16): the
+/// corrupted prompt differs from the clean one at two positions.
+pub fn ioi_sized_pairs(n: usize, seq: usize, vocab: usize) -> Vec<PromptPair> {
+    (0..n)
+        .map(|i| {
+            let clean: Vec<u32> = (0..seq)
+                .map(|p| ((i * 7919 + p * 104_729 + 13) % vocab) as u32)
+                .collect();
+            let mut corrupted = clean.clone();
+            for (at, shift) in [(3, 17), (9, 29)] {
+                if let Some(t) = corrupted.get_mut(at % seq) {
+                    *t = ((clean[at % seq] as usize + shift) % vocab) as u32;
+                }
+            }
+            PromptPair {
+                clean,
+                corrupted,
+                correct: vec![(i * 31 % vocab) as u32],
+                incorrect: vec![(i * 37 % vocab + 1) as u32],
+            }
+        })
+        .collect()
 }

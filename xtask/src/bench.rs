@@ -22,6 +22,12 @@ const BENCHES: [(&str, &str, &[&str]); 2] = [
 ];
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args
+        .windows(2)
+        .any(|w| w[0] == "--bench" && w[1] == "scale")
+    {
+        return scale(args);
+    }
     let mut backends = "flex,ndarray".to_string();
     let mut filter: Option<String> = None;
     let mut bench = "model".to_string();
@@ -106,6 +112,96 @@ fn print_table(group_dir: &Path, names: &[&str], backends: &str) -> Result<()> {
                 mean / floor
             );
         }
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench --bench scale [--config FILE|smollm2] [--methods eap,eap-ig-inputs]
+/// [--batches 1,4,8] [--pairs 16] [--tokens 16]`: one fresh process per (method, batch) case
+/// (`benches/src/bin/scale.rs`, flex), so that each peak resident set is that case's own, and
+/// a Markdown table of wall time and peak memory against the weights.
+fn scale(args: &[String]) -> Result<()> {
+    let mut config = "models/configs/llama-3.2-1b.json".to_string();
+    let mut methods = "eap,eap-ig-inputs".to_string();
+    let mut batches = "1,4,8".to_string();
+    let mut extra: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--bench" => {
+                value()?;
+            }
+            "--config" => config = value()?.clone(),
+            "--methods" => methods = value()?.clone(),
+            "--batches" => batches = value()?.clone(),
+            "--pairs" | "--tokens" | "--steps" => {
+                let v = value()?.clone();
+                extra.extend([arg.clone(), v]);
+            }
+            other => bail!("unknown argument `{other}` to `cargo xtask bench --bench scale`"),
+        }
+    }
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "-p", "fidelis-benches", "--bin", "scale"])
+        .status()
+        .context("building the scale runner")?;
+    if !status.success() {
+        bail!("cargo build of the scale runner failed");
+    }
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    let exe = target.join("debug").join("scale");
+    let gb = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1e9;
+    let mut rows = Vec::new();
+    for method in methods.split(',') {
+        for batch in batches.split(',') {
+            eprintln!("scale: {method} at batch {batch} on {config}");
+            let out = Command::new(&exe)
+                .current_dir(&root)
+                .args(["--config", &config, "--method", method, "--batch", batch])
+                .args(&extra)
+                .output()
+                .context("running the scale runner")?;
+            if !out.status.success() {
+                bail!(
+                    "{method} at batch {batch}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let line = String::from_utf8_lossy(&out.stdout);
+            let v: serde_json::Value = serde_json::from_str(line.trim())
+                .with_context(|| format!("reading the runner's line `{line}`"))?;
+            eprintln!("{v}");
+            rows.push(v);
+        }
+    }
+    if let Some(first) = rows.first() {
+        println!(
+            "{}: {} parameters ({:.2} GB of f32 weights), {} edges, {} pairs × {} tokens, {}\n",
+            first["model"].as_str().unwrap_or("?"),
+            first["parameters"],
+            gb(&first["weights_bytes"]),
+            first["edges"],
+            first["pairs"],
+            first["tokens"],
+            first["backend"].as_str().unwrap_or("?"),
+        );
+    }
+    println!("| method | batch | wall (s) | peak RSS (GB) | peak − weights (GB) |");
+    println!("|---|---:|---:|---:|---:|");
+    for v in &rows {
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.2} |",
+            v["method"].as_str().unwrap_or("?"),
+            v["batch"],
+            v["wall_s"].as_f64().unwrap_or(0.0),
+            gb(&v["peak_rss"]),
+            gb(&v["peak_rss"]) - gb(&v["weights_bytes"]),
+        );
     }
     Ok(())
 }

@@ -11,6 +11,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   bench [--bench model|circuit] [--backends flex,ndarray,wgpu,cuda] [--filter TEXT]
         run the criterion benches (benches/) and print a table of times and ratios
+  bench --bench scale [--config FILE|smollm2] [--methods eap,eap-ig-inputs] [--batches 1,4,8]
+        [--pairs 16] [--tokens 16] [--steps 5]
+        wall time and peak RSS of edge attribution on random weights of a published shape
+        (default models/configs/llama-3.2-1b.json), one process per case
   experiment faithfulness --model NAME|PATH --task TASK [--n 64] [--methods ...]
         score the task's graph with every edge attribution method, evaluate each at the MIB
         circuit sizes, write curves.csv, summary.json and faithfulness.svg to

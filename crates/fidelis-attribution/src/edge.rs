@@ -26,6 +26,7 @@
 use std::ops::Range;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use fidelis_circuit::contract::flatten_rows;
 use fidelis_circuit::data::{PairBatch, PromptPair, batches, check_pairs, repeat_tokens};
 use fidelis_circuit::progress::report;
@@ -417,7 +418,7 @@ impl GroupRuns<'_> {
         let row = if skipped == 0 {
             block
         } else {
-            let zeros = Tensor::zeros([range.len(), skipped], ctx.model.device());
+            let zeros = Tensor::zeros([range.len(), skipped], (ctx.model.device(), DType::F32));
             Tensor::cat(vec![zeros, block], 1)
         };
         debug_assert_eq!(row.dims()[1], ctx.map.n_backward());

@@ -6,7 +6,9 @@
 //! to the clean distribution, and the probability mass on the correct answers (Greater-Than).
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::{log_softmax, softmax};
+use fidelis_models::precision::to_f32;
 
 use crate::{CircuitError, Result};
 
@@ -51,8 +53,8 @@ impl Targets {
             }
             let n = sets.len();
             Ok((
-                Tensor::from_data(TensorData::new(data, [n, d_vocab]), device),
-                Tensor::from_data(TensorData::new(counts, [n, 1]), device),
+                Tensor::from_data(TensorData::new(data, [n, d_vocab]), (device, DType::F32)),
+                Tensor::from_data(TensorData::new(counts, [n, 1]), (device, DType::F32)),
             ))
         };
         let (correct, n_correct) = mask(correct, "correct")?;
@@ -142,6 +144,9 @@ impl Metric for BuiltinMetric {
     }
 
     fn per_example(&self, logits: Tensor<2>, clean_logits: Tensor<2>, t: &Targets) -> Tensor<1> {
+        // In f32 whatever the model's float type: softmax over a vocabulary and differences of
+        // nearby logits are where half precision loses most.
+        let (logits, clean_logits) = (to_f32(logits), to_f32(clean_logits));
         let [b, _] = logits.dims();
         let mass = |x: Tensor<2>, mask: &Tensor<2>| (x * mask.clone()).sum_dim(1);
         let out = match self {

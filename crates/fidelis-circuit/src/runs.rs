@@ -2,6 +2,7 @@
 //! gradient probes at every reader input followed by one backward.
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::Gradients;
 use fidelis_models::{Activation, Batch, Hooks, Transformer, point};
 
@@ -184,7 +185,7 @@ impl PassContext<'_> {
                 let g = match hooks.probe_grad(&r.point, &grads) {
                     Some(Activation::Rank4(g)) => g,
                     Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
-                    None => return Tensor::zeros([f, width], device),
+                    None => return Tensor::zeros([f, width], (device, DType::F32)),
                 };
                 let seen = if visible_only { r.visible.min(f) } else { f };
                 let block =
@@ -192,7 +193,7 @@ impl PassContext<'_> {
                 if seen == f {
                     block
                 } else {
-                    let unseen = Tensor::zeros([f - seen, width], device);
+                    let unseen = Tensor::zeros([f - seen, width], (device, DType::F32));
                     Tensor::cat(vec![block, unseen], 0)
                 }
             })

@@ -10,7 +10,7 @@ use fidelis_attribution::token::{
 use fidelis_models::{GenerateConfig, Hooks, Model};
 use serde::Serialize;
 
-use crate::model_args::{ModelFlags, load_model};
+use crate::model_args::ModelFlags;
 use crate::options::AttributeOptions;
 
 /// Arguments of `fidelis attribute`.
@@ -80,7 +80,7 @@ fn one_token(model: &Model, text: &str, what: &str) -> Result<u32> {
 
 /// Runs `fidelis attribute`.
 pub fn run(args: &AttributeArgs) -> Result<()> {
-    let model = load_model(&args.model.model, &args.model.device)?;
+    let model = args.model.load()?;
     let report = attribute(&model, &args.opts)?;
     print!(
         "{}",

@@ -395,8 +395,9 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
     Ok(())
 }
 
-/// Runs `fidelis circuit compare`: edge and node overlap of two circuits (each the file's
-/// circuit, or its top `top` edges when given).
+/// Runs `fidelis circuit compare`: the rank correlation of the two files' edge scores, and the
+/// edge and node overlap of their circuits (each the file's circuit, or its top `top` edges
+/// when given).
 pub fn compare(a: &Path, b: &Path, top: Option<usize>) -> Result<()> {
     let select = |path: &Path| -> Result<Graph> {
         let g = read_graph(path)?;
@@ -414,6 +415,20 @@ pub fn compare(a: &Path, b: &Path, top: Option<usize>) -> Result<()> {
     };
     let (ga, gb) = (select(a)?, select(b)?);
     let o = fidelis_faithfulness::overlap(&ga, &gb)?;
+    if let Some(rho) = fidelis_faithfulness::curve::score_rank_correlation(&ga, &gb)? {
+        println!(
+            "scores: Spearman ρ {rho:.4} over all {} edges",
+            ga.n_edges()
+        );
+    }
+    if let Some(n) = top {
+        let (sa, sb) = (read_graph(a)?, read_graph(b)?);
+        let shared = fidelis_faithfulness::curve::top_score_overlap(&sa, &sb, n)?;
+        println!(
+            "top {n} edges by |score| (before pruning): {shared} shared ({:.1} %)",
+            100.0 * shared as f64 / n.min(sa.n_edges()).max(1) as f64
+        );
+    }
     println!(
         "edges: {} shared of {} in either (IoU {:.3}); {} only in {}, {} only in {}",
         o.shared_edges,

@@ -9,7 +9,7 @@ use fidelis_context::prompt::ChatTemplate;
 use fidelis_context::{PecoreConfig, attribute_context_with_progress, render};
 use fidelis_models::Model;
 
-use crate::model_args::{ModelFlags, load_model};
+use crate::model_args::ModelFlags;
 use crate::options::ContextOptions;
 
 /// Arguments of `fidelis context`.
@@ -60,7 +60,7 @@ pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
 
 /// Runs `fidelis context`.
 pub fn run(args: &ContextArgs) -> Result<()> {
-    let model = load_model(&args.model.model, &args.model.device)?;
+    let model = args.model.load()?;
     let cfg = config(&model, &args.opts)?;
     let start = Instant::now();
     let mut bar = crate::progress::Bar::new("context attribution");

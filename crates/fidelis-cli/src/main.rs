@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fidelis_cli::model_args::{ModelFlags, load_model};
+use fidelis_cli::model_args::ModelFlags;
 use fidelis_cli::options::{DiscoverOptions, EvaluateOptions, GenerateOptions};
 use fidelis_cli::{circuit, progress};
 use fidelis_graph::{Graph, GraphConfig};
@@ -247,7 +247,7 @@ fn check_model_name(name: &str) -> Result<()> {
 }
 
 fn load(args: &ModelFlags) -> Result<Model> {
-    load_model(&args.model, &args.device)
+    args.load()
 }
 
 /// Nodes and edges of the EAP-IG computational graph (input, heads, MLPs, logits; q/k/v inputs

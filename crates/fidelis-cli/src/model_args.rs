@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use fidelis_models::Model;
 use fidelis_models::fetch::resolve_model_name;
+use fidelis_models::precision::set_dtype;
+use fidelis_models::{Dtype, Model};
 
+use crate::options::variants;
 use crate::{device::parse_device, progress};
 
-/// `--model` and `--device`.
+/// `--model`, `--device` and `--dtype`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelFlags {
     /// A Hugging Face model folder, a .gguf file, a hub id ORG/NAME in the Hugging Face cache
@@ -20,12 +22,24 @@ pub struct ModelFlags {
     /// Where to run: cpu, flex, ndarray, wgpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The float type of weights and activations: f32, f16 or bf16 (flex, wgpu and cuda; ndarray
+    /// has f32 only). Metrics and attribution scores are accumulated in f32 whatever this is.
+    #[arg(long, default_value_t = Dtype::F32, value_parser = variants::<Dtype>())]
+    pub dtype: Dtype,
 }
 
-/// Loads `model` (a path or a fetchable name) onto the device `device` names, with a progress
-/// bar on stderr.
-pub fn load_model(model: &str, device: &str) -> Result<Model> {
-    let device = parse_device(device)?;
+impl ModelFlags {
+    /// Loads the model these flags name (see [`load_model`]).
+    pub fn load(&self) -> Result<Model> {
+        load_model(&self.model, &self.device, self.dtype)
+    }
+}
+
+/// Loads `model` (a path or a fetchable name) onto the device `device` names, its weights and
+/// activations in `dtype`, with a progress bar on stderr.
+pub fn load_model(model: &str, device: &str, dtype: Dtype) -> Result<Model> {
+    let mut device = parse_device(device)?;
+    set_dtype(&mut device, dtype)?;
     let path: PathBuf = resolve_model_name(model)?;
     let mut bar = progress::Bar::new(fidelis_models::model::LOADING);
     let loaded = Model::load_with_progress(&path, &device, &mut bar)

@@ -295,9 +295,127 @@ pub fn overlap(a: &Graph, b: &Graph) -> Result<Overlap> {
     })
 }
 
+/// Spearman's rank correlation of the scores of the edges two graphs of the same shape share:
+/// the Pearson correlation of their ranks, tied scores taking the mean of the ranks they span.
+/// `None` when fewer than two edges or one side's scores are all equal.
+pub fn score_rank_correlation(a: &Graph, b: &Graph) -> Result<Option<f64>> {
+    if a.cfg() != b.cfg() {
+        return Err(CircuitError::Data(format!(
+            "graphs of different shapes: {:?} vs {:?}",
+            a.cfg(),
+            b.cfg()
+        )));
+    }
+    let edges: Vec<usize> = a.edge_indices().collect();
+    let pick =
+        |g: &Graph| -> Vec<f64> { edges.iter().map(|&i| f64::from(g.scores()[i])).collect() };
+    Ok(spearman(&pick(a), &pick(b)))
+}
+
+/// How many of the `n` edges of largest |score| in `a` are also among the `n` of largest |score|
+/// in `b` (before any pruning; ties broken by edge index).
+pub fn top_score_overlap(a: &Graph, b: &Graph, n: usize) -> Result<usize> {
+    if a.cfg() != b.cfg() {
+        return Err(CircuitError::Data(format!(
+            "graphs of different shapes: {:?} vs {:?}",
+            a.cfg(),
+            b.cfg()
+        )));
+    }
+    let top = |g: &Graph| -> std::collections::HashSet<usize> {
+        let mut edges: Vec<usize> = g.edge_indices().collect();
+        edges.sort_by(|&i, &j| {
+            g.scores()[j]
+                .abs()
+                .total_cmp(&g.scores()[i].abs())
+                .then(i.cmp(&j))
+        });
+        edges.into_iter().take(n).collect()
+    };
+    Ok(top(a).intersection(&top(b)).count())
+}
+
+/// Spearman's ρ of two equally long samples (mean ranks for ties); `None` when fewer than two
+/// values or when either sample is constant.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() || x.len() < 2 {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = rx.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// 1-based ranks of `v`, ties sharing the mean of their ranks (NaN sorts last).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+    let mut out = vec![0.0; v.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && v[order[end]] == v[order[start]] {
+            end += 1;
+        }
+        let mean = (start + end + 1) as f64 / 2.0;
+        for &i in &order[start..end] {
+            out[i] = mean;
+        }
+        start = end;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// By hand: x = (1, 2, 3, 4, 5) against y = (5, 6, 7, 8, 7) has ranks (1, 2, 3.5, 5, 3.5);
+    /// about their mean 3 the deviations are (−2, −1, 0, 1, 2) and (−2, −1, 0.5, 2, 0.5), so
+    /// ρ = 8 / √(10 · 9.5) = 0.8208.
+    #[test]
+    fn spearman_on_hand_computed_cases() {
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(ranks(&[5.0, 6.0, 7.0, 8.0, 7.0]), [1.0, 2.0, 3.5, 5.0, 3.5]);
+        let rho = spearman(&x, &[5.0, 6.0, 7.0, 8.0, 7.0]).unwrap();
+        assert!((rho - 8.0 / (10.0f64 * 9.5).sqrt()).abs() < 1e-12, "{rho}");
+        // Monotone maps keep ρ = 1; reversing gives −1.
+        assert_eq!(spearman(&x, &[1.0, 10.0, 100.0, 1e3, 1e4]), Some(1.0));
+        assert_eq!(spearman(&x, &[5.0, 4.0, 3.0, 2.0, 1.0]), Some(-1.0));
+        assert_eq!(spearman(&x, &[2.0; 5]), None);
+        assert_eq!(spearman(&[1.0], &[1.0]), None);
+    }
+
+    #[test]
+    fn top_overlap_and_rank_correlation_of_graphs() {
+        let mut a = Graph::new(fidelis_graph::GraphConfig::new(1, 2, false));
+        let mut b = a.clone();
+        let edges: Vec<usize> = a.edge_indices().collect();
+        let nb = a.n_backward();
+        for (k, &i) in edges.iter().enumerate() {
+            a.set_score(i / nb, i % nb, k as f32);
+            // b: the same order but the two largest swapped with the two smallest in |score|.
+            let v = match k {
+                0 => edges.len() as f32,
+                1 => edges.len() as f32 + 1.0,
+                _ => k as f32 - 0.5,
+            };
+            b.set_score(i / nb, i % nb, -v);
+        }
+        // a's top 2 are the last two edges; b's are the first two.
+        assert_eq!(top_score_overlap(&a, &b, 2).unwrap(), 0);
+        assert_eq!(top_score_overlap(&a, &b, 4).unwrap(), 2);
+        assert_eq!(top_score_overlap(&a, &a, 3).unwrap(), 3);
+        assert_eq!(score_rank_correlation(&a, &a).unwrap(), Some(1.0));
+        assert!(score_rank_correlation(&a, &b).unwrap().unwrap() < 0.0);
+    }
     use fidelis_graph::GraphConfig;
 
     /// One layer, one head. Rows: input 0, a0.h0 1, m0 2; columns: q 0, k 1, v 2, m0 3,

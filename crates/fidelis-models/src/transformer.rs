@@ -11,6 +11,7 @@ use burn::tensor::activation::{gelu_approximate, relu, silu, softmax};
 use crate::config::{ActivationFn, NormKind, Positional, RopeScaling, TransformerConfig};
 use crate::error::{ModelError, Result};
 use crate::hooks::{Hooks, point};
+use crate::precision::to_f32;
 
 /// A LayerNorm or RMSNorm with its learned scale (and bias, for LayerNorm).
 #[derive(Debug, Clone)]
@@ -24,9 +25,12 @@ pub(crate) struct Norm {
 }
 
 impl Norm {
-    /// Normalises over the last dimension, whatever the rank.
+    /// Normalises over the last dimension, whatever the rank. The statistics are taken in f32
+    /// for a half-precision `x`, as transformers does, and the result is cast back.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let last = D - 1;
+        let dtype = x.dtype();
+        let x = to_f32(x);
         let x = match self.kind {
             NormKind::LayerNorm => {
                 let centered = x.clone() - x.mean_dim(last);
@@ -38,7 +42,7 @@ impl Norm {
                 x / (ms + self.eps).sqrt()
             }
         };
-        let x = x * self.weight.clone().unsqueeze::<D>();
+        let x = x.cast(dtype) * self.weight.clone().unsqueeze::<D>();
         match &self.bias {
             Some(b) => x + b.clone().unsqueeze::<D>(),
             None => x,
@@ -671,7 +675,10 @@ impl Transformer {
             None => scores,
         };
         let scores = hooks.apply4(point::attn_scores(l), scores)?;
-        let pattern = hooks.apply4(point::pattern(l), softmax(scores, 3))?;
+        // The softmax in f32 for half-precision scores, as transformers does.
+        let dtype = scores.dtype();
+        let pattern = softmax(to_f32(scores), 3).cast(dtype);
+        let pattern = hooks.apply4(point::pattern(l), pattern)?;
         let z = hooks.apply4(point::z(l), pattern.matmul(v).swap_dims(1, 2))?;
         let bias = a.b_o.clone().map(|b| b.unsqueeze::<3>());
         if !hooks.wants(&point::result(l)) {

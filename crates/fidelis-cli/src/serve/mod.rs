@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// Where to run the models: cpu, flex, ndarray, wgpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The float type the models run in: f32, f16 or bf16 (see `--dtype` of the other
+    /// commands).
+    #[arg(long, default_value_t = fidelis_models::Dtype::F32,
+          value_parser = crate::options::variants::<fidelis_models::Dtype>())]
+    pub dtype: fidelis_models::Dtype,
     /// The port to listen on (0: any free port; the address is printed).
     #[arg(long, default_value_t = 7860)]
     pub port: u16,
@@ -217,7 +222,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             continue;
         }
         eprintln!("loading {name}");
-        let model = load_model(&name, &args.device)?;
+        let model = load_model(&name, &args.device, args.dtype)?;
         models.push((name, model));
     }
     let limits = Limits {
