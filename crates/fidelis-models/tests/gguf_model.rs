@@ -1,6 +1,7 @@
 //! A GGUF file written the way llama.cpp's converter writes one (tensor names, q/k row
 //! permutation, metadata, byte-level BPE vocabulary) loads into the same model as the Hugging
-//! Face folder it was made from: same logits, same token ids.
+//! Face folder it was made from: same logits, same token ids. A GGUF with a SentencePiece
+//! vocabulary, written by gguf-py, tokenizes and computes as transformers reads it.
 
 mod common;
 
@@ -535,4 +536,118 @@ fn gguf_rope_scaling_is_read_or_refused_by_name() {
     let err = Model::load(&file.0, &device()).expect_err("yarn is not supported");
     let msg = err.to_string();
     assert!(msg.contains("yarn") && msg.contains("llama3"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`): the tiny-llama-spm fixture is a
+// GGUF written by `make_fixtures.py` with gguf-py, and its expected.json holds what transformers'
+// own GGUF loading makes of it (AutoTokenizer / AutoModelForCausalLM with `gguf_file`).
+// ---------------------------------------------------------------------------------------------
+
+/// The SentencePiece fixture folder and its GGUF.
+const SPM_FIXTURE: &str = "tiny-llama-spm";
+
+/// The fixture's logits are transformers' printed to 7 significant digits (as parity.rs).
+const SPM_LOGIT_TOLERANCE: f32 = 1e-4;
+
+#[derive(Deserialize)]
+struct SpmExpected {
+    vocab_size: usize,
+    texts: Vec<SpmText>,
+    prompts: Vec<SpmPrompt>,
+    without_prefix_space: Vec<SpmPlain>,
+}
+
+/// One text as transformers tokenizes it.
+#[derive(Deserialize)]
+struct SpmText {
+    text: String,
+    ids: Vec<u32>,
+    tokens: Vec<String>,
+    decoded: String,
+    ids_with_bos: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct SpmPlain {
+    text: String,
+    ids: Vec<u32>,
+    decoded: String,
+}
+
+#[derive(Deserialize)]
+struct SpmPrompt {
+    ids: Vec<u32>,
+    logits: Vec<Vec<f32>>,
+}
+
+fn spm_expected() -> SpmExpected {
+    let path = fixture(SPM_FIXTURE).join("expected.json");
+    let text = std::fs::read_to_string(path).expect("fixture");
+    serde_json::from_str(&text).expect("expected.json")
+}
+
+#[test]
+fn sentencepiece_gguf_tokenizes_as_transformers() {
+    let exp = spm_expected();
+    let model = load_path(&fixture(SPM_FIXTURE).join("model.gguf"));
+    let tok = &model.tokenizer;
+    assert_eq!(tok.vocab_size(), exp.vocab_size);
+    assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
+    for case in &exp.texts {
+        let enc = tok.encode_full(&case.text).unwrap();
+        assert_eq!(enc.ids, case.ids, "ids of {:?}", case.text);
+        assert_eq!(enc.tokens, case.tokens, "pieces of {:?}", case.text);
+        assert_eq!(
+            tok.decode(&enc.ids).unwrap(),
+            case.decoded,
+            "{:?}",
+            case.text
+        );
+        // llama.cpp's add_bos default for SentencePiece, which transformers follows.
+        assert_eq!(
+            tok.encode_prompt(&case.text, true).unwrap(),
+            case.ids_with_bos
+        );
+    }
+}
+
+#[test]
+fn sentencepiece_gguf_without_prefix_space() {
+    // The same vocabulary with `tokenizer.ggml.add_space_prefix = false`, against transformers'
+    // LlamaTokenizer built from the file with add_prefix_space=False.
+    let file = fidelis_models::gguf::GgufFile::open(&fixture(SPM_FIXTURE).join("model.gguf"))
+        .expect("fixture");
+    let mut w = GgufWriter::new();
+    for (key, value) in file.metadata() {
+        w.add(key, value.clone());
+    }
+    w.add_bool("tokenizer.ggml.add_space_prefix", false);
+    let copy = write_gguf(&w, "spm-no-prefix");
+    let tok = fidelis_models::gguf::GgufFile::open(&copy.0)
+        .and_then(|f| f.tokenizer())
+        .expect("tokenizer");
+    for case in spm_expected().without_prefix_space {
+        let ids = tok
+            .encode(case.text.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        assert_eq!(ids, case.ids, "ids of {:?}", case.text);
+        assert_eq!(tok.decode(&ids, false).unwrap(), case.decoded);
+    }
+}
+
+#[test]
+fn sentencepiece_gguf_model_equals_transformers() {
+    let model = load_path(&fixture(SPM_FIXTURE).join("model.gguf"));
+    let mut worst = 0.0f32;
+    for prompt in spm_expected().prompts {
+        let want: Vec<f32> = prompt.logits.into_iter().flatten().collect();
+        worst = worst.max(max_abs_diff(&logits(&model, &prompt.ids), &want));
+    }
+    assert!(
+        worst < SPM_LOGIT_TOLERANCE,
+        "GGUF (SentencePiece) vs transformers: max |Δlogit| = {worst}"
+    );
 }
