@@ -309,7 +309,7 @@ fn gguf_vocab_size(file: &GgufFile, arch: &str) -> Result<usize> {
         Ok(v) => Ok(v),
         Err(_) => file
             .tensor_info("token_embd.weight")
-            .map(|t| t.shape[0])
+            .and_then(|t| t.shape.first().copied())
             .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into())),
     }
 }
