@@ -1,31 +1,59 @@
-//! GGUF tensors seen under Hugging Face Llama names.
+//! GGUF tensors seen under Hugging Face names.
 //!
-//! llama.cpp's converter renames tensors (`blk.3.attn_q.weight`) and permutes the rows of the q
-//! and k projections of `llama` models so that rotary embeddings act on interleaved pairs. This
-//! source renames them back and undoes that permutation, so the Llama builder, the hook points
-//! and the rotate-half rotary code are the same for both file formats.
+//! llama.cpp's converter renames tensors (`blk.3.attn_q.weight`) and reorders some rows. For
+//! `llama` models it permutes the rows of the q and k projections so that rotary embeddings act
+//! on interleaved pairs; for `gptneox` models it regroups the fused `query_key_value` projection
+//! from Hugging Face's per-head `[q_h; k_h; v_h]` blocks into `[q; k; v]` over all heads
+//! (`GPTNeoXModel.modify_tensors` in `convert_hf_to_gguf.py`). This source renames tensors back
+//! and undoes those reorderings, so the Llama and GPT-NeoX builders, the hook points and the
+//! rotate-half rotary code are the same for both file formats.
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::weights::{HostTensor, WeightSource};
 
-/// A GGUF file exposing `LlamaForCausalLM` tensor names.
+/// The tensor naming of a GGUF file, and what must be undone to read it under HF names.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// llama.cpp's `llama`-family names for `LlamaForCausalLM` tensors.
+    Llama {
+        n_heads: usize,
+        n_kv_heads: usize,
+        /// Whether q/k rows are in llama.cpp's interleaved-rotary order (true for `llama`).
+        permuted_qk: bool,
+    },
+    /// llama.cpp's `gptneox` names for `GPTNeoXForCausalLM` tensors.
+    GptNeoX { n_heads: usize },
+}
+
+/// A GGUF file exposing Hugging Face tensor names (`LlamaForCausalLM` or `GPTNeoXForCausalLM`).
 pub struct GgufSource<'a> {
     file: &'a GgufFile,
-    n_heads: usize,
-    n_kv_heads: usize,
-    /// Whether q/k rows are in llama.cpp's interleaved-rotary order (true for `llama`).
-    permuted_qk: bool,
+    layout: Layout,
 }
 
 impl<'a> GgufSource<'a> {
-    /// Wraps an opened GGUF file.
+    /// Wraps an opened Llama-family GGUF file (`llama`, `mistral`, `qwen2`, `qwen3`).
     pub fn new(file: &'a GgufFile, n_heads: usize, n_kv_heads: usize, permuted_qk: bool) -> Self {
-        Self {
-            file,
+        let layout = Layout::Llama {
             n_heads,
             n_kv_heads,
             permuted_qk,
+        };
+        Self { file, layout }
+    }
+
+    /// Wraps an opened `gptneox` GGUF file of a model with `n_heads` attention heads.
+    pub fn gpt_neox(file: &'a GgufFile, n_heads: usize) -> Self {
+        let layout = Layout::GptNeoX { n_heads };
+        Self { file, layout }
+    }
+
+    /// The GGUF name of a Hugging Face tensor name in this file's layout.
+    fn name(&self, hf: &str) -> Option<String> {
+        match self.layout {
+            Layout::Llama { .. } => Self::gguf_name(hf),
+            Layout::GptNeoX { .. } => Self::gpt_neox_gguf_name(hf),
         }
     }
 
@@ -59,11 +87,37 @@ impl<'a> GgufSource<'a> {
         };
         Some(format!("blk.{layer}.{gguf_module}.{kind}"))
     }
+
+    /// The GGUF name of a Hugging Face GPT-NeoX tensor name (gguf-py's `TensorNameMap`).
+    pub fn gpt_neox_gguf_name(hf: &str) -> Option<String> {
+        if hf == "embed_out.weight" {
+            return Some("output.weight".into());
+        }
+        let rest = hf.strip_prefix("gpt_neox.")?;
+        if rest == "embed_in.weight" {
+            return Some("token_embd.weight".into());
+        }
+        if let Some(kind) = rest.strip_prefix("final_layer_norm.") {
+            return Some(format!("output_norm.{kind}"));
+        }
+        let (layer, part) = rest.strip_prefix("layers.")?.split_once('.')?;
+        let (module, kind) = part.rsplit_once('.')?;
+        let gguf_module = match module {
+            "input_layernorm" => "attn_norm",
+            "post_attention_layernorm" => "ffn_norm",
+            "attention.query_key_value" => "attn_qkv",
+            "attention.dense" => "attn_output",
+            "mlp.dense_h_to_4h" => "ffn_up",
+            "mlp.dense_4h_to_h" => "ffn_down",
+            _ => return None,
+        };
+        Some(format!("blk.{layer}.{gguf_module}.{kind}"))
+    }
 }
 
 impl WeightSource for GgufSource<'_> {
     fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
-        let gguf = Self::gguf_name(name).unwrap_or_default();
+        let gguf = self.name(name).unwrap_or_default();
         self.tensor(name)?
             .expect_shape(name, shape)
             .map_err(|e| match e {
@@ -79,21 +133,64 @@ impl WeightSource for GgufSource<'_> {
     }
 
     fn contains(&self, name: &str) -> bool {
-        Self::gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
+        self.name(name)
+            .is_some_and(|g| self.file.tensor_info(&g).is_some())
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
-        let gguf = Self::gguf_name(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+        let gguf = self
+            .name(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.into()))?;
         let (shape, data) = self.file.tensor_f32(&gguf)?;
-        let mut t = HostTensor { shape, data };
-        if self.permuted_qk {
-            if name.contains("self_attn.q_proj") {
-                t = unpermute_rows(t, self.n_heads);
-            } else if name.contains("self_attn.k_proj") {
-                t = unpermute_rows(t, self.n_kv_heads);
+        let t = HostTensor { shape, data };
+        Ok(match self.layout {
+            Layout::Llama {
+                n_heads,
+                n_kv_heads,
+                permuted_qk: true,
+            } => {
+                if name.contains("self_attn.q_proj") {
+                    unpermute_rows(t, n_heads)
+                } else if name.contains("self_attn.k_proj") {
+                    unpermute_rows(t, n_kv_heads)
+                } else {
+                    t
+                }
             }
+            Layout::GptNeoX { n_heads } if name.contains("attention.query_key_value") => {
+                interleave_qkv_rows(t, n_heads)
+            }
+            _ => t,
+        })
+    }
+}
+
+/// Undoes llama.cpp's regrouping of GPT-NeoX's fused q/k/v projection (weight `[3d, d]` or bias
+/// `[3d]`).
+///
+/// With `dh = d / heads`, row `i` of head `h` of part `j` (0 = q, 1 = k, 2 = v) is stored at row
+/// `j·d + h·dh + i` and Hugging Face keeps it at row `(3h + j)·dh + i`.
+fn interleave_qkv_rows(t: HostTensor, heads: usize) -> HostTensor {
+    let rows = t.shape.first().copied().unwrap_or(0);
+    if heads == 0 || rows == 0 || !rows.is_multiple_of(3 * heads) {
+        // Not head-shaped: leave it to the loader's shape check, which names the shape it wants.
+        return t;
+    }
+    let cols = t.data.len() / rows;
+    let d = rows / 3;
+    let dh = d / heads;
+    let mut data = vec![0.0; t.data.len()];
+    for j in 0..3 {
+        for h in 0..heads {
+            let gguf_row = j * d + h * dh;
+            let hf_row = (3 * h + j) * dh;
+            data[hf_row * cols..(hf_row + dh) * cols]
+                .copy_from_slice(&t.data[gguf_row * cols..(gguf_row + dh) * cols]);
         }
-        Ok(t)
+    }
+    HostTensor {
+        shape: t.shape,
+        data,
     }
 }
 
@@ -154,6 +251,73 @@ mod tests {
             assert_eq!(GgufSource::gguf_name(hf).as_deref(), Some(gguf), "{hf}");
         }
         assert_eq!(GgufSource::gguf_name("model.layers.1.unknown.weight"), None);
+    }
+
+    #[test]
+    fn gpt_neox_names_map_to_llama_cpp() {
+        let cases = [
+            ("gpt_neox.embed_in.weight", "token_embd.weight"),
+            ("gpt_neox.final_layer_norm.bias", "output_norm.bias"),
+            ("embed_out.weight", "output.weight"),
+            (
+                "gpt_neox.layers.2.attention.query_key_value.bias",
+                "blk.2.attn_qkv.bias",
+            ),
+            (
+                "gpt_neox.layers.0.attention.dense.weight",
+                "blk.0.attn_output.weight",
+            ),
+            (
+                "gpt_neox.layers.1.input_layernorm.weight",
+                "blk.1.attn_norm.weight",
+            ),
+            (
+                "gpt_neox.layers.1.post_attention_layernorm.bias",
+                "blk.1.ffn_norm.bias",
+            ),
+            (
+                "gpt_neox.layers.3.mlp.dense_h_to_4h.weight",
+                "blk.3.ffn_up.weight",
+            ),
+            (
+                "gpt_neox.layers.3.mlp.dense_4h_to_h.bias",
+                "blk.3.ffn_down.bias",
+            ),
+        ];
+        for (hf, gguf) in cases {
+            assert_eq!(
+                GgufSource::gpt_neox_gguf_name(hf).as_deref(),
+                Some(gguf),
+                "{hf}"
+            );
+        }
+        assert_eq!(
+            GgufSource::gpt_neox_gguf_name("model.embed_tokens.weight"),
+            None
+        );
+        assert_eq!(
+            GgufSource::gpt_neox_gguf_name("gpt_neox.layers.0.attention.rotary_emb.inv_freq"),
+            None
+        );
+    }
+
+    #[test]
+    fn qkv_rows_regain_the_per_head_layout() {
+        // Two heads of width 1: stored [q0 q1 k0 k1 v0 v1], HF keeps [q0 k0 v0 q1 k1 v1].
+        let stored = HostTensor {
+            shape: vec![6],
+            data: vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0],
+        };
+        let hf = interleave_qkv_rows(stored, 2);
+        assert_eq!(hf.data, vec![0.0, 10.0, 20.0, 1.0, 11.0, 21.0]);
+        // Rows of two columns move whole.
+        let stored = HostTensor {
+            shape: vec![3, 2],
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
+        assert_eq!(interleave_qkv_rows(stored.clone(), 1).data, stored.data);
+        // Not divisible into heads: left alone for the shape check.
+        assert_eq!(interleave_qkv_rows(stored.clone(), 2).data, stored.data);
     }
 
     #[test]

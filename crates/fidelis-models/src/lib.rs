@@ -5,7 +5,8 @@
 //! activation the literature names.
 //!
 //! - **Sources**: Hugging Face folders (`config.json`, `model.safetensors` or sharded, and
-//!   `tokenizer.json`) and GGUF files (metadata, tokenizer from the GGUF vocabulary, tensors in
+//!   `tokenizer.json`) and GGUF files (Llama family and GPT-NeoX; metadata, tokenizer from the
+//!   GGUF vocabulary, byte-level BPE or SentencePiece, tensors in
 //!   F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q6_K dequantized to f32).
 //! - **Architectures**: GPT-2 ([`gpt2`]) and the Llama family ([`llama`]: Llama, Mistral,
 //!   SmolLM, Qwen2 with q/k/v biases), one file each; both feed one hooked forward

@@ -24,6 +24,10 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma2", "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
 ];
 
+/// Model families Fidelis can load from GGUF, by llama.cpp's `general.architecture`.
+pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] =
+    &["llama", "mistral", "qwen2", "qwen3", "gptneox"];
+
 /// A loaded model: the hooked transformer and its tokenizer.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -181,12 +185,16 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
 fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
     let file = GgufFile::open(path)?;
     let arch = file.architecture()?.to_string();
-    if !matches!(arch.as_str(), "llama" | "qwen2" | "qwen3" | "mistral") {
-        return Err(ModelError::Unsupported(format!(
-            "GGUF architecture `{arch}` (supported: llama, qwen2, qwen3, mistral)"
-        )));
-    }
-    let cfg = gguf_config(&file, &arch)?;
+    let cfg = match arch.as_str() {
+        "llama" | "qwen2" | "qwen3" | "mistral" => gguf_config(&file, &arch)?,
+        "gptneox" => gguf_gpt_neox_config(&file)?,
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "GGUF architecture `{other}` (supported: {})",
+                SUPPORTED_GGUF_ARCHITECTURES.join(", ")
+            )));
+        }
+    };
     cfg.check_sizes()?;
     let special = file.special_tokens();
     let tokenizer = Tokenizer::new(file.tokenizer()?, special.bos, special.eos);
@@ -195,11 +203,16 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
         eos_token_id: special.eos,
         ..cfg
     };
-    // llama.cpp permutes q/k rows only for models it converts with interleaved rotary.
-    let permuted = !matches!(arch.as_str(), "qwen2" | "qwen3");
-    let src = GgufSource::new(&file, cfg.n_heads, cfg.n_kv_heads, permuted);
     let total = estimate_elements(&cfg);
-    let transformer = build_with_progress(&src, device, total, progress, |w| llama::build(cfg, w))?;
+    let transformer = if cfg.architecture == Architecture::GptNeoX {
+        let src = GgufSource::gpt_neox(&file, cfg.n_heads);
+        build_with_progress(&src, device, total, progress, |w| gpt_neox::build(cfg, w))?
+    } else {
+        // llama.cpp permutes q/k rows only for models it converts with interleaved rotary.
+        let permuted = !matches!(arch.as_str(), "qwen2" | "qwen3");
+        let src = GgufSource::new(&file, cfg.n_heads, cfg.n_kv_heads, permuted);
+        build_with_progress(&src, device, total, progress, |w| llama::build(cfg, w))?
+    };
     Ok(Model {
         transformer,
         tokenizer,
@@ -262,13 +275,7 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
     let as_usize = |k: &str| -> Result<usize> { Ok(file.get_u64(&key(k))? as usize) };
     let n_heads = as_usize("attention.head_count")?;
     let d_model = as_usize("embedding_length")?;
-    let vocab = match file.get_u64(&key("vocab_size")) {
-        Ok(v) => v as usize,
-        Err(_) => file
-            .tensor_info("token_embd.weight")
-            .map(|t| t.shape[0])
-            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?,
-    };
+    let vocab = gguf_vocab_size(file, arch)?;
     let hf = LlamaConfig {
         model_type: arch.to_string(),
         vocab_size: vocab,
@@ -304,6 +311,70 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
     hf.to_transformer()
 }
 
+/// The vocabulary size of a GGUF file: `{arch}.vocab_size`, else the rows of `token_embd`.
+fn gguf_vocab_size(file: &GgufFile, arch: &str) -> Result<usize> {
+    match file.get_usize(&format!("{arch}.vocab_size")) {
+        Ok(v) => Ok(v),
+        Err(_) => file
+            .tensor_info("token_embd.weight")
+            .and_then(|t| t.shape.first().copied())
+            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into())),
+    }
+}
+
+/// The fraction of a `d_head`-wide head that Hugging Face's `int(d_head * rotary_pct)` turns back
+/// into exactly `rotary_dim` dimensions. `rotary_dim / d_head` itself can fall a hair short
+/// (`2 / 49 * 49 < 2` in f64), so the fraction aims a quarter of a dimension above.
+fn rotary_fraction(rotary_dim: usize, d_head: usize) -> f64 {
+    ((rotary_dim as f64 + 0.25) / d_head as f64).min(1.0)
+}
+
+/// The GPT-NeoX config a `gptneox` GGUF file's metadata describes, with the keys llama.cpp's
+/// converter writes (`GPTNeoXModel.set_gguf_parameters`) and its loader reads: the rotary width
+/// in dimensions (`rope.dimension_count`, Hugging Face's `rotary_pct` times the head width),
+/// `use_parallel_residual` and the LayerNorm epsilon are required, the rope base defaults to
+/// 10000 as in llama.cpp. The file does not name the MLP activation; it is Pythia's
+/// (`hidden_act = "gelu"`, the exact GELU), which the Hugging Face folder would give.
+fn gguf_gpt_neox_config(file: &GgufFile) -> Result<TransformerConfig> {
+    const ARCH: &str = "gptneox";
+    let key = |k: &str| format!("{ARCH}.{k}");
+    let as_usize = |k: &str| file.get_usize(&key(k));
+    let d_model = as_usize("embedding_length")?;
+    let n_heads = as_usize("attention.head_count")?;
+    let rotary_dim = as_usize("rope.dimension_count")?;
+    let d_head = d_model.checked_div(n_heads).unwrap_or(0);
+    if rotary_dim == 0 || rotary_dim > d_head || !rotary_dim.is_multiple_of(2) {
+        return Err(ModelError::Unsupported(format!(
+            "{} = {rotary_dim} for {d_head}-wide heads: the rotary width must be a positive even \
+             number of dimensions no wider than a head",
+            key("rope.dimension_count")
+        )));
+    }
+    let hf = gpt_neox::GptNeoXConfig {
+        vocab_size: gguf_vocab_size(file, ARCH)?,
+        hidden_size: d_model,
+        num_hidden_layers: as_usize("block_count")?,
+        num_attention_heads: n_heads,
+        intermediate_size: as_usize("feed_forward_length")?,
+        max_position_embeddings: as_usize("context_length")?,
+        hidden_act: "gelu".into(),
+        rotary_pct: Some(rotary_fraction(rotary_dim, d_head)),
+        rotary_emb_base: Some(
+            file.get_f32(&key("rope.freq_base"))
+                .map_or(10_000.0, f64::from),
+        ),
+        rope_parameters: None,
+        rope_scaling: gguf_rope_scaling(file, ARCH)?,
+        layer_norm_eps: f64::from(file.get_f32(&key("attention.layer_norm_epsilon"))?),
+        use_parallel_residual: file.get_bool(&key("use_parallel_residual"))?,
+        tie_word_embeddings: file.tensor_info("output.weight").is_none(),
+        attention_bias: file.tensor_info("blk.0.attn_qkv.bias").is_some(),
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    hf.to_transformer()
+}
+
 /// Number of weight elements the config implies, matrices and norm weights (biases and
 /// position tables aside): progress bars, and `fidelis inspect --config`'s estimate.
 pub fn estimate_elements(cfg: &TransformerConfig) -> u64 {
@@ -320,4 +391,24 @@ pub fn estimate_elements(cfg: &TransformerConfig) -> u64 {
     let per_layer = attn + mlp + norms;
     let embed = cfg.d_vocab as u64 * d * if cfg.tied_embeddings { 1 } else { 2 };
     cfg.n_layers as u64 * per_layer + embed + d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotary_fraction;
+
+    #[test]
+    fn rotary_fraction_gives_the_width_back() {
+        for d_head in 1..=512usize {
+            for rotary_dim in (2..=d_head).step_by(2) {
+                let pct = rotary_fraction(rotary_dim, d_head);
+                assert!((0.0..=1.0).contains(&pct));
+                assert_eq!(
+                    (d_head as f64 * pct) as usize,
+                    rotary_dim,
+                    "{rotary_dim}/{d_head}"
+                );
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! A GGUF file written the way llama.cpp's converter writes one (tensor names, q/k row
 //! permutation, metadata, byte-level BPE vocabulary) loads into the same model as the Hugging
-//! Face folder it was made from: same logits, same token ids.
+//! Face folder it was made from: same logits, same token ids. The same holds for GPT-NeoX
+//! (`gptneox` names, fused q/k/v regrouped as llama.cpp does). A GGUF with a SentencePiece
+//! vocabulary, written by gguf-py, tokenizes and computes as transformers reads it.
 
 mod common;
 
@@ -51,13 +53,20 @@ struct Expected {
 struct Prompt {
     text: String,
     ids: Vec<u32>,
+    /// transformers' logits, `[pos][vocab]`.
+    logits: Vec<Vec<f32>>,
 }
 
-fn prompts() -> Vec<Prompt> {
-    let text = std::fs::read_to_string(fixture(FIXTURE).join("expected.json")).expect("fixture");
+/// The prompts of a fixture's expected.json.
+fn prompts_of(name: &str) -> Vec<Prompt> {
+    let text = std::fs::read_to_string(fixture(name).join("expected.json")).expect("fixture");
     serde_json::from_str::<Expected>(&text)
         .expect("expected.json")
         .prompts
+}
+
+fn prompts() -> Vec<Prompt> {
+    prompts_of(FIXTURE)
 }
 
 /// The parts of `config.json` the GGUF metadata is made from.
@@ -95,8 +104,9 @@ struct Vocabulary {
     merges: Vec<String>,
 }
 
-fn vocabulary() -> Vocabulary {
-    let text = std::fs::read_to_string(fixture(FIXTURE).join("tokenizer.json")).expect("tokenizer");
+/// The vocabulary of fixture `name` (all tiny fixtures share one tokenizer).
+fn vocabulary(name: &str) -> Vocabulary {
+    let text = std::fs::read_to_string(fixture(name).join("tokenizer.json")).expect("tokenizer");
     let json: serde_json::Value = serde_json::from_str(&text).expect("tokenizer.json");
     let model = &json["model"];
     assert_eq!(model["type"], "BPE");
@@ -215,7 +225,7 @@ fn tensor_mappings(n_layers: usize) -> Vec<Mapping> {
 /// after the permutation, to build broken files.
 fn convert(storage: Storage, edit: impl Fn(&str, HostTensor) -> HostTensor) -> GgufWriter {
     let cfg = hf_config();
-    let vocab = vocabulary();
+    let vocab = vocabulary(FIXTURE);
     assert_eq!(vocab.tokens.len(), cfg.vocab_size);
     let mut w = GgufWriter::new();
     w.add_string("general.architecture", "llama")
@@ -291,8 +301,13 @@ fn logits(model: &Model, ids: &[u32]) -> Vec<f32> {
 /// The largest |Δlogit| between two models over the fixture prompts, after checking that their
 /// tokenizers agree with each other and with transformers on every prompt.
 fn compare(gguf: &Model, hf: &Model) -> f32 {
+    compare_on(gguf, hf, &prompts())
+}
+
+/// [`compare`] over the given prompts.
+fn compare_on(gguf: &Model, hf: &Model, prompts: &[Prompt]) -> f32 {
     let mut worst = 0.0f32;
-    for prompt in prompts() {
+    for prompt in prompts {
         let hf_ids = hf.tokenizer.encode(&prompt.text).unwrap();
         let gguf_ids = gguf.tokenizer.encode(&prompt.text).unwrap();
         assert_eq!(hf_ids, prompt.ids, "HF tokenizer on {:?}", prompt.text);
@@ -535,4 +550,348 @@ fn gguf_rope_scaling_is_read_or_refused_by_name() {
     let err = Model::load(&file.0, &device()).expect_err("yarn is not supported");
     let msg = err.to_string();
     assert!(msg.contains("yarn") && msg.contains("llama3"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`): the tiny-llama-spm fixture is a
+// GGUF written by `make_fixtures.py` with gguf-py, and its expected.json holds what transformers'
+// own GGUF loading makes of it (AutoTokenizer / AutoModelForCausalLM with `gguf_file`).
+// ---------------------------------------------------------------------------------------------
+
+/// The SentencePiece fixture folder and its GGUF.
+const SPM_FIXTURE: &str = "tiny-llama-spm";
+
+/// The fixture's logits are transformers' printed to 7 significant digits (as parity.rs).
+const SPM_LOGIT_TOLERANCE: f32 = 1e-4;
+
+#[derive(Deserialize)]
+struct SpmExpected {
+    vocab_size: usize,
+    texts: Vec<SpmText>,
+    prompts: Vec<SpmPrompt>,
+    without_prefix_space: Vec<SpmPlain>,
+}
+
+/// One text as transformers tokenizes it.
+#[derive(Deserialize)]
+struct SpmText {
+    text: String,
+    ids: Vec<u32>,
+    tokens: Vec<String>,
+    decoded: String,
+    ids_with_bos: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct SpmPlain {
+    text: String,
+    ids: Vec<u32>,
+    decoded: String,
+}
+
+#[derive(Deserialize)]
+struct SpmPrompt {
+    ids: Vec<u32>,
+    logits: Vec<Vec<f32>>,
+}
+
+fn spm_expected() -> SpmExpected {
+    let path = fixture(SPM_FIXTURE).join("expected.json");
+    let text = std::fs::read_to_string(path).expect("fixture");
+    serde_json::from_str(&text).expect("expected.json")
+}
+
+#[test]
+fn sentencepiece_gguf_tokenizes_as_transformers() {
+    let exp = spm_expected();
+    let model = load_path(&fixture(SPM_FIXTURE).join("model.gguf"));
+    let tok = &model.tokenizer;
+    assert_eq!(tok.vocab_size(), exp.vocab_size);
+    assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
+    for case in &exp.texts {
+        let enc = tok.encode_full(&case.text).unwrap();
+        assert_eq!(enc.ids, case.ids, "ids of {:?}", case.text);
+        assert_eq!(enc.tokens, case.tokens, "pieces of {:?}", case.text);
+        assert_eq!(
+            tok.decode(&enc.ids).unwrap(),
+            case.decoded,
+            "{:?}",
+            case.text
+        );
+        // llama.cpp's add_bos default for SentencePiece, which transformers follows.
+        assert_eq!(
+            tok.encode_prompt(&case.text, true).unwrap(),
+            case.ids_with_bos
+        );
+    }
+}
+
+#[test]
+fn sentencepiece_gguf_without_prefix_space() {
+    // The same vocabulary with `tokenizer.ggml.add_space_prefix = false`, against transformers'
+    // LlamaTokenizer built from the file with add_prefix_space=False.
+    let mut w = copy_without(&fixture(SPM_FIXTURE).join("model.gguf"), &[]);
+    w.add_bool("tokenizer.ggml.add_space_prefix", false);
+    let copy = write_gguf(&w, "spm-no-prefix");
+    let tok = fidelis_models::gguf::GgufFile::open(&copy.0)
+        .and_then(|f| f.tokenizer())
+        .expect("tokenizer");
+    for case in spm_expected().without_prefix_space {
+        let ids = tok
+            .encode(case.text.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        assert_eq!(ids, case.ids, "ids of {:?}", case.text);
+        assert_eq!(tok.decode(&ids, false).unwrap(), case.decoded);
+    }
+}
+
+#[test]
+fn sentencepiece_gguf_model_equals_transformers() {
+    let model = load_path(&fixture(SPM_FIXTURE).join("model.gguf"));
+    let mut worst = 0.0f32;
+    for prompt in spm_expected().prompts {
+        let want: Vec<f32> = prompt.logits.into_iter().flatten().collect();
+        worst = worst.max(max_abs_diff(&logits(&model, &prompt.ids), &want));
+    }
+    assert!(
+        worst < SPM_LOGIT_TOLERANCE,
+        "GGUF (SentencePiece) vs transformers: max |Δlogit| = {worst}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPT-NeoX (`general.architecture = "gptneox"`): tiny-pythia converted as llama.cpp's
+// `GPTNeoXModel` converter does (tensor names, fused q/k/v regrouped, metadata keys).
+// ---------------------------------------------------------------------------------------------
+
+/// The GPT-NeoX fixture: parallel attention + MLP, rotary on a quarter of each head, untied
+/// `embed_out`.
+const PYTHIA: &str = "tiny-pythia";
+
+/// The parts of tiny-pythia's `config.json` the GGUF metadata is made from.
+#[derive(Deserialize)]
+struct PythiaConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    max_position_embeddings: usize,
+    layer_norm_eps: f32,
+    use_parallel_residual: bool,
+    rope_parameters: PythiaRope,
+    bos_token_id: u32,
+    eos_token_id: u32,
+}
+
+#[derive(Deserialize)]
+struct PythiaRope {
+    partial_rotary_factor: f64,
+}
+
+fn pythia_config() -> PythiaConfig {
+    let text = std::fs::read_to_string(fixture(PYTHIA).join("config.json")).expect("config");
+    serde_json::from_str(&text).expect("config.json")
+}
+
+/// llama.cpp's regrouping of the fused q/k/v projection (`GPTNeoXModel.modify_tensors`:
+/// reshape to `[heads, 3, dh, ...]`, then q, k and v of all heads one after the other): Hugging
+/// Face row `(3h + j)·dh + i` goes to GGUF row `j·d + h·dh + i`.
+fn llama_cpp_qkv(t: &HostTensor, heads: usize) -> HostTensor {
+    let rows = t.shape[0];
+    let cols = t.data.len() / rows;
+    let (d, dh) = (rows / 3, rows / 3 / heads);
+    let mut data = vec![f32::NAN; t.data.len()];
+    for h in 0..heads {
+        for j in 0..3 {
+            for i in 0..dh {
+                let (hf, gguf) = ((3 * h + j) * dh + i, j * d + h * dh + i);
+                data[gguf * cols..(gguf + 1) * cols]
+                    .copy_from_slice(&t.data[hf * cols..(hf + 1) * cols]);
+            }
+        }
+    }
+    assert!(data.iter().all(|v| !v.is_nan()), "every row is placed");
+    HostTensor {
+        shape: t.shape.clone(),
+        data,
+    }
+}
+
+/// tiny-pythia's tensors: GGUF name (gguf-py's `TensorNameMap` for `gptneox`) and HF name.
+fn pythia_mappings(n_layers: usize) -> Vec<Mapping> {
+    let map = |gguf: String, hf: String| Mapping { gguf, hf };
+    let mut out = vec![map(
+        "token_embd.weight".into(),
+        "gpt_neox.embed_in.weight".into(),
+    )];
+    for l in 0..n_layers {
+        for (gguf, hf) in [
+            ("attn_norm", "input_layernorm"),
+            ("attn_qkv", "attention.query_key_value"),
+            ("attn_output", "attention.dense"),
+            ("ffn_norm", "post_attention_layernorm"),
+            ("ffn_up", "mlp.dense_h_to_4h"),
+            ("ffn_down", "mlp.dense_4h_to_h"),
+        ] {
+            for kind in ["weight", "bias"] {
+                out.push(map(
+                    format!("blk.{l}.{gguf}.{kind}"),
+                    format!("gpt_neox.layers.{l}.{hf}.{kind}"),
+                ));
+            }
+        }
+    }
+    for kind in ["weight", "bias"] {
+        out.push(map(
+            format!("output_norm.{kind}"),
+            format!("gpt_neox.final_layer_norm.{kind}"),
+        ));
+    }
+    out.push(map("output.weight".into(), "embed_out.weight".into()));
+    out
+}
+
+/// tiny-pythia converted to an F32 `gptneox` GGUF as llama.cpp would; with `regroup_qkv` false
+/// the fused q/k/v stays in Hugging Face's per-head layout (a broken file, for the control).
+fn convert_pythia(regroup_qkv: bool) -> GgufWriter {
+    let cfg = pythia_config();
+    let vocab = vocabulary(PYTHIA);
+    assert_eq!(vocab.tokens.len(), cfg.vocab_size);
+    let d_head = cfg.hidden_size / cfg.num_attention_heads;
+    // convert_hf_to_gguf.py: int(rotary_pct * head width).
+    let rotary_dim = (cfg.rope_parameters.partial_rotary_factor * d_head as f64) as u32;
+    let mut w = GgufWriter::new();
+    w.add_string("general.architecture", "gptneox")
+        .add_string("general.name", PYTHIA)
+        .add_u32("gptneox.context_length", cfg.max_position_embeddings as u32)
+        .add_u32("gptneox.embedding_length", cfg.hidden_size as u32)
+        .add_u32("gptneox.block_count", cfg.num_hidden_layers as u32)
+        .add_u32("gptneox.feed_forward_length", cfg.intermediate_size as u32)
+        .add_u32("gptneox.rope.dimension_count", rotary_dim)
+        .add_u32(
+            "gptneox.attention.head_count",
+            cfg.num_attention_heads as u32,
+        )
+        .add_bool("gptneox.use_parallel_residual", cfg.use_parallel_residual)
+        .add_f32("gptneox.attention.layer_norm_epsilon", cfg.layer_norm_eps)
+        .add_string("tokenizer.ggml.model", "gpt2")
+        .add_string("tokenizer.ggml.pre", "gpt-2")
+        .add_string_array("tokenizer.ggml.tokens", &vocab.tokens)
+        .add_i32_array("tokenizer.ggml.token_type", &vocab.types)
+        .add_string_array("tokenizer.ggml.merges", &vocab.merges)
+        .add_u32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
+        .add_u32("tokenizer.ggml.eos_token_id", cfg.eos_token_id);
+    let src = SafetensorsSource::open_folder(&fixture(PYTHIA)).expect("fixture weights");
+    let mappings = pythia_mappings(cfg.num_hidden_layers);
+    assert_eq!(
+        mappings.len(),
+        src.names().count(),
+        "every HF tensor is converted"
+    );
+    for Mapping { gguf, hf } in mappings {
+        let mut t = src.tensor(&hf).expect("fixture tensor");
+        if regroup_qkv && gguf.contains("attn_qkv") {
+            t = llama_cpp_qkv(&t, cfg.num_attention_heads);
+        }
+        w.add_tensor_f32(&gguf, &t.shape, &t.data)
+            .expect("f32 tensor");
+    }
+    w
+}
+
+#[test]
+fn gpt_neox_gguf_equals_the_hf_folder_and_transformers() {
+    let hf = load(PYTHIA);
+    let file = write_gguf(&convert_pythia(true), "gptneox");
+    let gguf = load_path(&file.0);
+    assert_same_config(&gguf, &hf);
+    assert!(gguf.config().parallel_attn_mlp);
+    let prompts = prompts_of(PYTHIA);
+    let diff = compare_on(&gguf, &hf, &prompts);
+    assert!(
+        diff < F32_TOLERANCE,
+        "gptneox GGUF vs HF folder: max |Δlogit| = {diff}"
+    );
+    // And against transformers' own numbers (printed to 7 digits, as parity.rs).
+    let mut worst = 0.0f32;
+    for prompt in &prompts {
+        let want: Vec<f32> = prompt.logits.iter().flatten().copied().collect();
+        worst = worst.max(max_abs_diff(&logits(&gguf, &prompt.ids), &want));
+    }
+    assert!(
+        worst < SPM_LOGIT_TOLERANCE,
+        "gptneox GGUF vs transformers: max |Δlogit| = {worst}"
+    );
+}
+
+#[test]
+fn gpt_neox_qkv_in_the_hf_layout_changes_the_logits() {
+    // Control: a file whose fused q/k/v was not regrouped loads (same shapes), but the loader's
+    // regrouping then mixes heads and parts, and the logits move.
+    let file = write_gguf(&convert_pythia(false), "gptneox-hf-qkv");
+    let gguf = load_path(&file.0);
+    let diff = compare_on(&gguf, &load(PYTHIA), &prompts_of(PYTHIA));
+    assert!(
+        diff > 0.5,
+        "an unregrouped q/k/v should change the logits, max |Δlogit| = {diff}"
+    );
+}
+
+#[test]
+fn gguf_metadata_errors_name_the_problem() {
+    let load_err = |w: &GgufWriter, tag: &str| {
+        let file = write_gguf(w, tag);
+        Model::load(&file.0, &device())
+            .expect_err("a broken file must not load")
+            .to_string()
+    };
+    // An unknown architecture names itself and every supported one.
+    let mut w = convert_pythia(true);
+    w.add_string("general.architecture", "falcon");
+    let msg = load_err(&w, "falcon");
+    assert!(
+        msg.contains("`falcon`")
+            && ["llama", "mistral", "qwen2", "qwen3", "gptneox"]
+                .iter()
+                .all(|a| msg.contains(a)),
+        "{msg}"
+    );
+    // llama.cpp requires the parallel-residual flag; so does Fidelis, rather than guess.
+    let complete = write_gguf(&convert_pythia(true), "complete");
+    let w = copy_without(&complete.0, &["gptneox.use_parallel_residual"]);
+    let msg = load_err(&w, "no-parallel-flag");
+    assert!(msg.contains("gptneox.use_parallel_residual"), "{msg}");
+    // A rotary width that is odd or wider than a head (8).
+    for bad in [3, 10] {
+        let mut w = convert_pythia(true);
+        w.add_u32("gptneox.rope.dimension_count", bad);
+        let msg = load_err(&w, "bad-rotary");
+        assert!(msg.contains("gptneox.rope.dimension_count"), "{msg}");
+    }
+    // A GPT-NeoX without q/k/v biases is not one Fidelis builds.
+    let w = copy_without(&complete.0, &["blk.0.attn_qkv.bias", "blk.1.attn_qkv.bias"]);
+    let msg = load_err(&w, "no-qkv-bias");
+    assert!(msg.contains("attention_bias=false"), "{msg}");
+}
+
+/// The GGUF at `path` rewritten without the metadata keys and tensors named in `omit`.
+fn copy_without(path: &Path, omit: &[&str]) -> GgufWriter {
+    let file = fidelis_models::gguf::GgufFile::open(path).expect("gguf");
+    let mut w = GgufWriter::new();
+    for (key, value) in file.metadata() {
+        if !omit.contains(&key.as_str()) {
+            w.add(key, value.clone());
+        }
+    }
+    for info in file.tensors() {
+        if !omit.contains(&info.name.as_str()) {
+            let (shape, data) = file.tensor_f32(&info.name).expect("tensor");
+            w.add_tensor_f32(&info.name, &shape, &data)
+                .expect("f32 tensor");
+        }
+    }
+    w
 }

@@ -9,6 +9,7 @@
 //! Supported: GGUF versions 2 and 3, little-endian files.
 
 pub mod dequant;
+mod sentencepiece;
 pub mod tokenizer;
 pub mod writer;
 

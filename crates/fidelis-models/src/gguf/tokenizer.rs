@@ -1,8 +1,9 @@
 //! Building a Hugging Face [`Tokenizer`] from the vocabulary embedded in a GGUF file, the way
 //! llama.cpp (`llama-vocab.cpp`) interprets it.
 //!
-//! Only byte-level BPE vocabularies (`tokenizer.ggml.model = "gpt2"`) are supported. The text is
-//! split by the regex chain llama.cpp uses for `tokenizer.ggml.pre` (each regex splits every piece
+//! Two vocabulary kinds (`tokenizer.ggml.model`) are supported: byte-level BPE (`gpt2`), here, and
+//! SentencePiece (`llama`), in [`super::sentencepiece`]. For byte-level BPE the text is split by
+//! the regex chain llama.cpp uses for `tokenizer.ggml.pre` (each regex splits every piece
 //! further, keeping both matches and the text between them), then mapped to GPT-2's byte-level
 //! alphabet and merged with the file's BPE merges. Tokens of type control (3) become special added
 //! tokens and user-defined ones (4) plain added tokens, so both are recognized in input text.
@@ -22,16 +23,16 @@ const KEY_MODEL: &str = "tokenizer.ggml.model";
 /// Metadata key of the pre-tokenizer name.
 const KEY_PRE: &str = "tokenizer.ggml.pre";
 /// Metadata key of the token strings (index = id).
-const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
+pub(super) const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
 /// Metadata key of the token types.
 const KEY_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
 /// Metadata key of the BPE merges (`"left right"`, highest priority first).
-const KEY_MERGES: &str = "tokenizer.ggml.merges";
+pub(super) const KEY_MERGES: &str = "tokenizer.ggml.merges";
 
 /// llama.cpp token type of control tokens (`<|im_start|>`, BOS, EOS).
-const TOKEN_TYPE_CONTROL: i64 = 3;
+pub(super) const TOKEN_TYPE_CONTROL: i64 = 3;
 /// llama.cpp token type of user-defined tokens, matched verbatim in text.
-const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+pub(super) const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// GPT-2's word regex, used alone by the `gpt-2` pre-tokenizer and as part of others.
 const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -58,6 +59,9 @@ struct PreTokenizerSpec {
     /// Whether the model adds BOS when `tokenizer.ggml.add_bos_token` is absent.
     add_bos: bool,
 }
+
+/// The `tokenizer.ggml.model` values [`GgufFile::tokenizer`] understands, for error messages.
+const SUPPORTED_MODELS: &str = "gpt2 (byte-level BPE), llama (SentencePiece)";
 
 /// The pre-tokenizer names this module understands, for error messages.
 const KNOWN_PRE: &str = "default, gpt-2 (gpt2), smollm, starcoder, refact, command-r, codeshell, \
@@ -104,7 +108,7 @@ pub struct GgufSpecialTokens {
 }
 
 /// A [`ModelError::Tokenizer`] from anything printable.
-fn tok_err(e: impl std::fmt::Display) -> ModelError {
+pub(super) fn tok_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Tokenizer(e.to_string())
 }
 
@@ -153,19 +157,16 @@ impl GgufFile {
     /// tokens when encoding.
     ///
     /// Fails with [`ModelError::Unsupported`] for vocabularies other than byte-level BPE
-    /// (`tokenizer.ggml.model = "gpt2"`) or an unknown `tokenizer.ggml.pre`, with
-    /// [`ModelError::Gguf`] for missing or mistyped keys, and with [`ModelError::Tokenizer`] for an
-    /// inconsistent vocabulary.
+    /// (`tokenizer.ggml.model = "gpt2"`) and SentencePiece (`"llama"`), or an unknown
+    /// `tokenizer.ggml.pre`, with [`ModelError::Gguf`] for missing or mistyped keys, and with
+    /// [`ModelError::Tokenizer`] for an inconsistent vocabulary (arrays of different lengths,
+    /// merges of unknown tokens).
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         match self.get_str(KEY_MODEL)? {
             "gpt2" => self.bpe_tokenizer(),
-            "llama" => Err(ModelError::Unsupported(
-                "GGUF tokenizer model `llama` (SentencePiece) is not supported yet; only `gpt2` \
-                 (byte-level BPE) is. Load the model's tokenizer.json instead."
-                    .into(),
-            )),
+            "llama" => self.spm_tokenizer(),
             other => Err(ModelError::Unsupported(format!(
-                "GGUF tokenizer model `{other}`: only `gpt2` (byte-level BPE) is supported"
+                "GGUF tokenizer model `{other}` (supported: {SUPPORTED_MODELS})"
             ))),
         }
     }
@@ -207,7 +208,7 @@ impl GgufFile {
     }
 
     /// `tokenizer.ggml.token_type`, or all normal (1) when absent; must match the vocabulary size.
-    fn token_types(&self, n_tokens: usize) -> Result<Vec<i64>> {
+    pub(super) fn token_types(&self, n_tokens: usize) -> Result<Vec<i64>> {
         if self.get(KEY_TOKEN_TYPE).is_none() {
             return Ok(vec![1; n_tokens]);
         }
@@ -224,7 +225,7 @@ impl GgufFile {
 
 /// Splits each merge `"left right"` at its first space after the first character, as llama.cpp
 /// does.
-fn parse_merges(merges: &[&str]) -> Result<Merges> {
+pub(super) fn parse_merges(merges: &[&str]) -> Result<Merges> {
     merges
         .iter()
         .enumerate()
@@ -423,10 +424,11 @@ mod tests {
                 .to_string()
                 .contains("1 entries for 3 tokens")
         );
-        w.add_string(KEY_MODEL, "llama");
+        w.add_string(KEY_MODEL, "rwkv");
         let err = tokenizer_error(&w);
         assert!(
-            matches!(&err, ModelError::Unsupported(m) if m.contains("SentencePiece")),
+            matches!(&err, ModelError::Unsupported(m)
+                if m.contains("`rwkv`") && m.contains("gpt2") && m.contains("llama (SentencePiece)")),
             "{err}"
         );
         let err = tokenizer_error(&GgufWriter::new());
