@@ -153,6 +153,21 @@ pub fn config_from_file(config_path: &Path) -> Result<TransformerConfig> {
     Ok(cfg)
 }
 
+/// The architecture-neutral config of the model at `path` without loading its weights: a Hugging
+/// Face folder's `config.json`, or a GGUF file's metadata (what `fidelis inspect --plan` reads).
+pub fn config_at(path: &Path) -> Result<TransformerConfig> {
+    if path.is_dir() {
+        return config_from_file(&path.join("config.json"));
+    }
+    if !path.exists() {
+        return Err(ModelError::MissingFile {
+            path: path.to_path_buf(),
+            what: "model (a Hugging Face folder or a .gguf file)",
+        });
+    }
+    Ok(checked_gguf_config(&GgufFile::open(path)?)?.1)
+}
+
 fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
     let cfg = config_from_file(&dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_file(
@@ -177,14 +192,7 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
 
 fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
     let file = GgufFile::open(path)?;
-    let arch = file.architecture()?.to_string();
-    if !matches!(arch.as_str(), "llama" | "qwen2" | "qwen3" | "mistral") {
-        return Err(ModelError::Unsupported(format!(
-            "GGUF architecture `{arch}` (supported: llama, qwen2, qwen3, mistral)"
-        )));
-    }
-    let cfg = gguf_config(&file, &arch)?;
-    cfg.check_sizes()?;
+    let (arch, cfg) = checked_gguf_config(&file)?;
     let special = file.special_tokens();
     let tokenizer = Tokenizer::new(file.tokenizer()?, special.bos, special.eos);
     let cfg = TransformerConfig {
@@ -202,6 +210,20 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
         tokenizer,
         source: path.to_path_buf(),
     })
+}
+
+/// The architecture of a GGUF file, if Fidelis reads it, and the config its metadata describes,
+/// with sizes checked.
+fn checked_gguf_config(file: &GgufFile) -> Result<(String, TransformerConfig)> {
+    let arch = file.architecture()?.to_string();
+    if !matches!(arch.as_str(), "llama" | "qwen2" | "qwen3" | "mistral") {
+        return Err(ModelError::Unsupported(format!(
+            "GGUF architecture `{arch}` (supported: llama, qwen2, qwen3, mistral)"
+        )));
+    }
+    let cfg = gguf_config(file, &arch)?;
+    cfg.check_sizes()?;
+    Ok((arch, cfg))
 }
 
 impl Transformer {
