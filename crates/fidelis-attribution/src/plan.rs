@@ -35,7 +35,8 @@
 //! chunk of edges touches (`[e·b, p, width, d]` each), a forward of `e·b` rows and its logits.
 //! The recording forwards (clean and corrupted, full-sequence logits for the corrupted one) are
 //! a second phase; the peak is the larger of the two. Calibrated against peak RSS of SmolLM2 on
-//! the CPU (docs/benchmarks.md, "Planning memory"): within a few percent for EAP and EAP-IG.
+//! the CPU (docs/benchmarks.md, "Planning memory"): 0.5 to 4 % over for EAP and both EAP-IG
+//! variants.
 
 use fidelis_circuit::NodeMap;
 use fidelis_graph::{Graph, GraphConfig};

@@ -47,11 +47,11 @@ enum Command {
     /// weights; the clean and corrupted node outputs and Δa; per pass the gradient probes at
     /// every reader input, the activations the backward saves or the reader gradients it
     /// returns, whichever is larger, and the per-head q/k/v weights it keeps; logits at the
-    /// last position; the score matrix) plus a 64 MiB process baseline. It assumes patching
+    /// last position; the score matrix) plus a 96 MiB process baseline. It assumes patching
     /// (corrupted prompts), every prompt padded to --tokens, and an unpruned graph; it does not
     /// count a GPU driver's context or allocator pools, for which the verdict keeps 10 % of the
-    /// device. Calibrated against peak RSS on the CPU (docs/benchmarks.md): within a few
-    /// percent for EAP and EAP-IG on inputs. A --model is read for its config only; no weights
+    /// device. Calibrated against peak RSS on the CPU (docs/benchmarks.md): 0.5 to 4 % over
+    /// for EAP and both EAP-IG variants. A --model is read for its config only; no weights
     /// are loaded.
     Inspect {
         #[command(flatten)]

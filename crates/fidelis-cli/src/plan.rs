@@ -55,7 +55,7 @@ pub fn print(source: &str, plan: &Plan, json: bool) -> Result<()> {
     let size = |b: u64| ByteSize::b(b).display().iec().to_string();
     println!("model         {source}");
     println!(
-        "run           {} · {} pairs in batches of {} · {} tokens{} · {} bytes per element",
+        "run           {} · pairs {} in batches of {} · {} tokens{} · {} bytes per element",
         r.method,
         r.pairs,
         r.batch_size,
