@@ -113,7 +113,7 @@ pub struct PlanTerm {
 pub struct Plan {
     /// The request, with `batch_size` capped at `pairs` and `steps_per_pass` at `steps`.
     pub request: PlanRequest,
-    /// Graph rows (writers) and columns (reader inputs), and edges.
+    /// Graph rows (writers).
     pub n_forward: usize,
     /// Graph columns (reader inputs).
     pub n_backward: usize,
@@ -339,14 +339,16 @@ pub fn estimate(cfg: &TransformerConfig, req: &PlanRequest) -> Result<Plan> {
             "entering every layer",
         ));
     }
-    let mut pass: Vec<PlanTerm> =
-        std::iter::once(term("weights", weights, "matrices, norms, position table"))
-            .chain(pass.into_iter().map(|(name, elements, detail)| PlanTerm {
-                name,
-                bytes: elements.saturating_mul(bpe),
-                detail,
-            }))
-            .collect();
+    let mut pass = std::iter::once(Ok(term(
+        "weights",
+        weights,
+        "matrices, norms, position table",
+    )))
+    .chain(
+        pass.into_iter()
+            .map(|(name, elements, detail)| Ok(term(name, bytes(elements)?, detail))),
+    )
+    .collect::<Result<Vec<_>>>()?;
     pass.push(term(
         "scores",
         scores,
