@@ -13,6 +13,8 @@
 //!   d_model by sum or mean.
 //! - [`exact`]: [`exact_edges`], true single-edge patching, many edges per forward.
 //! - [`EdgeMethod`]: the five methods by name, as jobs and the CLI choose them.
+//! - [`plan`]: [`plan::estimate`], the peak memory and the passes of a run from the config
+//!   alone (`fidelis inspect --plan`).
 //! - [`token`]: token attribution for one prediction (saliency, input×gradient, integrated
 //!   gradients, attention, occlusion) over probability, log-probability, logit, entropy,
 //!   contrastive, KL and P-CXMI targets, with word aggregation; `fidelis-context` builds on it.
@@ -44,6 +46,7 @@
 pub mod edge;
 mod error;
 pub mod exact;
+pub mod plan;
 pub mod token;
 
 pub use edge::{Aggregation, EdgeAttribution, Method, attribute_edges};

@@ -13,6 +13,7 @@ pub mod device;
 pub mod model_args;
 pub mod options;
 pub mod organism;
+pub mod plan;
 pub mod plot;
 pub mod progress;
 pub mod serve;

@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fidelis_cli::model_args::ModelFlags;
-use fidelis_cli::options::{DiscoverOptions, EvaluateOptions, GenerateOptions};
+use fidelis_cli::options::{DiscoverOptions, EvaluateOptions, GenerateOptions, PlanOptions};
 use fidelis_cli::{circuit, progress};
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::fetch::{
-    cached_hub_model, fetch_hub_model, fetch_smollm2, is_hub_id, smollm2_path,
+    cached_hub_model, fetch_hub_model, fetch_smollm2, is_hub_id, resolve_model_name, smollm2_path,
 };
 use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
 
@@ -35,10 +35,24 @@ enum Command {
         #[command(flatten)]
         opts: GenerateOptions,
     },
-    /// Show a model's architecture, parameter count, hook points and graph size.
+    /// Show a model's architecture, parameter count, hook points and graph size, or with
+    /// --plan the memory and passes an attribution run on it needs.
     ///
     /// Examples: `fidelis inspect --model smollm2`;
-    /// `fidelis inspect --config models/configs/llama-3.2-1b.json` (no weights needed).
+    /// `fidelis inspect --config models/configs/llama-3.2-1b.json` (no weights needed);
+    /// `fidelis inspect --config models/configs/llama-3.2-1b.json --plan --method eap-ig-inputs
+    /// --batch 8 --tokens 16`.
+    ///
+    /// --plan counts what `circuit discover` keeps alive at once for its largest batch (the
+    /// weights; the clean and corrupted node outputs and Δa; per pass the gradient probes at
+    /// every reader input, the activations the backward saves or the reader gradients it
+    /// returns, whichever is larger, and the per-head q/k/v weights it keeps; logits at the
+    /// last position; the score matrix) plus a 96 MiB process baseline. It assumes patching
+    /// (corrupted prompts), every prompt padded to --tokens, and an unpruned graph; it does not
+    /// count a GPU driver's context or allocator pools, for which the verdict keeps 10 % of the
+    /// device. Calibrated against peak RSS on the CPU (docs/benchmarks.md): 0.5 to 4 % over
+    /// for EAP and both EAP-IG variants. A --model is read for its config only; no weights
+    /// are loaded.
     Inspect {
         #[command(flatten)]
         model: ModelFlags,
@@ -46,6 +60,8 @@ enum Command {
         /// size and hook points of a model before downloading it.
         #[arg(long, conflicts_with = "model")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        plan: PlanOptions,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -183,17 +199,43 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect {
             model,
             config: Some(path),
+            plan,
             json,
         } => {
-            let _ = model;
             let cfg = fidelis_models::model::config_from_file(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            inspect_config(&path, &cfg, json)?;
+            let plan = PlanOptions {
+                dtype: model.dtype,
+                ..plan
+            };
+            if plan.plan {
+                let estimate = fidelis_cli::plan::plan(&cfg, &plan)?;
+                fidelis_cli::plan::print(&path.display().to_string(), &estimate, json)?;
+            } else {
+                inspect_config(&path, &cfg, json)?;
+            }
+        }
+        Command::Inspect {
+            model,
+            config: None,
+            plan,
+            json,
+        } if plan.plan => {
+            let path = resolve_model_name(&model.model)?;
+            let cfg = fidelis_models::model::config_at(&path)
+                .with_context(|| format!("reading the config of {}", path.display()))?;
+            let plan = PlanOptions {
+                dtype: model.dtype,
+                ..plan
+            };
+            let estimate = fidelis_cli::plan::plan(&cfg, &plan)?;
+            fidelis_cli::plan::print(&path.display().to_string(), &estimate, json)?;
         }
         Command::Inspect {
             model,
             config: None,
             json,
+            ..
         } => {
             let loaded = load(&model)?;
             inspect(&loaded, json)?;

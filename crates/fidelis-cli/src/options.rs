@@ -22,6 +22,7 @@ use fidelis_attribution::token::{
 use fidelis_circuit::{AblationKind, BuiltinMetric};
 use fidelis_context::CtiMetric;
 use fidelis_faithfulness::{EvalOptions, Selection};
+use fidelis_models::Dtype;
 use fidelis_tasks::Task;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -235,6 +236,83 @@ impl Default for DiscoverOptions {
             node_scores: false,
             out: PathBuf::from("graph.json"),
         }
+    }
+}
+
+/// `fidelis inspect --plan`: the attribution run to size, with `circuit discover`'s defaults.
+/// Every flag but `--plan` needs `--plan`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlanOptions {
+    /// Estimate the peak memory and the forward/backward passes of `circuit discover` on this
+    /// model instead of describing it (see `--help`).
+    #[arg(long)]
+    pub plan: bool,
+    /// The edge scoring method.
+    #[arg(long, requires = "plan", default_value_t = EdgeMethod::EapIgInputs,
+          value_parser = variants::<EdgeMethod>())]
+    pub method: EdgeMethod,
+    /// Examples per batch (`circuit discover --batch-size`).
+    #[arg(long, visible_alias = "batch", requires = "plan", default_value_t = 16)]
+    pub batch_size: usize,
+    /// Padded prompt length in tokens: the longest prompt of a batch, BOS included.
+    #[arg(long, requires = "plan", required_if_eq("plan", "true"))]
+    pub tokens: Option<usize>,
+    /// Number of prompt pairs (`circuit discover --n`).
+    #[arg(long, requires = "plan", default_value_t = 64)]
+    pub pairs: usize,
+    /// Interpolation steps of the EAP-IG methods.
+    #[arg(long, requires = "plan", default_value_t = 5)]
+    pub steps: usize,
+    /// Interpolation steps stacked into one forward/backward.
+    #[arg(long, requires = "plan", default_value_t = 1)]
+    pub steps_per_pass: usize,
+    /// Passes of eap-ig-activations run at once (1, as on a GPU).
+    #[arg(long, requires = "plan", default_value_t = 1)]
+    pub workers: usize,
+    /// With --method exact: edges patched per forward.
+    #[arg(long, requires = "plan", default_value_t = 32)]
+    pub exact_per_pass: usize,
+    /// Float type of weights and activations (bytes per element): the model flags' `--dtype`.
+    #[arg(skip)]
+    pub dtype: Dtype,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        let job = DiscoverJob::default();
+        Self {
+            plan: false,
+            method: job.method,
+            batch_size: job.batch_size,
+            tokens: None,
+            pairs: job.data.n,
+            steps: job.steps,
+            steps_per_pass: job.steps_per_pass,
+            workers: 1,
+            exact_per_pass: job.exact_per_pass,
+            dtype: Dtype::F32,
+        }
+    }
+}
+
+impl PlanOptions {
+    /// The library's request; errors when `--tokens` is missing.
+    pub fn request(&self) -> Result<fidelis_attribution::plan::PlanRequest> {
+        let tokens = self
+            .tokens
+            .context("--plan needs --tokens (the padded prompt length)")?;
+        Ok(fidelis_attribution::plan::PlanRequest {
+            method: self.method,
+            pairs: self.pairs,
+            batch_size: self.batch_size,
+            tokens,
+            steps: self.steps,
+            steps_per_pass: self.steps_per_pass,
+            workers: self.workers,
+            edges_per_pass: self.exact_per_pass,
+            bytes_per_element: self.dtype.bytes() as u64,
+        })
     }
 }
 
@@ -639,6 +717,12 @@ mod tests {
     }
 
     #[derive(Parser)]
+    struct Plan {
+        #[command(flatten)]
+        opts: PlanOptions,
+    }
+
+    #[derive(Parser)]
     struct Generate {
         #[command(flatten)]
         opts: GenerateOptions,
@@ -682,6 +766,7 @@ mod tests {
         one_table::<TargetFunction>();
         one_table::<EmbeddingAggregation>();
         one_table::<CtiMetric>();
+        one_table::<Dtype>();
         assert_eq!(
             "input-x-gradient".parse::<TokenMethod>().unwrap(),
             TokenMethod::InputXGradient
@@ -720,6 +805,29 @@ mod tests {
             .unwrap()
             .opts;
         assert_eq!(g, GenerateOptions::default());
+        let p = Plan::try_parse_from(["x"]).unwrap().opts;
+        assert_eq!(p, PlanOptions::default());
+    }
+
+    #[test]
+    fn plan_flags_need_plan_and_plan_needs_tokens() {
+        let p = Plan::try_parse_from(["x", "--plan", "--batch", "8", "--tokens", "16"])
+            .unwrap()
+            .opts;
+        let req = p.request().unwrap();
+        assert_eq!((req.batch_size, req.tokens, req.pairs), (8, 16, 64));
+        assert!(Plan::try_parse_from(["x", "--tokens", "16"]).is_err());
+        assert!(Plan::try_parse_from(["x", "--plan"]).is_err());
+        let err = Plan::try_parse_from(["x", "--plan", "--tokens", "4", "--dtype", "f8"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("unknown dtype") && err.contains("bf16"),
+            "{err}"
+        );
+        let err = Plan::try_parse_from(["x", "--plan", "--tokens", "18446744073709551616"]);
+        assert!(err.is_err());
     }
 
     #[test]

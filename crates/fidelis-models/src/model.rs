@@ -160,6 +160,21 @@ pub fn config_from_file(config_path: &Path) -> Result<TransformerConfig> {
     Ok(cfg)
 }
 
+/// The architecture-neutral config of the model at `path` without loading its weights: a Hugging
+/// Face folder's `config.json`, or a GGUF file's metadata (what `fidelis inspect --plan` reads).
+pub fn config_at(path: &Path) -> Result<TransformerConfig> {
+    if path.is_dir() {
+        return config_from_file(&path.join("config.json"));
+    }
+    if !path.exists() {
+        return Err(ModelError::MissingFile {
+            path: path.to_path_buf(),
+            what: "model (a Hugging Face folder or a .gguf file)",
+        });
+    }
+    Ok(checked_gguf_config(&GgufFile::open(path)?)?.1)
+}
+
 fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
     let cfg = config_from_file(&dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_file(
@@ -184,18 +199,7 @@ fn load_hf_folder(dir: &Path, device: &Device, progress: LoadProgress<'_>) -> Re
 
 fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result<Model> {
     let file = GgufFile::open(path)?;
-    let arch = file.architecture()?.to_string();
-    let cfg = match arch.as_str() {
-        "llama" | "qwen2" | "qwen3" | "mistral" => gguf_config(&file, &arch)?,
-        "gptneox" => gguf_gpt_neox_config(&file)?,
-        other => {
-            return Err(ModelError::Unsupported(format!(
-                "GGUF architecture `{other}` (supported: {})",
-                SUPPORTED_GGUF_ARCHITECTURES.join(", ")
-            )));
-        }
-    };
-    cfg.check_sizes()?;
+    let (arch, cfg) = checked_gguf_config(&file)?;
     let special = file.special_tokens();
     let tokenizer = Tokenizer::new(file.tokenizer()?, special.bos, special.eos);
     let cfg = TransformerConfig {
@@ -218,6 +222,24 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
         tokenizer,
         source: path.to_path_buf(),
     })
+}
+
+/// The architecture of a GGUF file, if Fidelis reads it, and the config its metadata describes,
+/// with sizes checked.
+fn checked_gguf_config(file: &GgufFile) -> Result<(String, TransformerConfig)> {
+    let arch = file.architecture()?.to_string();
+    let cfg = match arch.as_str() {
+        "llama" | "qwen2" | "qwen3" | "mistral" => gguf_config(file, &arch)?,
+        "gptneox" => gguf_gpt_neox_config(file)?,
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "GGUF architecture `{other}` (supported: {})",
+                SUPPORTED_GGUF_ARCHITECTURES.join(", ")
+            )));
+        }
+    };
+    cfg.check_sizes()?;
+    Ok((arch, cfg))
 }
 
 impl Transformer {
@@ -375,22 +397,26 @@ fn gguf_gpt_neox_config(file: &GgufFile) -> Result<TransformerConfig> {
     hf.to_transformer()
 }
 
-/// Number of weight elements the config implies, matrices and norm weights (biases and
-/// position tables aside): progress bars, and `fidelis inspect --config`'s estimate.
+/// Number of weight elements the config implies, matrices and norms (the biases of linear maps
+/// and position tables aside): progress bars, and `fidelis inspect --config`'s estimate.
 pub fn estimate_elements(cfg: &TransformerConfig) -> u64 {
     let d = cfg.d_model as u64;
     let attn = d * (cfg.n_heads + 2 * cfg.n_kv_heads) as u64 * cfg.d_head as u64
         + (cfg.n_heads * cfg.d_head) as u64 * d;
     let mlp = if cfg.gated_mlp { 3 } else { 2 } * d * cfg.d_mlp as u64;
-    let norms = if cfg.post_norms { 4 } else { 2 } * d
-        + if cfg.qk_norm {
-            2 * cfg.d_head as u64
-        } else {
-            0
-        };
-    let per_layer = attn + mlp + norms;
+    // A LayerNorm has a bias beside its weight; an RMSNorm has the weight alone.
+    let norm = match cfg.norm {
+        crate::config::NormKind::LayerNorm => 2 * d,
+        crate::config::NormKind::RmsNorm => d,
+    };
+    let qk_norms = if cfg.qk_norm {
+        2 * cfg.d_head as u64
+    } else {
+        0
+    };
+    let per_layer = attn + mlp + if cfg.post_norms { 4 } else { 2 } * norm + qk_norms;
     let embed = cfg.d_vocab as u64 * d * if cfg.tied_embeddings { 1 } else { 2 };
-    cfg.n_layers as u64 * per_layer + embed + d
+    cfg.n_layers as u64 * per_layer + embed + norm
 }
 
 #[cfg(test)]

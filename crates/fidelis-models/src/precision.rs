@@ -24,6 +24,7 @@ use crate::error::{ModelError, Result};
     strum::Display,
     strum::EnumString,
     strum::VariantNames,
+    strum::VariantArray,
     strum::IntoStaticStr,
     serde::Serialize,
     serde::Deserialize,

@@ -365,6 +365,17 @@ fn f32_gguf_equals_the_hf_folder() {
         diff < F32_TOLERANCE,
         "F32 GGUF vs HF: max |Δlogit| = {diff}"
     );
+    // The config alone, as `inspect --plan` reads it: the loaded one but for the special
+    // tokens, which come from the vocabulary.
+    let cfg = fidelis_models::model::config_at(&file.0).unwrap();
+    let loaded = fidelis_models::TransformerConfig {
+        bos_token_id: None,
+        eos_token_id: None,
+        ..gguf.config().clone()
+    };
+    assert_eq!(cfg, loaded);
+    let folder = fidelis_models::model::config_at(&fixture(FIXTURE)).unwrap();
+    assert_eq!(&folder, hf.config());
 }
 
 #[test]
