@@ -1,8 +1,10 @@
 //! Reading named f32 weights from checkpoint files, one tensor at a time.
 //!
 //! A [`WeightSource`] hands out one tensor as an f32 vector in row-major (PyTorch) order. The
-//! model builder converts each into a Burn tensor before asking for the next, so loading holds at
-//! most the memory-mapped file plus one converted tensor beyond the weights already on the device.
+//! model builder converts each into a Burn tensor before asking for the next, and the file pages
+//! a tensor was read from are handed back to the kernel once it is converted
+//! ([`release_pages`]), so loading holds one tensor's pages and one converted tensor beyond the
+//! weights already on the device rather than the whole mapped file.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -252,11 +254,34 @@ impl WeightSource for SafetensorsSource {
                 )));
             }
         };
+        release_pages(mmap, bytes);
         Ok(HostTensor {
             shape: view.shape().to_vec(),
             data,
         })
     }
+}
+
+/// Drops the pages of `bytes`, a slice of `mmap` whose values have been copied out, from this
+/// process's resident set (`madvise(MADV_DONTNEED)`; Unix only, a no-op elsewhere or on
+/// failure). The mapping is a read-only view of an unchanged file, so a later read of the same
+/// bytes faults them back in from the page cache with the same contents.
+pub(crate) fn release_pages(mmap: &Mmap, bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        let offset = (bytes.as_ptr() as usize).wrapping_sub(mmap.as_ptr() as usize);
+        if bytes.is_empty() || offset.saturating_add(bytes.len()) > mmap.len() {
+            return;
+        }
+        // SAFETY: `mmap` maps a file read-only and Fidelis never writes through it; dropping
+        // the pages only makes the next access re-read them from the file, so any live borrow
+        // of these bytes still sees the same values.
+        let _ = unsafe {
+            mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
+        };
+    }
+    #[cfg(not(unix))]
+    let _ = (mmap, bytes);
 }
 
 /// Maps an I/O error on `path` to `MissingFile` (naming `what` the file holds) or `Io`.
@@ -274,4 +299,29 @@ pub(crate) fn io_error(
 /// Reads a whole text file with a clear error if it is missing.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(io_error(path, "text file"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Released pages read back with the same contents (the kernel refaults them from the file),
+    /// including a range that starts mid-page, and out-of-map slices are ignored.
+    #[test]
+    fn released_pages_read_back_unchanged() {
+        let path = std::env::temp_dir().join(format!("fidelis-release-{}", std::process::id()));
+        let data: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        // SAFETY: a private temporary file nothing else writes.
+        let mmap = unsafe { Mmap::map(&file) }.unwrap();
+        let before: Vec<u8> = mmap.to_vec();
+        release_pages(&mmap, &mmap[5000..9000]);
+        release_pages(&mmap, &mmap[..]);
+        release_pages(&mmap, &data[..10]);
+        assert_eq!(&mmap[..], &before[..]);
+        assert_eq!(before, data);
+        drop(mmap);
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -464,6 +464,7 @@ impl GgufFile {
             ModelError::UnknownTensorType { .. } => dequant::unsupported(info.ggml_type, name),
             other => self.error(format!("tensor {name}: {other}")),
         })?;
+        crate::weights::release_pages(&self.mmap, bytes);
         Ok((info.shape.clone(), values))
     }
 
