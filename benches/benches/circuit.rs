@@ -39,7 +39,7 @@ fn circuit_benches(c: &mut Criterion) {
                     .backward();
                 // Read one gradient back so that lazy backends finish the work.
                 let g = hooks
-                    .probe_grad(&point::q_input(0), &grads)
+                    .probe_grad(&point::q(0), &grads)
                     .and_then(|a| a.rank4());
                 g.map(|t| t.sum().into_scalar::<f32>())
             })

@@ -20,7 +20,7 @@ use fidelis_circuit::{
 use fidelis_faithfulness::evaluate::evaluate_graph;
 use fidelis_faithfulness::evaluate_baseline;
 use fidelis_graph::Graph;
-use fidelis_models::{Hooks, Transformer, point};
+use fidelis_models::{Activation, Hooks, Transformer, point};
 
 const METRIC: BuiltinMetric = BuiltinMetric::LogitDiff;
 
@@ -350,8 +350,10 @@ fn simpson_weight(j: usize, n: usize) -> f64 {
 }
 
 /// ∂L/∂(every reader input) of one clean-prompt run with `hooks`' replacements, from plain
-/// probes and a full forward from the embeddings, as host values `[batch, pos, n_backward, d]`.
-/// The loss is the logit difference, which does not read the clean logits.
+/// probes at the readers' own hook points (the split per-head q/k/v inputs, not the library's
+/// derivation from q, k and v) and a full forward from the embeddings, as host values
+/// `[batch, pos, n_backward, d]`. The loss is the logit difference, which does not read the
+/// clean logits.
 fn probed_reader_grads(
     model: &Transformer,
     clean_b: &fidelis_models::Batch,
@@ -361,12 +363,23 @@ fn probed_reader_grads(
     let cfg = model.config();
     let [bsz, p] = clean_b.tokens.dims();
     let map = NodeMap::for_config(cfg).unwrap();
-    map.probe_inputs_from(&mut hooks, 0);
+    for r in map.readers() {
+        hooks.probe(r.point.clone());
+    }
     let logits = model.forward_batch(clean_b, &mut hooks).unwrap();
     let last = fidelis_circuit::metric::last_position_logits(logits, &batch.last);
     let loss = loss_per_example(&METRIC, last.clone(), last, &batch.targets).sum();
     let grads = loss.backward();
-    values(map.stack_input_grads_from(&hooks, &grads, 0, [bsz, p, cfg.d_model], model.device()))
+    let parts: Vec<Tensor<4>> = map
+        .readers()
+        .iter()
+        .map(|r| match hooks.probe_grad(&r.point, &grads) {
+            Some(Activation::Rank4(g)) => g,
+            Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
+            None => Tensor::zeros([bsz, p, r.cols.len(), cfg.d_model], model.device()),
+        })
+        .collect();
+    values(Tensor::cat(parts, 2))
 }
 
 #[test]

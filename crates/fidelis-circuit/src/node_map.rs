@@ -23,8 +23,9 @@
 use std::ops::Range;
 
 use burn::prelude::*;
-use burn::tensor::Gradients;
+use burn::tensor::{DType, Gradients};
 use fidelis_graph::{Graph, GraphConfig, Node, Qkv};
+use fidelis_models::precision::to_f32;
 use fidelis_models::{Activation, Hooks, ModelError, Transformer, TransformerConfig, point};
 
 use crate::{CircuitError, Result};
@@ -290,47 +291,145 @@ impl NodeMap {
         Ok(Tensor::cat(parts, 2).detach())
     }
 
-    /// Registers gradient probes at the inputs of every reader of layer `first` or later (and
-    /// the logits).
+    /// Registers what the input gradients of every reader of layer `first` or later (and the
+    /// logits) are computed from: a probe at each MLP input and at the logits' input, and per
+    /// layer probes at the queries, the per-query-head keys and values (`hook_q`, `hook_k_rep`,
+    /// `hook_v_rep`) and a record of the residual stream entering the block, from which
+    /// [`NodeMap::for_each_input_grad`] derives the per-head q/k/v input gradients without the
+    /// split forward's `[batch, pos, head, d_model]` copies.
     pub fn probe_inputs_from(&self, hooks: &mut Hooks, first: usize) {
         for r in self.readers.iter().filter(|r| r.layer >= first) {
-            hooks.probe(r.point.clone());
+            match r.kind {
+                ReaderKind::Attention(which) => {
+                    hooks.probe(qkv_probe(which, r.layer));
+                    if which == Qkv::Q {
+                        hooks.record_detached(point::resid_pre(r.layer));
+                    }
+                }
+                ReaderKind::Mlp | ReaderKind::Logits => {
+                    hooks.probe(r.point.clone());
+                }
+            }
         }
     }
 
+    /// Calls `f` with every reader group of layer `first` or later, in column order, and
+    /// ∂loss/∂its input `[batch, pos, columns, d_model]` (`None` when the loss does not depend
+    /// on it), after a backward of a pass set up by [`NodeMap::probe_inputs_from`]. A layer's
+    /// q/k/v input gradients come from [`Transformer::qkv_input_grads`] when its first group
+    /// is reached and are dropped once its last is handed out, so at most one layer's reader
+    /// gradients are alive at a time.
+    pub fn for_each_input_grad(
+        &self,
+        model: &Transformer,
+        hooks: &Hooks,
+        grads: &Gradients,
+        first: usize,
+        mut f: impl FnMut(&ReaderGroup, Option<Tensor<4>>) -> Result<()>,
+    ) -> Result<()> {
+        let mut layer: Option<(usize, [Option<Tensor<4>>; 3])> = None;
+        for r in self.readers.iter().filter(|r| r.layer >= first) {
+            let g = match r.kind {
+                ReaderKind::Attention(which) => {
+                    if layer.as_ref().map(|(l, _)| *l) != Some(r.layer) {
+                        layer = Some((r.layer, qkv_grads(model, hooks, grads, r.layer)?));
+                    }
+                    let slot = match which {
+                        Qkv::Q => 0,
+                        Qkv::K => 1,
+                        Qkv::V => 2,
+                    };
+                    layer.as_mut().and_then(|(_, g)| g[slot].take())
+                }
+                ReaderKind::Mlp | ReaderKind::Logits => match hooks.probe_grad(&r.point, grads) {
+                    Some(Activation::Rank4(g)) => Some(g),
+                    Some(Activation::Rank3(g)) => Some(g.unsqueeze_dim::<4>(2)),
+                    None => None,
+                },
+            };
+            f(r, g)?;
+        }
+        Ok(())
+    }
+
     /// ∂loss/∂input of every reader of layer `first` or later, stacked in graph column order:
-    /// the last `n_backward − first_column(first)` columns. A probe the loss does not depend on
-    /// gives zeros.
+    /// the last `n_backward − first_column(first)` columns. A reader the loss does not depend
+    /// on gets zeros.
     ///
     /// # Shapes
     /// - `shape`: `[batch, pos, d_model]` of the run
-    /// - returns `[batch, pos, n_backward − first_column(first), d_model]` on `device`
+    /// - returns `[batch, pos, n_backward − first_column(first), d_model]`
     pub fn stack_input_grads_from(
         &self,
+        model: &Transformer,
         hooks: &Hooks,
         grads: &Gradients,
         first: usize,
         shape: [usize; 3],
-        device: &Device,
-    ) -> Tensor<4> {
+    ) -> Result<Tensor<4>> {
         let [b, p, d] = shape;
-        let parts = self
-            .readers
-            .iter()
-            .filter(|r| r.layer >= first)
-            .map(|r| match hooks.probe_grad(&r.point, grads) {
-                Some(Activation::Rank4(g)) => g,
-                Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
-                None => Tensor::zeros([b, p, r.cols.len(), d], device),
-            })
-            .collect();
-        Tensor::cat(parts, 2)
+        let mut parts = Vec::new();
+        self.for_each_input_grad(model, hooks, grads, first, |r, g| {
+            parts.push(match g {
+                Some(g) => to_f32(g),
+                None => Tensor::zeros([b, p, r.cols.len(), d], (model.device(), DType::F32)),
+            });
+            Ok(())
+        })?;
+        Ok(Tensor::cat(parts, 2))
     }
 
     /// The number of layers of the model the map was built for.
     pub fn n_layers(&self) -> usize {
         self.n_layers
     }
+}
+
+/// The probe a reader's q, k or v input gradient is derived from.
+fn qkv_probe(which: Qkv, l: usize) -> String {
+    match which {
+        Qkv::Q => point::q(l),
+        Qkv::K => point::k_rep(l),
+        Qkv::V => point::v_rep(l),
+    }
+}
+
+/// Layer `l`'s q, k and v input gradients from its probes (see
+/// [`NodeMap::probe_inputs_from`]); all `None` when the loss depends on none of them.
+fn qkv_grads(
+    model: &Transformer,
+    hooks: &Hooks,
+    grads: &Gradients,
+    l: usize,
+) -> Result<[Option<Tensor<4>>; 3]> {
+    let probe = |which| {
+        hooks
+            .probe_grad(&qkv_probe(which, l), grads)
+            .and_then(|a| a.rank4())
+    };
+    let (dq, dk, dv) = (probe(Qkv::Q), probe(Qkv::K), probe(Qkv::V));
+    if dq.is_none() && dk.is_none() && dv.is_none() {
+        return Ok([None, None, None]);
+    }
+    let pt = point::resid_pre(l);
+    let resid = hooks
+        .recorded(&pt)
+        .and_then(|a| a.rank3())
+        .ok_or_else(|| ModelError::Hook {
+            point: pt,
+            message: "activation was not recorded".into(),
+        })?;
+    let cfg = model.config();
+    let [b, p, _] = resid.dims();
+    let zeros = || Tensor::zeros([b, p, cfg.n_heads, cfg.d_head], model.device());
+    let [gq, gk, gv] = model.qkv_input_grads(
+        l,
+        resid,
+        dq.unwrap_or_else(zeros),
+        dk.unwrap_or_else(zeros),
+        dv.unwrap_or_else(zeros),
+    )?;
+    Ok([Some(gq), Some(gk), Some(gv)])
 }
 
 /// Errors unless a graph of config `g` fits a model of config `cfg`: the same layer and head

@@ -110,12 +110,12 @@ impl PassContext<'_> {
     ) -> Result<Tensor<4>> {
         let (hooks, grads, [rows, p]) = self.backward(tokens, copies, &Start::Embeddings, setup)?;
         let g = self.map.stack_input_grads_from(
+            self.model,
             &hooks,
             &grads,
             0,
             [rows, p, self.model.config().d_model],
-            self.model.device(),
-        );
+        )?;
         Ok(sum_copies(g, copies))
     }
 
@@ -175,29 +175,25 @@ impl PassContext<'_> {
         let device = self.model.device();
         let [f, _] = delta.dims();
         let first = start.layer();
-        let blocks = self
-            .map
-            .readers()
-            .iter()
-            .filter(|r| r.layer >= first)
-            .map(|r| {
+        let mut blocks = Vec::new();
+        self.map
+            .for_each_input_grad(self.model, &hooks, &grads, first, |r, g| {
                 let width = r.cols.len();
-                let g = match hooks.probe_grad(&r.point, &grads) {
-                    Some(Activation::Rank4(g)) => g,
-                    Some(Activation::Rank3(g)) => g.unsqueeze_dim::<4>(2),
-                    None => return Tensor::zeros([f, width], (device, DType::F32)),
+                let Some(g) = g else {
+                    blocks.push(Tensor::zeros([f, width], (device, DType::F32)));
+                    return Ok(());
                 };
                 let seen = if visible_only { r.visible.min(f) } else { f };
                 let block =
                     contract_rows(delta.clone().slice_dim(0, 0..seen), sum_copies(g, copies));
-                if seen == f {
+                blocks.push(if seen == f {
                     block
                 } else {
                     let unseen = Tensor::zeros([f - seen, width], (device, DType::F32));
                     Tensor::cat(vec![block, unseen], 0)
-                }
-            })
-            .collect();
+                });
+                Ok(())
+            })?;
         Ok(Tensor::cat(blocks, 1))
     }
 

@@ -818,7 +818,14 @@ mod tests {
         assert_eq!((req.batch_size, req.tokens, req.pairs), (8, 16, 64));
         assert!(Plan::try_parse_from(["x", "--tokens", "16"]).is_err());
         assert!(Plan::try_parse_from(["x", "--plan"]).is_err());
-        let err = Plan::try_parse_from(["x", "--plan", "--tokens", "4", "--dtype", "f8"])
+        #[derive(Parser)]
+        struct WithModel {
+            #[command(flatten)]
+            model: crate::model_args::ModelFlags,
+        }
+        let m = WithModel::try_parse_from(["x", "--dtype", "bf16"]).unwrap();
+        assert_eq!(m.model.dtype, Dtype::Bf16);
+        let err = WithModel::try_parse_from(["x", "--dtype", "f8"])
             .err()
             .unwrap()
             .to_string();

@@ -63,6 +63,16 @@ pub mod point {
     pub fn v(l: usize) -> String {
         format!("blocks.{l}.attn.hook_v")
     }
+    /// Keys before rotary, one copy per *query* head (each kv head repeated over its group
+    /// under grouped-query attention) `[batch, pos, head, d_head]` (opt-in): a gradient probe
+    /// here tells the query heads' uses of a shared key apart.
+    pub fn k_rep(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_k_rep")
+    }
+    /// Values, one copy per *query* head `[batch, pos, head, d_head]` (opt-in); see [`k_rep`].
+    pub fn v_rep(l: usize) -> String {
+        format!("blocks.{l}.attn.hook_v_rep")
+    }
     /// Scaled, masked attention scores `[batch, head, query_pos, key_pos]`.
     pub fn attn_scores(l: usize) -> String {
         format!("blocks.{l}.attn.hook_attn_scores")
@@ -130,14 +140,16 @@ pub mod point {
 
     /// The points of one block in the order the forward reaches them. A new per-block point
     /// goes here as well as into the forward; the `hooks` tests check that the two agree.
-    const BLOCK: [BlockPoint; 18] = [
+    const BLOCK: [BlockPoint; 20] = [
         BlockPoint::every(resid_pre),
         BlockPoint::every(q_input),
         BlockPoint::every(k_input),
         BlockPoint::every(v_input),
         BlockPoint::every(q),
         BlockPoint::every(k),
+        BlockPoint::every(k_rep),
         BlockPoint::every(v),
+        BlockPoint::every(v_rep),
         BlockPoint::every(attn_scores),
         BlockPoint::every(pattern),
         BlockPoint::every(z),
@@ -227,6 +239,7 @@ pub type HookFn = Box<dyn FnMut(Activation) -> Activation + Send>;
 
 enum HookOp {
     Record,
+    RecordDetached,
     Replace(Activation),
     Add(Activation),
     Probe,
@@ -268,6 +281,13 @@ impl Hooks {
     /// Records the activation at `point` (read back with [`Hooks::recorded`]).
     pub fn record(&mut self, point: impl Into<String>) -> &mut Self {
         self.push(point, HookOp::Record)
+    }
+
+    /// Records the activation at `point` detached from the autodiff graph: its value only, which
+    /// keeps none of the forward's saved state alive after a backward (what a gradient pass
+    /// that needs an activation's value, not its graph, should record).
+    pub fn record_detached(&mut self, point: impl Into<String>) -> &mut Self {
+        self.push(point, HookOp::RecordDetached)
     }
 
     /// Records the activation at every hook point the forward reaches, as TransformerLens's
@@ -380,6 +400,14 @@ impl Hooks {
             x = match op {
                 HookOp::Record => {
                     self.recorded.insert(point.to_string(), x.clone());
+                    x
+                }
+                HookOp::RecordDetached => {
+                    let value = match &x {
+                        Activation::Rank3(t) => Activation::Rank3(t.clone().detach()),
+                        Activation::Rank4(t) => Activation::Rank4(t.clone().detach()),
+                    };
+                    self.recorded.insert(point.to_string(), value);
                     x
                 }
                 HookOp::Replace(value) => {

@@ -22,7 +22,6 @@ use crate::error::{ModelError, Result};
     Eq,
     Hash,
     strum::Display,
-    strum::EnumString,
     strum::VariantNames,
     strum::VariantArray,
     strum::IntoStaticStr,
@@ -39,6 +38,23 @@ pub enum Dtype {
     F16,
     /// bfloat16 (f32's exponent range with 8 bits of mantissa).
     Bf16,
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        use strum::VariantNames;
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!(
+                "unknown dtype `{other}` (expected one of {})",
+                Self::VARIANTS.join(", ")
+            )),
+        }
+    }
 }
 
 impl Dtype {

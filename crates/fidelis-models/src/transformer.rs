@@ -648,9 +648,27 @@ impl Transformer {
             None => x,
         };
         let (q, k) = (head_norm(&a.q_norm, q), head_norm(&a.k_norm, k));
+        let per_query = hooks.wants(&point::k_rep(l)) || hooks.wants(&point::v_rep(l));
+        if per_query && cache.is_some() {
+            return Err(ModelError::Hook {
+                point: point::k_rep(l),
+                message: "per-query-head keys and values cannot be used with a KV cache".into(),
+            });
+        }
         let q = self.rotate(hooks.apply4(point::q(l), q)?, start);
-        let k = self.rotate(hooks.apply4(point::k(l), k)?, start);
+        let k = hooks.apply4(point::k(l), k)?;
+        let k = if hooks.wants(&point::k_rep(l)) {
+            hooks.apply4(point::k_rep(l), repeat_heads(k, h))?
+        } else {
+            k
+        };
+        let k = self.rotate(k, start);
         let v = hooks.apply4(point::v(l), v)?;
+        let v = if hooks.wants(&point::v_rep(l)) {
+            hooks.apply4(point::v_rep(l), repeat_heads(v, h))?
+        } else {
+            v
+        };
         // [batch, heads, pos, d_head]
         let (q, mut k, mut v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         if let Some(slot) = cache {
@@ -888,6 +906,67 @@ fn project_per_head(
     }
 }
 
+/// Per head, a gradient at the head's projection output taken back to the projection's input:
+/// `g[b, p, i, :] @ W[:, group(i)]ᵀ`, query head `i` using group `i / (heads / groups)` of `w`
+/// (`[d_model, groups · d_head]`, grouped-query order as in [`project_per_head`]). In f32.
+///
+/// # Shapes
+/// - `g`: `[batch, pos, heads, d_head]`; returns `[batch, pos, heads, d_model]`
+fn heads_back(g: Tensor<4>, w: &Tensor<2>, d: usize) -> Tensor<4> {
+    let [b, p, heads, dh] = g.dims();
+    let groups = w.dims()[1] / dh;
+    let rep = heads / groups;
+    let wt = to_f32(w.clone())
+        .reshape([d, groups, dh])
+        .permute([1, 2, 0]);
+    to_f32(g)
+        .reshape([b, p, groups, rep, dh])
+        .permute([2, 0, 1, 3, 4])
+        .reshape([groups, b * p * rep, dh])
+        .matmul(wt)
+        .reshape([groups, b, p, rep, d])
+        .permute([1, 2, 0, 3, 4])
+        .reshape([b, p, heads, d])
+}
+
+/// The vector-Jacobian product of `norm` at `x`: `J(x)ᵀ u` over the last dimension, where
+/// `x` broadcasts against `u` along dimension 2 (one residual for every head). With
+/// `u' = w ⊙ u` and `x̂` the normalised `x`: RMSNorm gives `(u' − x̂ · mean(u' ⊙ x̂)) / r` with
+/// `r = √(mean(x²) + eps)`, LayerNorm `(u' − mean(u') − x̂ · mean(u' ⊙ x̂)) / σ` with
+/// `σ = √(var(x) + eps)`. In f32.
+///
+/// # Shapes
+/// - `x`: `[batch, pos, 1 or heads, width]`; `u`: `[batch, pos, heads, width]`
+fn norm_vjp(norm: &Norm, x: Tensor<4>, u: Tensor<4>) -> Tensor<4> {
+    let x = to_f32(x);
+    let u = to_f32(u) * to_f32(norm.weight.clone()).unsqueeze::<4>();
+    match norm.kind {
+        NormKind::RmsNorm => {
+            let r = (x.clone().square().mean_dim(3) + norm.eps).sqrt();
+            let xh = x / r.clone();
+            (u.clone() - xh.clone() * (u * xh).mean_dim(3)) / r
+        }
+        NormKind::LayerNorm => {
+            let c = x.clone() - x.mean_dim(3);
+            let s = (c.clone().square().mean_dim(3) + norm.eps).sqrt();
+            let xh = c / s.clone();
+            (u.clone() - u.clone().mean_dim(3) - xh.clone() * (u * xh).mean_dim(3)) / s
+        }
+    }
+}
+
+/// Repeats key/value heads over their query groups in the `[batch, pos, kv, d_head]` layout:
+/// `[b, p, kv, dh] -> [b, p, heads, dh]` (a no-op when every query head has its own).
+fn repeat_heads(x: Tensor<4>, heads: usize) -> Tensor<4> {
+    let [batch, seq, kv, dh] = x.dims();
+    if kv == heads {
+        return x;
+    }
+    x.unsqueeze_dim::<5>(3)
+        .expand([batch, seq, kv, heads / kv, dh])
+        .reshape([batch, seq, heads, dh])
+}
+
 /// Repeats key/value heads so each query head has its own: `[b, kv, t, dh] -> [b, heads, t, dh]`.
 fn repeat_kv(x: Tensor<4>, heads: usize) -> Tensor<4> {
     let [batch, kv, t, dh] = x.dims();
@@ -901,6 +980,75 @@ fn repeat_kv(x: Tensor<4>, heads: usize) -> Tensor<4> {
 }
 
 impl Transformer {
+    /// What gradient probes at the split per-head inputs `hook_{q,k,v}_input` of layer `l` would
+    /// receive, from the gradients of the same pass at `hook_q`, `hook_k_rep` and `hook_v_rep`
+    /// and the residual stream `resid_pre` that entered the block: each head's gradient taken
+    /// back through Qwen 3's q/k norm (when the model has one), its own slice of `W_Q`, `W_K` or
+    /// `W_V`, and the block's input norm, all at `resid_pre`. Every query head reads the same
+    /// residual, so this equals the split forward's probes (`tests/hooks.rs` checks it on every
+    /// architecture) while the forward stays the plain one: no `[batch, pos, head, d_model]`
+    /// copies of the residual, its norm or the per-head weights are made or kept for the
+    /// backward, and the caller can turn one layer's gradients into scores before the next.
+    ///
+    /// # Shapes
+    /// - `resid_pre`: `[batch, pos, d_model]`; `dq`, `dk`, `dv`: `[batch, pos, head, d_head]`
+    /// - returns the q, k and v input gradients, each `[batch, pos, head, d_model]`, in f32
+    pub fn qkv_input_grads(
+        &self,
+        l: usize,
+        resid_pre: Tensor<3>,
+        dq: Tensor<4>,
+        dk: Tensor<4>,
+        dv: Tensor<4>,
+    ) -> Result<[Tensor<4>; 3]> {
+        let cfg = &self.config;
+        let block = self.blocks.get(l).ok_or_else(|| {
+            ModelError::InvalidInput(format!(
+                "layer {l} is out of range: the model has {} layers",
+                cfg.n_layers
+            ))
+        })?;
+        let (h, dh) = (cfg.n_heads, cfg.d_head);
+        let [b, p, d] = resid_pre.dims();
+        for (name, g) in [("q", &dq), ("k", &dk), ("v", &dv)] {
+            if g.dims() != [b, p, h, dh] {
+                return Err(ModelError::InvalidInput(format!(
+                    "{name} gradient has shape {:?}, expected {:?}",
+                    g.dims(),
+                    [b, p, h, dh]
+                )));
+            }
+        }
+        let a = &block.attn;
+        let x = to_f32(resid_pre.clone()).unsqueeze_dim::<4>(2);
+        // Through the per-head q/k norms, at the pre-norm projections of this residual.
+        let (dq, dk) = if a.q_norm.is_some() || a.k_norm.is_some() {
+            let normed = block.ln1.forward(resid_pre);
+            let project = |w: &Tensor<2>, bias: &Option<Tensor<1>>| {
+                let y = linear(normed.clone(), w, bias.as_ref());
+                let groups = y.dims()[2] / dh;
+                repeat_heads(to_f32(y).reshape([b, p, groups, dh]), h)
+            };
+            let back = |norm: &Option<Norm>, y: Tensor<4>, g: Tensor<4>| match norm {
+                Some(norm) => norm_vjp(norm, y, g),
+                None => g,
+            };
+            (
+                back(&a.q_norm, project(&a.w_q, &a.b_q), dq),
+                back(&a.k_norm, project(&a.w_k, &a.b_k), dk),
+            )
+        } else {
+            (dq, dk)
+        };
+        let through =
+            |g: Tensor<4>, w: &Tensor<2>| norm_vjp(&block.ln1, x.clone(), heads_back(g, w, d));
+        Ok([
+            through(dq, &a.w_q),
+            through(dk, &a.w_k),
+            through(dv, &a.w_v),
+        ])
+    }
+
     /// A decoder with rotary positions (no position table) from its parts, the rotary tables
     /// computed for `cfg`'s context: what every rotary architecture's builder ends with.
     pub(crate) fn rotary_decoder(

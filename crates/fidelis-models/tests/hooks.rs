@@ -485,3 +485,67 @@ fn mlp_activation_gradients_match_finite_differences_of_their_forward() {
         }
     }
 }
+
+/// `Transformer::qkv_input_grads` from probes at `hook_q`, `hook_k_rep` and `hook_v_rep` equals
+/// what probes at the split per-head inputs receive, on every architecture: grouped-query
+/// attention, Qwen 3's q/k norms, LayerNorm (GPT-2, Pythia) and Gemma 2's `(1 + w)` norms.
+#[test]
+fn per_head_input_gradients_from_q_k_v_equal_the_split_probes() {
+    for name in [
+        "tiny-gpt2",
+        "tiny-llama-gqa",
+        "tiny-qwen2",
+        "tiny-qwen3",
+        "tiny-pythia",
+        "tiny-gemma2",
+    ] {
+        let model = load(name);
+        for l in 0..model.config().n_layers {
+            let mut split = Hooks::new();
+            for pt in [point::q_input(l), point::k_input(l), point::v_input(l)] {
+                split.probe(pt);
+            }
+            let grads = logit_diff(run(&model, &mut split)).backward();
+            let want: Vec<Vec<f32>> = [point::q_input(l), point::k_input(l), point::v_input(l)]
+                .iter()
+                .map(|pt| act_values(&split.probe_grad(pt, &grads).unwrap()))
+                .collect();
+
+            let mut plain = Hooks::new();
+            plain.record(point::resid_pre(l));
+            for pt in [point::q(l), point::k_rep(l), point::v_rep(l)] {
+                plain.probe(pt);
+            }
+            let grads = logit_diff(run(&model, &mut plain)).backward();
+            let g = |pt: String| plain.probe_grad(&pt, &grads).unwrap().rank4().unwrap();
+            let resid = plain
+                .recorded(&point::resid_pre(l))
+                .unwrap()
+                .rank3()
+                .unwrap();
+            let got = model
+                .transformer
+                .qkv_input_grads(
+                    l,
+                    resid,
+                    g(point::q(l)),
+                    g(point::k_rep(l)),
+                    g(point::v_rep(l)),
+                )
+                .unwrap();
+            for (which, (got, want)) in ["q", "k", "v"].iter().zip(got.into_iter().zip(&want)) {
+                let got = values(got);
+                let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let diff = max_abs_diff(&got, want);
+                assert!(
+                    scale > 1e-4,
+                    "{name} layer {l} {which}: no gradient to compare"
+                );
+                assert!(
+                    diff <= 1e-5 * scale.max(1.0),
+                    "{name} layer {l} {which}: max |Δ| {diff} of gradients up to {scale}"
+                );
+            }
+        }
+    }
+}
