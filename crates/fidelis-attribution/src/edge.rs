@@ -220,7 +220,6 @@ fn batch_scores(
         opts.method == Method::EapIgActivations,
     )?;
     let ablated = opts.ablation.node_values(model, map, batch)?;
-    let delta = ablated.clone() - clean.outputs.clone();
     let ctx = PassContext {
         model,
         map,
@@ -228,27 +227,44 @@ fn batch_scores(
         clean_logits: clean.last_logits.clone(),
         targets: &batch.targets,
     };
-    match opts.method {
-        Method::Eap => {
-            let block = ctx.reader_scores(&batch.clean, 1, &flatten_rows(delta), |_| {})?;
-            tick(1)?;
-            Ok(block)
-        }
-        Method::CleanCorrupted => {
+    if opts.method == Method::EapIgActivations {
+        let delta = ablated.clone() - clean.outputs.clone();
+        let run = GroupRuns {
+            ctx: &ctx,
+            batch,
+            clean: &clean,
+            ablated: &ablated,
+            delta,
+            opts,
+        };
+        return run.all(tick);
+    }
+    // The other methods read the node outputs only through Δa (and EAP-IG on inputs through
+    // the input rows): keep Δa's flattened copy alone, not the clean and ablated outputs.
+    let input = &map.writers()[0];
+    let input_of = |t: &Tensor<4>| {
+        // A slice is a view of the whole tensor; adding zero makes it its own copy.
+        let rows = input.rows.clone();
+        t.clone()
+            .slice_dim(2, rows)
+            .squeeze_dim::<3>(2)
+            .add_scalar(0.0)
+    };
+    let inputs = (opts.method == Method::EapIgInputs)
+        .then(|| (input_of(&clean.outputs), input_of(&ablated)));
+    let CleanRun { outputs, .. } = clean;
+    let delta = flatten_rows(ablated - outputs);
+    match (opts.method, inputs) {
+        (Method::CleanCorrupted, _) => {
             // Linear in the gradient: the mean of the two blocks is the block of the mean
             // gradient, and neither stacked gradient tensor is built.
-            let rows = flatten_rows(delta);
-            let at_clean = ctx.reader_scores(&batch.clean, 1, &rows, |_| {})?;
+            let at_clean = ctx.reader_scores(&batch.clean, 1, &delta, |_| {})?;
             tick(1)?;
-            let at_corrupted = ctx.reader_scores(&batch.corrupted, 1, &rows, |_| {})?;
+            let at_corrupted = ctx.reader_scores(&batch.corrupted, 1, &delta, |_| {})?;
             tick(1)?;
             Ok((at_clean + at_corrupted) / 2.0)
         }
-        Method::EapIgInputs => {
-            let input = &map.writers()[0];
-            let rows = input.rows.clone();
-            let input_of = |t: &Tensor<4>| t.clone().slice_dim(2, rows.clone()).squeeze_dim::<3>(2);
-            let (x_clean, x_corrupted) = (input_of(&clean.outputs), input_of(&ablated));
+        (Method::EapIgInputs, Some((x_clean, x_corrupted))) => {
             let alphas: Vec<f32> = (0..opts.steps)
                 .map(|k| k as f32 / opts.steps as f32)
                 .collect();
@@ -256,7 +272,7 @@ fn batch_scores(
                 alphas: &alphas,
                 start: &Start::Embeddings,
                 point: &input.point,
-                delta: &flatten_rows(delta),
+                delta: &delta,
                 all_rows: true,
             };
             integrated(&ctx, batch, &how, opts, tick, |alpha| {
@@ -264,16 +280,10 @@ fn batch_scores(
                 Activation::Rank3(x)
             })
         }
-        Method::EapIgActivations => {
-            let run = GroupRuns {
-                ctx: &ctx,
-                batch,
-                clean: &clean,
-                ablated: &ablated,
-                delta,
-                opts,
-            };
-            run.all(tick)
+        _ => {
+            let block = ctx.reader_scores(&batch.clean, 1, &delta, |_| {})?;
+            tick(1)?;
+            Ok(block)
         }
     }
 }

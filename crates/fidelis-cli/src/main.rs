@@ -44,15 +44,15 @@ enum Command {
     /// --batch 8 --tokens 16`.
     ///
     /// --plan counts what `circuit discover` keeps alive at once for its largest batch (the
-    /// weights; the clean and corrupted node outputs and Δa; per pass the gradient probes at
-    /// every reader input, the activations the backward saves or the reader gradients it
-    /// returns, whichever is larger, and the per-head q/k/v weights it keeps; logits at the
-    /// last position; the score matrix) plus a 96 MiB process baseline. It assumes patching
-    /// (corrupted prompts), every prompt padded to --tokens, and an unpruned graph; it does not
-    /// count a GPU driver's context or allocator pools, for which the verdict keeps 10 % of the
-    /// device. Calibrated against peak RSS on the CPU (docs/benchmarks.md): 0.5 to 4 % over
-    /// for EAP and both EAP-IG variants. A --model is read for its config only; no weights
-    /// are loaded.
+    /// weights; Δa, or for eap-ig-activations the node outputs; per pass the gradient probes,
+    /// the activations the backward saves and the probe gradients it returns, one layer's
+    /// reader-input gradients, logits at the last position; the score matrix) plus a 96 MiB
+    /// process baseline, and the recording forwards' peak if that is higher; --dtype halves the
+    /// model's tensors (metrics, Δa and scores stay f32). It assumes patching (corrupted
+    /// prompts), every prompt padded to --tokens, and an unpruned graph; it does not count a
+    /// GPU driver's context or allocator pools, for which the verdict keeps 10 % of the device.
+    /// Calibrated against peak RSS on the CPU (docs/benchmarks.md, "Planning memory"): 2 to
+    /// 16 % over. A --model is read for its config only; no weights are loaded.
     Inspect {
         #[command(flatten)]
         model: ModelFlags,
