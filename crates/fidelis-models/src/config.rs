@@ -84,6 +84,65 @@ pub enum RopeScaling {
         /// The context length the model was pre-trained with.
         original_max_position_embeddings: usize,
     },
+    /// Per-frequency divisors, as llama.cpp stores them in a GGUF's `rope_freqs` tensor (its
+    /// converter writes Llama 3.1's scaling that way): inverse frequency `i` is divided by
+    /// factor `i`.
+    Factors(FreqFactors),
+}
+
+/// The per-frequency divisors of [`RopeScaling::Factors`], one per rotated pair of dimensions
+/// (`rotary_dim / 2`).
+///
+/// The table is interned as a `'static` slice so that [`RopeScaling`] and the config holding it
+/// stay `Copy`: each distinct table is kept once for the life of the process (a few hundred
+/// bytes per model architecture loaded).
+#[derive(Clone, Copy, PartialEq)]
+pub struct FreqFactors(&'static [f32]);
+
+impl FreqFactors {
+    /// The interned table holding `factors`.
+    pub fn new(factors: &[f32]) -> Self {
+        static TABLES: std::sync::Mutex<Vec<&'static [f32]>> = std::sync::Mutex::new(Vec::new());
+        let mut tables = TABLES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same = |t: &&'static [f32]| {
+            t.len() == factors.len()
+                && t.iter()
+                    .zip(factors)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        if let Some(table) = tables.iter().copied().find(same) {
+            return Self(table);
+        }
+        let table: &'static [f32] = Box::leak(factors.to_vec().into_boxed_slice());
+        tables.push(table);
+        Self(table)
+    }
+
+    /// The factors, lowest dimension pair (highest frequency) first.
+    pub fn as_slice(&self) -> &'static [f32] {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for FreqFactors {
+    /// A short summary (count and range); the full table is in the serialized config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (lo, hi) = self
+            .0
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
+        write!(f, "{} factors from {lo} to {hi}", self.0.len())
+    }
+}
+
+impl Serialize for FreqFactors {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 impl RopeScaling {
@@ -91,10 +150,17 @@ impl RopeScaling {
     pub const SUPPORTED: &'static [&'static str] = &["default", "linear", "llama3"];
 
     /// The inverse frequencies after scaling, computed in f32 as transformers does
-    /// (`_compute_linear_scaling_rope_parameters`, `_compute_llama3_parameters`).
+    /// (`_compute_linear_scaling_rope_parameters`, `_compute_llama3_parameters`) and as llama.cpp
+    /// applies a `rope_freqs` tensor (`freq / factor`; a frequency past the end of the table is
+    /// kept as it is, though loading checks that the table has one factor per frequency).
     pub fn apply(self, inv_freq: &[f32]) -> Vec<f32> {
         match self {
             Self::None => inv_freq.to_vec(),
+            Self::Factors(factors) => inv_freq
+                .iter()
+                .enumerate()
+                .map(|(i, f)| f / factors.as_slice().get(i).copied().unwrap_or(1.0))
+                .collect(),
             Self::Linear { factor } => inv_freq.iter().map(|f| f / factor as f32).collect(),
             Self::Llama3 {
                 factor,
@@ -266,6 +332,14 @@ mod tests {
                 "got {got:?}, want {want:?}"
             );
         }
+        let factors = RopeScaling::Factors(FreqFactors::new(&[1.0, 4.0]));
+        assert_eq!(factors.apply(&[1.0, 0.5]), [1.0, 0.125]);
+        assert_eq!(FreqFactors::new(&[1.0, 4.0]), FreqFactors::new(&[1.0, 4.0]));
+        assert_eq!(
+            format!("{factors:?}"),
+            "Factors(2 factors from 1 to 4)",
+            "inspect prints a summary"
+        );
         let linear = RopeScaling::Linear { factor: 4.0 }.apply(&[1.0, 0.5]);
         assert_eq!(linear, [0.25, 0.125]);
         assert_eq!(RopeScaling::None.apply(&[1.0, 0.5]), [1.0, 0.5]);

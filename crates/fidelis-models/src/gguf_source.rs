@@ -4,9 +4,11 @@
 //! `llama` models it permutes the rows of the q and k projections so that rotary embeddings act
 //! on interleaved pairs; for `gptneox` models it regroups the fused `query_key_value` projection
 //! from Hugging Face's per-head `[q_h; k_h; v_h]` blocks into `[q; k; v]` over all heads
-//! (`GPTNeoXModel.modify_tensors` in `convert_hf_to_gguf.py`). This source renames tensors back
-//! and undoes those reorderings, so the Llama and GPT-NeoX builders, the hook points and the
-//! rotate-half rotary code are the same for both file formats.
+//! (`GPTNeoXModel.modify_tensors` in `convert_hf_to_gguf.py`). For `gemma2` models it permutes
+//! nothing (llama.cpp runs Gemma's rotary in the rotate-half layout) but stores every RMSNorm
+//! weight as `1 + w`, the factor Gemma multiplies by (`Gemma2Model.modify_tensors`). This source
+//! renames tensors back and undoes those changes, so the Llama and GPT-NeoX builders, the hook
+//! points and the rotate-half rotary code are the same for both file formats.
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -24,9 +26,12 @@ enum Layout {
     },
     /// llama.cpp's `gptneox` names for `GPTNeoXForCausalLM` tensors.
     GptNeoX { n_heads: usize },
+    /// llama.cpp's `gemma2` names for `Gemma2ForCausalLM` tensors, norm weights stored as `1 + w`.
+    Gemma2,
 }
 
-/// A GGUF file exposing Hugging Face tensor names (`LlamaForCausalLM` or `GPTNeoXForCausalLM`).
+/// A GGUF file exposing Hugging Face tensor names (`LlamaForCausalLM`, `Gemma2ForCausalLM` or
+/// `GPTNeoXForCausalLM`).
 pub struct GgufSource<'a> {
     file: &'a GgufFile,
     layout: Layout,
@@ -49,11 +54,42 @@ impl<'a> GgufSource<'a> {
         Self { file, layout }
     }
 
+    /// Wraps an opened `gemma2` GGUF file.
+    pub fn gemma2(file: &'a GgufFile) -> Self {
+        let layout = Layout::Gemma2;
+        Self { file, layout }
+    }
+
     /// The GGUF name of a Hugging Face tensor name in this file's layout.
     fn name(&self, hf: &str) -> Option<String> {
         match self.layout {
             Layout::Llama { .. } => Self::gguf_name(hf),
             Layout::GptNeoX { .. } => Self::gpt_neox_gguf_name(hf),
+            Layout::Gemma2 => Self::gemma2_gguf_name(hf),
+        }
+    }
+
+    /// The GGUF name of a Hugging Face Gemma 2 tensor name (gguf-py's `TensorNameMap` for
+    /// `gemma2`): its four norms per block are `attn_norm` (before attention),
+    /// `post_attention_norm`, `ffn_norm` (before the MLP, Gemma's `pre_feedforward_layernorm`)
+    /// and `post_ffw_norm`; the other tensors are named as Llama's.
+    pub fn gemma2_gguf_name(hf: &str) -> Option<String> {
+        let rest = hf.strip_prefix("model.layers.");
+        let gemma_norm = rest.and_then(|rest| {
+            let (layer, part) = rest.split_once('.')?;
+            let gguf = match part {
+                "post_attention_layernorm.weight" => "post_attention_norm",
+                "pre_feedforward_layernorm.weight" => "ffn_norm",
+                "post_feedforward_layernorm.weight" => "post_ffw_norm",
+                _ => return None,
+            };
+            Some(format!("blk.{layer}.{gguf}.weight"))
+        });
+        match gemma_norm {
+            Some(name) => Some(name),
+            // Llama's `post_attention_layernorm` is the norm before the MLP, Gemma's is not.
+            None if hf.ends_with("post_attention_layernorm.weight") => None,
+            None => Self::gguf_name(hf),
         }
     }
 
@@ -160,6 +196,11 @@ impl WeightSource for GgufSource<'_> {
             Layout::GptNeoX { n_heads } if name.contains("attention.query_key_value") => {
                 interleave_qkv_rows(t, n_heads)
             }
+            // The builder adds Gemma's 1 itself, as it does to Hugging Face weights.
+            Layout::Gemma2 if name.ends_with("norm.weight") => HostTensor {
+                data: t.data.iter().map(|w| w - 1.0).collect(),
+                ..t
+            },
             _ => t,
         })
     }
@@ -329,6 +370,54 @@ mod tests {
         };
         let hf = unpermute_rows(stored, 1);
         assert_eq!(hf.data, vec![10.0, 11.0, 20.0, 21.0]);
+    }
+}
+
+#[cfg(test)]
+mod gemma2_names {
+    use super::GgufSource;
+
+    #[test]
+    fn gemma2_norms_have_llama_cpp_names() {
+        let cases = [
+            ("model.embed_tokens.weight", "token_embd.weight"),
+            ("model.norm.weight", "output_norm.weight"),
+            (
+                "model.layers.0.input_layernorm.weight",
+                "blk.0.attn_norm.weight",
+            ),
+            (
+                "model.layers.1.post_attention_layernorm.weight",
+                "blk.1.post_attention_norm.weight",
+            ),
+            (
+                "model.layers.1.pre_feedforward_layernorm.weight",
+                "blk.1.ffn_norm.weight",
+            ),
+            (
+                "model.layers.2.post_feedforward_layernorm.weight",
+                "blk.2.post_ffw_norm.weight",
+            ),
+            (
+                "model.layers.3.self_attn.o_proj.weight",
+                "blk.3.attn_output.weight",
+            ),
+            (
+                "model.layers.3.mlp.gate_proj.weight",
+                "blk.3.ffn_gate.weight",
+            ),
+        ];
+        for (hf, gguf) in cases {
+            assert_eq!(
+                GgufSource::gemma2_gguf_name(hf).as_deref(),
+                Some(gguf),
+                "{hf}"
+            );
+        }
+        assert_eq!(
+            GgufSource::gemma2_gguf_name("model.layers.0.unknown.weight"),
+            None
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde::Deserialize;
 
-use crate::config::{Architecture, TransformerConfig};
+use crate::config::{Architecture, FreqFactors, Positional, RopeScaling, TransformerConfig};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_source::GgufSource;
@@ -26,7 +26,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
 
 /// Model families Fidelis can load from GGUF, by llama.cpp's `general.architecture`.
 pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] =
-    &["llama", "mistral", "qwen2", "qwen3", "gptneox"];
+    &["gemma2", "llama", "mistral", "qwen2", "qwen3", "gptneox"];
 
 /// A loaded model: the hooked transformer and its tokenizer.
 #[derive(Debug, Clone)]
@@ -211,6 +211,9 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
     let transformer = if cfg.architecture == Architecture::GptNeoX {
         let src = GgufSource::gpt_neox(&file, cfg.n_heads);
         build_with_progress(&src, device, total, progress, |w| gpt_neox::build(cfg, w))?
+    } else if cfg.architecture == Architecture::Gemma2 {
+        let src = GgufSource::gemma2(&file);
+        build_with_progress(&src, device, total, progress, |w| llama::build(cfg, w))?
     } else {
         // llama.cpp permutes q/k rows only for models it converts with interleaved rotary.
         let permuted = !matches!(arch.as_str(), "qwen2" | "qwen3");
@@ -229,7 +232,7 @@ fn load_gguf(path: &Path, device: &Device, progress: LoadProgress<'_>) -> Result
 fn checked_gguf_config(file: &GgufFile) -> Result<(String, TransformerConfig)> {
     let arch = file.architecture()?.to_string();
     let cfg = match arch.as_str() {
-        "llama" | "qwen2" | "qwen3" | "mistral" => gguf_config(file, &arch)?,
+        "llama" | "qwen2" | "qwen3" | "mistral" | "gemma2" => gguf_config(file, &arch)?,
         "gptneox" => gguf_gpt_neox_config(file)?,
         other => {
             return Err(ModelError::Unsupported(format!(
@@ -265,18 +268,11 @@ impl Transformer {
     }
 }
 
-/// The rope scaling of a GGUF file in Hugging Face's `rope_scaling` form: llama.cpp writes
-/// `{arch}.rope.scaling.type` (`none`, `linear`, `yarn`) and, for Llama 3.1's scaling, a
-/// `rope_freqs.weight` tensor of per-frequency factors, which Fidelis does not read yet: such a
-/// file is an error rather than a model with the wrong positions.
+/// The rope scaling of a GGUF file's metadata in Hugging Face's `rope_scaling` form: llama.cpp
+/// writes `{arch}.rope.scaling.type` (`none`, `linear`, `yarn`, ...) and, for `linear`,
+/// `{arch}.rope.scaling.factor`. Llama 3.1's scaling is not in the metadata but in a tensor; see
+/// [`gguf_rope_freqs`].
 fn gguf_rope_scaling(file: &GgufFile, arch: &str) -> Result<Option<serde_json::Value>> {
-    if file.tensor_info("rope_freqs.weight").is_some() {
-        return Err(ModelError::Unsupported(
-            "GGUF rope scaling by a `rope_freqs` tensor (Llama 3.1 and later); load the model's \
-             Hugging Face folder instead, which Fidelis reads with its `llama3` rope scaling"
-                .into(),
-        ));
-    }
     let kind = match file.get_str(&format!("{arch}.rope.scaling.type")) {
         Ok(kind) => kind,
         Err(_) => return Ok(None),
@@ -291,22 +287,80 @@ fn gguf_rope_scaling(file: &GgufFile, arch: &str) -> Result<Option<serde_json::V
     })
 }
 
-/// The Llama config a GGUF file's metadata describes.
+/// The GGUF tensor of per-frequency rope factors.
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// The rope scaling of a Llama-family GGUF file with a `rope_freqs` tensor, given the scaling
+/// its metadata describes (`scaling`), or `scaling` itself when there is no such tensor.
+///
+/// llama.cpp's converter writes Llama 3.1's `llama3` scaling as `rope_freqs`, one factor per
+/// rotated pair of dimensions (`LlamaModel.generate_extra_tensors` in `convert_hf_to_gguf.py`:
+/// 1 for the high frequencies, `factor` for the low ones, `1 / ((1 − s)/factor + s)` between),
+/// and no `rope.scaling` keys; its rotary kernel divides each frequency by its factor
+/// (`ggml_rope_ext`'s `freq_factors`) on top of any linear scaling, which is folded in here.
+/// A table of the wrong length, or with a factor that is not a positive number, is an error.
+fn gguf_rope_freqs(
+    file: &GgufFile,
+    rotary_dim: usize,
+    scaling: RopeScaling,
+) -> Result<RopeScaling> {
+    let Some(info) = file.tensor_info(ROPE_FREQS) else {
+        return Ok(scaling);
+    };
+    let expected = vec![rotary_dim / 2];
+    if info.shape != expected {
+        return Err(ModelError::ShapeMismatch {
+            tensor: format!("{ROPE_FREQS} (one rope factor per pair of rotated dimensions)"),
+            expected,
+            found: info.shape.clone(),
+        });
+    }
+    let (_, mut factors) = file.tensor_f32(ROPE_FREQS)?;
+    if let Some(bad) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+        return Err(ModelError::Gguf {
+            path: file.path().to_path_buf(),
+            message: format!("{ROPE_FREQS} holds the factor {bad}; rope factors must be positive"),
+        });
+    }
+    match scaling {
+        RopeScaling::None => {}
+        RopeScaling::Linear { factor } => factors.iter_mut().for_each(|f| *f *= factor as f32),
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "a GGUF with both a {ROPE_FREQS} tensor and rope scaling {other:?}"
+            )));
+        }
+    }
+    Ok(RopeScaling::Factors(FreqFactors::new(&factors)))
+}
+
+/// The Llama-family config a GGUF file's metadata describes (`llama`, `mistral`, `qwen2`,
+/// `qwen3`, `gemma2`), with a `rope_freqs` tensor's factors as its rope scaling.
 fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
     let key = |k: &str| format!("{arch}.{k}");
     let as_usize = |k: &str| -> Result<usize> { Ok(file.get_u64(&key(k))? as usize) };
     let n_heads = as_usize("attention.head_count")?;
     let d_model = as_usize("embedding_length")?;
+    let n_layers = as_usize("block_count")?;
     let vocab = gguf_vocab_size(file, arch)?;
+    let gemma2 = arch == "gemma2";
+    let gemma = if gemma2 {
+        Some(gguf_gemma2_settings(file, d_model, n_heads, n_layers)?)
+    } else {
+        None
+    };
     let hf = LlamaConfig {
         model_type: arch.to_string(),
         vocab_size: vocab,
         hidden_size: d_model,
         intermediate_size: as_usize("feed_forward_length")?,
-        num_hidden_layers: as_usize("block_count")?,
+        num_hidden_layers: n_layers,
         num_attention_heads: n_heads,
         num_key_value_heads: Some(as_usize("attention.head_count_kv").unwrap_or(n_heads)),
-        head_dim: as_usize("attention.key_length").ok(),
+        head_dim: match &gemma {
+            Some(g) => Some(g.head_dim),
+            None => as_usize("attention.key_length").ok(),
+        },
         max_position_embeddings: as_usize("context_length")?,
         rms_norm_eps: f64::from(file.get_f32(&key("attention.layer_norm_rms_epsilon"))?),
         rope_theta: file
@@ -315,22 +369,96 @@ fn gguf_config(file: &GgufFile, arch: &str) -> Result<TransformerConfig> {
         rope_scaling: gguf_rope_scaling(file, arch)?,
         rope_parameters: None,
         hidden_act: "silu".into(),
-        hidden_activation: None,
-        query_pre_attn_scalar: None,
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
+        // llama.cpp's Gemma 2 MLP is GeGLU with ggml's (tanh) GELU.
+        hidden_activation: gemma2.then(|| "gelu_pytorch_tanh".into()),
+        query_pre_attn_scalar: gemma.as_ref().map(|g| g.query_pre_attn_scalar),
+        attn_logit_softcapping: gemma.as_ref().map(|g| Some(g.attn_softcap)),
+        final_logit_softcapping: gemma.as_ref().map(|g| Some(g.final_softcap)),
         use_bidirectional_attention: None,
         tie_word_embeddings: file.tensor_info("output.weight").is_none(),
         attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
         mlp_bias: false,
-        sliding_window: None,
+        sliding_window: gemma.as_ref().map(|g| g.sliding_window),
         use_sliding_window: None,
         max_window_layers: None,
         layer_types: None,
         bos_token_id: None,
         eos_token_id: None,
     };
-    hf.to_transformer()
+    let mut cfg = hf.to_transformer()?;
+    if let Positional::Rotary {
+        rotary_dim,
+        ref mut scaling,
+        ..
+    } = cfg.positional
+    {
+        *scaling = gguf_rope_freqs(file, rotary_dim, *scaling)?;
+    }
+    Ok(cfg)
+}
+
+/// What a `gemma2` GGUF's metadata says, or llama.cpp leaves implied, beyond a Llama's.
+struct Gemma2Settings {
+    head_dim: usize,
+    query_pre_attn_scalar: f64,
+    attn_softcap: f64,
+    final_softcap: f64,
+    sliding_window: usize,
+}
+
+/// Gemma 2 as llama.cpp loads it (`llm_load_hparams` for `LLM_ARCH_GEMMA2`, `llm_build_gemma2`):
+/// - the head width is `attention.key_length` (`value_length` must agree), else
+///   `d_model / n_heads`;
+/// - attention scores are scaled by `1/√(d_model / n_heads)` for the 46-layer model (Gemma 2
+///   27B, whose `query_pre_attn_scalar` is 4608 / 32 = 144) and by `1/√head_dim` otherwise (2B
+///   and 9B: 256). The file has no key for `query_pre_attn_scalar`, so a model whose value is
+///   neither is read as llama.cpp runs it, not as its Hugging Face config says;
+/// - both soft caps are always applied, `attn_logit_softcapping` (default 50) and
+///   `final_logit_softcapping` (default 30);
+/// - even layers slide over `attention.sliding_window` positions (default 4096), odd layers see
+///   the whole context (`set_swa_pattern(2)`).
+fn gguf_gemma2_settings(
+    file: &GgufFile,
+    d_model: usize,
+    n_heads: usize,
+    n_layers: usize,
+) -> Result<Gemma2Settings> {
+    const ARCH: &str = "gemma2";
+    /// The block count llama.cpp reads as Gemma 2 27B.
+    const GEMMA2_27B_LAYERS: usize = 46;
+    let key = |k: &str| format!("{ARCH}.{k}");
+    let optional_usize = |k: &str| {
+        file.get(&key(k))
+            .map(|_| file.get_usize(&key(k)))
+            .transpose()
+    };
+    let optional_f32 = |k: &str, default: f32| -> Result<f64> {
+        Ok(f64::from(match file.get(&key(k)) {
+            Some(_) => file.get_f32(&key(k))?,
+            None => default,
+        }))
+    };
+    let per_head = d_model.checked_div(n_heads).unwrap_or(0);
+    let head_dim = optional_usize("attention.key_length")?.unwrap_or(per_head);
+    if let Some(v) = optional_usize("attention.value_length")?
+        && v != head_dim
+    {
+        return Err(ModelError::Unsupported(format!(
+            "a gemma2 GGUF with key_length {head_dim} and value_length {v} (they must be equal)"
+        )));
+    }
+    let scalar = if n_layers == GEMMA2_27B_LAYERS {
+        per_head
+    } else {
+        head_dim
+    };
+    Ok(Gemma2Settings {
+        head_dim,
+        query_pre_attn_scalar: scalar as f64,
+        attn_softcap: optional_f32("attn_logit_softcapping", 50.0)?,
+        final_softcap: optional_f32("final_logit_softcapping", 30.0)?,
+        sliding_window: optional_usize("attention.sliding_window")?.unwrap_or(4096),
+    })
 }
 
 /// The vocabulary size of a GGUF file: `{arch}.vocab_size`, else the rows of `token_embd`.
@@ -365,6 +493,11 @@ fn gguf_gpt_neox_config(file: &GgufFile) -> Result<TransformerConfig> {
     let n_heads = as_usize("attention.head_count")?;
     let rotary_dim = as_usize("rope.dimension_count")?;
     let d_head = d_model.checked_div(n_heads).unwrap_or(0);
+    if file.tensor_info(ROPE_FREQS).is_some() {
+        return Err(ModelError::Unsupported(format!(
+            "a {ROPE_FREQS} tensor in a gptneox GGUF (llama.cpp reads it for Llama-family models)"
+        )));
+    }
     if rotary_dim == 0 || rotary_dim > d_head || !rotary_dim.is_multiple_of(2) {
         return Err(ModelError::Unsupported(format!(
             "{} = {rotary_dim} for {d_head}-wide heads: the rotary width must be a positive even \

@@ -86,13 +86,28 @@ struct HfConfig {
     eos_token_id: u32,
 }
 
+/// `rope_parameters`; the `llama3` fields only where the fixture has that scaling.
 #[derive(Deserialize)]
 struct RopeParameters {
     rope_theta: f32,
+    #[serde(default)]
+    rope_type: Option<String>,
+    #[serde(default)]
+    factor: Option<f32>,
+    #[serde(default)]
+    low_freq_factor: Option<f32>,
+    #[serde(default)]
+    high_freq_factor: Option<f32>,
+    #[serde(default)]
+    original_max_position_embeddings: Option<f32>,
 }
 
 fn hf_config() -> HfConfig {
-    let text = std::fs::read_to_string(fixture(FIXTURE).join("config.json")).expect("config");
+    hf_config_of(FIXTURE)
+}
+
+fn hf_config_of(name: &str) -> HfConfig {
+    let text = std::fs::read_to_string(fixture(name).join("config.json")).expect("config");
     serde_json::from_str(&text).expect("config.json")
 }
 
@@ -224,12 +239,21 @@ fn tensor_mappings(n_layers: usize) -> Vec<Mapping> {
 /// The fixture converted to GGUF as llama.cpp would. `edit` may change a tensor (by GGUF name)
 /// after the permutation, to build broken files.
 fn convert(storage: Storage, edit: impl Fn(&str, HostTensor) -> HostTensor) -> GgufWriter {
-    let cfg = hf_config();
-    let vocab = vocabulary(FIXTURE);
+    convert_llama(FIXTURE, storage, edit)
+}
+
+/// Llama fixture `name` converted to GGUF as llama.cpp would (tied fixtures have no `output`).
+fn convert_llama(
+    name: &str,
+    storage: Storage,
+    edit: impl Fn(&str, HostTensor) -> HostTensor,
+) -> GgufWriter {
+    let cfg = hf_config_of(name);
+    let vocab = vocabulary(name);
     assert_eq!(vocab.tokens.len(), cfg.vocab_size);
     let mut w = GgufWriter::new();
     w.add_string("general.architecture", "llama")
-        .add_string("general.name", "tiny-llama-gqa")
+        .add_string("general.name", name)
         .add_u32("llama.block_count", cfg.num_hidden_layers as u32)
         .add_u32("llama.context_length", cfg.max_position_embeddings as u32)
         .add_u32("llama.embedding_length", cfg.hidden_size as u32)
@@ -253,8 +277,9 @@ fn convert(storage: Storage, edit: impl Fn(&str, HostTensor) -> HostTensor) -> G
         .add_u32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
         .add_u32("tokenizer.ggml.eos_token_id", cfg.eos_token_id)
         .add_bool("tokenizer.ggml.add_bos_token", false);
-    let src = SafetensorsSource::open_folder(&fixture(FIXTURE)).expect("fixture weights");
-    let mappings = tensor_mappings(cfg.num_hidden_layers);
+    let src = SafetensorsSource::open_folder(&fixture(name)).expect("fixture weights");
+    let mut mappings = tensor_mappings(cfg.num_hidden_layers);
+    mappings.retain(|m| src.contains(&m.hf));
     assert_eq!(
         mappings.len(),
         src.names().count(),
@@ -547,13 +572,27 @@ fn gguf_rope_scaling_is_read_or_refused_by_name() {
         compare(&scaled, &plain) > 1e-3,
         "linear scaling changes the logits"
     );
-    // Llama 3.1's per-frequency factors tensor is not read yet: an error, not wrong positions.
+    // Per-frequency factors (llama.cpp's `rope_freqs`) divide the frequencies, on top of any
+    // linear scaling: factors [1, 1, 2, 8] with linear 4 are the factors [4, 4, 8, 32].
+    let factors = [1.0, 1.0, 2.0, 8.0];
     let mut w = convert(Storage::F32, |_, t| t);
-    w.add_tensor_f32("rope_freqs.weight", &[4], &[1.0, 1.0, 2.0, 8.0])
+    w.add_tensor_f32("rope_freqs.weight", &[4], &factors)
         .expect("f32 tensor");
     let file = write_gguf(&w, "rope-freqs");
-    let err = Model::load(&file.0, &device()).expect_err("rope_freqs must not load silently");
-    assert!(err.to_string().contains("rope_freqs"), "{err}");
+    let with_factors = load_path(&file.0);
+    assert!(
+        compare(&with_factors, &plain) > 1e-3,
+        "rope factors change the logits"
+    );
+    w.add_string("llama.rope.scaling.type", "linear")
+        .add_f32("llama.rope.scaling.factor", 4.0);
+    let file = write_gguf(&w, "rope-freqs-linear");
+    let both = load_path(&file.0);
+    let fidelis_models::config::Positional::Rotary { scaling, .. } = both.config().positional
+    else {
+        panic!("rotary")
+    };
+    assert_eq!(scaling.apply(&[1.0; 4]), [0.25, 0.25, 0.125, 1.0 / 32.0]);
     // An unknown scaling type names itself and what is supported.
     let mut w = convert(Storage::F32, |_, t| t);
     w.add_string("llama.rope.scaling.type", "yarn");
@@ -905,4 +944,364 @@ fn copy_without(path: &Path, omit: &[&str]) -> GgufWriter {
         }
     }
     w
+}
+
+// ---------------------------------------------------------------------------------------------
+// Llama 3.1's rope scaling as llama.cpp stores it: a `rope_freqs` tensor of per-frequency factors
+// (`LlamaModel.generate_extra_tensors` in convert_hf_to_gguf.py), which its rotary kernel divides
+// each frequency by. tiny-llama3's factor 8, low 0.25, high 1 and original context 32 put its four
+// frequencies (wavelengths 6.3, 63, 628, 6283) in all three bands.
+// ---------------------------------------------------------------------------------------------
+
+/// The Llama 3.1 fixture: llama3 rope scaling, tied embeddings.
+const LLAMA3: &str = "tiny-llama3";
+
+/// The `rope_freqs` factors llama.cpp's converter computes for a `llama3` rope config, written
+/// out here in f32 as its torch code runs: 1 for wavelengths under `old / high`, `factor` over
+/// `old / low`, `1 / ((1 − s)/factor + s)` between, with `s = (old/λ − low) / (high − low)`.
+/// (The converter reads the original context from the config's top level with a default of
+/// 8192, which is what Llama 3.1 and 3.2 have; the fixture's 32 is in `rope_parameters`, and is
+/// what the model was run with, so that is the one used here.)
+fn llama_cpp_rope_factors(cfg: &HfConfig) -> Vec<f32> {
+    let rope = &cfg.rope_parameters;
+    assert_eq!(rope.rope_type.as_deref(), Some("llama3"));
+    let factor = rope.factor.expect("factor");
+    let low = rope.low_freq_factor.expect("low_freq_factor");
+    let high = rope.high_freq_factor.expect("high_freq_factor");
+    let old = rope
+        .original_max_position_embeddings
+        .expect("original context");
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    let dim = cfg.head_dim;
+    (0..dim)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0 / rope.rope_theta.powf(i as f32 / dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// The largest |Δlogit| between a model and transformers' logits in a fixture's JSON.
+fn worst_against(model: &Model, prompts: &[Prompt]) -> f32 {
+    let mut worst = 0.0f32;
+    for prompt in prompts {
+        let want: Vec<f32> = prompt.logits.iter().flatten().copied().collect();
+        worst = worst.max(max_abs_diff(&logits(model, &prompt.ids), &want));
+    }
+    worst
+}
+
+#[test]
+fn llama3_rope_freqs_gguf_equals_the_hf_folder_and_transformers() {
+    let cfg = hf_config_of(LLAMA3);
+    let factors = llama_cpp_rope_factors(&cfg);
+    // One frequency kept, one smoothed, two scaled by the full factor.
+    assert_eq!(factors[0], 1.0);
+    assert!(factors[1] > 1.0 && factors[1] < 8.0, "{factors:?}");
+    assert_eq!(&factors[2..], &[8.0, 8.0]);
+    let mut w = convert_llama(LLAMA3, Storage::F32, |_, t| t);
+    w.add_tensor_f32("rope_freqs.weight", &[factors.len()], &factors)
+        .expect("f32 tensor");
+    let file = write_gguf(&w, "llama3-rope-freqs");
+    let gguf = load_path(&file.0);
+    let hf = load(LLAMA3);
+    let prompts = prompts_of(LLAMA3);
+    let folder = compare_on(&gguf, &hf, &prompts);
+    let transformers = worst_against(&gguf, &prompts);
+    eprintln!("llama3 rope_freqs GGUF: vs folder {folder:.2e}, vs transformers {transformers:.2e}");
+    assert!(folder < 1e-4, "vs the HF folder: max |Δlogit| = {folder}");
+    assert!(
+        transformers < 1e-4,
+        "vs transformers: max |Δlogit| = {transformers}"
+    );
+    // The same file without the tensor is a model without the scaling: the control.
+    let plain = write_gguf(
+        &copy_without(&file.0, &["rope_freqs.weight"]),
+        "llama3-no-freqs",
+    );
+    let unscaled = compare_on(&load_path(&plain.0), &hf, &prompts);
+    assert!(unscaled > 1e-3, "without rope_freqs: {unscaled}");
+    // `inspect --plan` reads the same config without loading the weights.
+    let cfg_only = fidelis_models::model::config_at(&file.0).unwrap();
+    assert_eq!(cfg_only.positional, gguf.config().positional);
+}
+
+#[test]
+fn malformed_rope_freqs_are_errors() {
+    let with = |factors: &[f32], tag: &str| {
+        let mut w = convert_llama(LLAMA3, Storage::F32, |_, t| t);
+        w.add_tensor_f32("rope_freqs.weight", &[factors.len()], factors)
+            .expect("f32 tensor");
+        let file = write_gguf(&w, tag);
+        Model::load(&file.0, &device()).expect_err("a malformed rope_freqs must not load")
+    };
+    // Three factors for four rotated pairs (head_dim 8).
+    match with(&[1.0, 2.0, 8.0], "rope-freqs-short") {
+        ModelError::ShapeMismatch {
+            tensor,
+            expected,
+            found,
+        } => {
+            assert!(tensor.contains("rope_freqs"), "{tensor}");
+            assert_eq!((expected, found), (vec![4], vec![3]));
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+    for bad in [0.0, -1.0, f32::NAN] {
+        let msg = with(&[1.0, 2.0, bad, 8.0], "rope-freqs-bad").to_string();
+        assert!(
+            msg.contains("rope_freqs") && msg.contains("positive"),
+            "{msg}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gemma 2 (`general.architecture = "gemma2"`): tiny-gemma2 converted as llama.cpp's
+// `Gemma2Model` converter does (gguf-py names, `1 + w` norm weights, no q/k permutation, its
+// metadata keys, no `output` tensor).
+// ---------------------------------------------------------------------------------------------
+
+/// The Gemma 2 fixture: soft caps 5 and 3, sliding window 4 on layer 0, query_pre_attn_scalar 24.
+const GEMMA2: &str = "tiny-gemma2";
+
+/// The parts of tiny-gemma2's `config.json` the GGUF metadata is made from.
+#[derive(Deserialize)]
+struct Gemma2Config {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    head_dim: usize,
+    max_position_embeddings: usize,
+    rms_norm_eps: f32,
+    attn_logit_softcapping: f32,
+    final_logit_softcapping: f32,
+    sliding_window: u32,
+    query_pre_attn_scalar: f64,
+    bos_token_id: u32,
+    eos_token_id: u32,
+}
+
+fn gemma2_config() -> Gemma2Config {
+    let text = std::fs::read_to_string(fixture(GEMMA2).join("config.json")).expect("config");
+    serde_json::from_str(&text).expect("config.json")
+}
+
+/// tiny-gemma2's tensors: GGUF name (gguf-py's `TensorNameMap` for `gemma2`) and HF name.
+fn gemma2_mappings(n_layers: usize) -> Vec<Mapping> {
+    let map = |gguf: String, hf: String| Mapping { gguf, hf };
+    let mut out = vec![map(
+        "token_embd.weight".into(),
+        "model.embed_tokens.weight".into(),
+    )];
+    for l in 0..n_layers {
+        for (gguf, hf) in [
+            ("attn_norm", "input_layernorm"),
+            ("attn_q", "self_attn.q_proj"),
+            ("attn_k", "self_attn.k_proj"),
+            ("attn_v", "self_attn.v_proj"),
+            ("attn_output", "self_attn.o_proj"),
+            ("post_attention_norm", "post_attention_layernorm"),
+            ("ffn_norm", "pre_feedforward_layernorm"),
+            ("ffn_gate", "mlp.gate_proj"),
+            ("ffn_up", "mlp.up_proj"),
+            ("ffn_down", "mlp.down_proj"),
+            ("post_ffw_norm", "post_feedforward_layernorm"),
+        ] {
+            out.push(map(
+                format!("blk.{l}.{gguf}.weight"),
+                format!("model.layers.{l}.{hf}.weight"),
+            ));
+        }
+    }
+    out.push(map("output_norm.weight".into(), "model.norm.weight".into()));
+    out
+}
+
+/// tiny-gemma2 as an F32 `gemma2` GGUF, written as `Gemma2Model` in convert_hf_to_gguf.py does:
+/// the metadata of its `set_gguf_parameters` (no rope keys: llama.cpp's defaults are Gemma's),
+/// and every `*norm.weight` stored as `w + 1` unless `shift_norms` is false (a broken file).
+fn convert_gemma2(shift_norms: bool) -> GgufWriter {
+    let cfg = gemma2_config();
+    let vocab = vocabulary(GEMMA2);
+    assert_eq!(vocab.tokens.len(), cfg.vocab_size);
+    let key = |k: &str| format!("gemma2.{k}");
+    let mut w = GgufWriter::new();
+    w.add_string("general.architecture", "gemma2")
+        .add_string("general.name", GEMMA2)
+        .add_u32(&key("context_length"), cfg.max_position_embeddings as u32)
+        .add_u32(&key("embedding_length"), cfg.hidden_size as u32)
+        .add_u32(&key("block_count"), cfg.num_hidden_layers as u32)
+        .add_u32(&key("feed_forward_length"), cfg.intermediate_size as u32)
+        .add_u32(&key("attention.head_count"), cfg.num_attention_heads as u32)
+        .add_u32(
+            &key("attention.head_count_kv"),
+            cfg.num_key_value_heads as u32,
+        )
+        .add_f32(&key("attention.layer_norm_rms_epsilon"), cfg.rms_norm_eps)
+        .add_u32(&key("attention.key_length"), cfg.head_dim as u32)
+        .add_u32(&key("attention.value_length"), cfg.head_dim as u32)
+        .add_f32(&key("attn_logit_softcapping"), cfg.attn_logit_softcapping)
+        .add_f32(&key("final_logit_softcapping"), cfg.final_logit_softcapping)
+        .add_u32(&key("attention.sliding_window"), cfg.sliding_window)
+        .add_string("tokenizer.ggml.model", "gpt2")
+        .add_string("tokenizer.ggml.pre", "gpt-2")
+        .add_string_array("tokenizer.ggml.tokens", &vocab.tokens)
+        .add_i32_array("tokenizer.ggml.token_type", &vocab.types)
+        .add_string_array("tokenizer.ggml.merges", &vocab.merges)
+        .add_u32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
+        .add_u32("tokenizer.ggml.eos_token_id", cfg.eos_token_id)
+        .add_bool("tokenizer.ggml.add_bos_token", false);
+    let src = SafetensorsSource::open_folder(&fixture(GEMMA2)).expect("fixture weights");
+    let mappings = gemma2_mappings(cfg.num_hidden_layers);
+    assert_eq!(
+        mappings.len(),
+        src.names().count(),
+        "every HF tensor is converted"
+    );
+    for Mapping { gguf, hf } in mappings {
+        let mut t = src.tensor(&hf).expect("fixture tensor");
+        if shift_norms && hf.ends_with("norm.weight") {
+            t.data.iter_mut().for_each(|v| *v += 1.0);
+        }
+        w.add_tensor_f32(&gguf, &t.shape, &t.data)
+            .expect("f32 tensor");
+    }
+    w
+}
+
+/// A copy of the tiny-gemma2 folder whose config says `query_pre_attn_scalar = head_dim`: the
+/// model llama.cpp runs from a `gemma2` GGUF of it (the GGUF cannot say 24).
+fn gemma2_folder_at_head_dim_scale() -> TempFile {
+    let dir = TempFile::new("gemma2-head-dim-scale");
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    for file in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(fixture(GEMMA2).join(file), dir.0.join(file)).expect("copy");
+    }
+    let text = std::fs::read_to_string(fixture(GEMMA2).join("config.json")).expect("config");
+    let mut config: serde_json::Value = serde_json::from_str(&text).expect("config.json");
+    config["query_pre_attn_scalar"] = config["head_dim"].clone();
+    std::fs::write(dir.0.join("config.json"), config.to_string()).expect("write config");
+    dir
+}
+
+#[test]
+fn gemma2_gguf_equals_the_hf_folder_and_transformers() {
+    let cfg = gemma2_config();
+    let file = write_gguf(&convert_gemma2(true), "gemma2");
+    let gguf = load_path(&file.0);
+    let folder = gemma2_folder_at_head_dim_scale();
+    let hf = load_path(&folder.0);
+    assert_same_config(&gguf, &hf);
+    let c = gguf.config();
+    assert_eq!(c.architecture, fidelis_models::Architecture::Gemma2);
+    assert_eq!(c.attention_windows, [Some(4), None]);
+    assert_eq!((c.attn_softcap, c.final_softcap), (Some(5.0), Some(3.0)));
+    assert_eq!(c.query_pre_attn_scalar, Some(cfg.head_dim as f64));
+    assert_eq!(c.embed_scale, Some((cfg.hidden_size as f64).sqrt()));
+    assert!(c.post_norms && c.tied_embeddings);
+    // Same weights, same arithmetic: only the norms' `(w + 1) − 1 + 1` may round.
+    let prompts = prompts_of(GEMMA2);
+    let diff = compare_on(&gguf, &hf, &prompts);
+    // transformers' logits for these weights at llama.cpp's scale (expected_gguf.json).
+    let text = std::fs::read_to_string(fixture(GEMMA2).join("expected_gguf.json")).expect("json");
+    let reference = serde_json::from_str::<Expected>(&text).expect("expected_gguf.json");
+    let transformers = worst_against(&gguf, &reference.prompts);
+    eprintln!("gemma2 GGUF: vs folder {diff:.2e}, vs transformers {transformers:.2e}");
+    assert!(
+        diff < F32_TOLERANCE,
+        "vs the HF folder: max |Δlogit| = {diff}"
+    );
+    assert!(
+        transformers < SPM_LOGIT_TOLERANCE,
+        "vs transformers: max |Δlogit| = {transformers}"
+    );
+    // The fixture's own query_pre_attn_scalar (24) is a different model, which no GGUF
+    // describes: its logits differ.
+    assert_eq!(cfg.query_pre_attn_scalar, 24.0);
+    let unscaled = worst_against(&gguf, &prompts);
+    assert!(unscaled > 1e-3, "vs the fixture at scalar 24: {unscaled}");
+    let cfg_only = fidelis_models::model::config_at(&file.0).unwrap();
+    assert_eq!(cfg_only.positional, c.positional);
+    assert_eq!(cfg_only.attention_windows, c.attention_windows);
+}
+
+#[test]
+fn gemma2_norms_without_llama_cpp_shift_change_the_logits() {
+    // Control: the loader subtracts llama.cpp's 1 from every norm weight before the builder adds
+    // Gemma's; a file whose norms were not shifted loads, but computes something else.
+    let file = write_gguf(&convert_gemma2(false), "gemma2-unshifted");
+    let diff = compare_on(
+        &load_path(&file.0),
+        &load_path(&gemma2_folder_at_head_dim_scale().0),
+        &prompts_of(GEMMA2),
+    );
+    assert!(diff > 0.1, "unshifted norms: max |Δlogit| = {diff}");
+}
+
+#[test]
+fn gemma2_gguf_metadata_as_llama_cpp_reads_it() {
+    // Metadata only (config_at reads no weights): llama.cpp's defaults and its 27B rule.
+    let config = |layers: u32, extra: &dyn Fn(&mut GgufWriter)| {
+        let mut w = GgufWriter::new();
+        // 4608 / 32 = 144 wide unless key_length says otherwise.
+        w.add_string("general.architecture", "gemma2")
+            .add_u32("gemma2.context_length", 8192)
+            .add_u32("gemma2.embedding_length", 4608)
+            .add_u32("gemma2.block_count", layers)
+            .add_u32("gemma2.feed_forward_length", 36864)
+            .add_u32("gemma2.attention.head_count", 32)
+            .add_u32("gemma2.attention.head_count_kv", 16)
+            .add_f32("gemma2.attention.layer_norm_rms_epsilon", 1e-6)
+            .add_u32("gemma2.vocab_size", 256000);
+        extra(&mut w);
+        let file = write_gguf(&w, "gemma2-meta");
+        fidelis_models::model::config_at(&file.0)
+    };
+    // Gemma 2 27B: 46 layers, scores scaled by 1/√(4608 / 32) = 1/√144 (its
+    // query_pre_attn_scalar); caps, window and theta at llama.cpp's defaults.
+    let key_length = |w: &mut GgufWriter| {
+        w.add_u32("gemma2.attention.key_length", 128);
+    };
+    let cfg = config(46, &key_length).unwrap();
+    assert_eq!(cfg.query_pre_attn_scalar, Some(144.0));
+    assert_eq!(cfg.d_head, 128);
+    assert_eq!(
+        (cfg.attn_softcap, cfg.final_softcap),
+        (Some(50.0), Some(30.0))
+    );
+    assert_eq!(cfg.window(0), Some(4096));
+    assert_eq!(cfg.window(1), None);
+    assert_eq!(cfg.window(44), Some(4096));
+    // Any other depth: 1/√head_dim.
+    let cfg = config(42, &key_length).unwrap();
+    assert_eq!(cfg.query_pre_attn_scalar, Some(128.0));
+    // Without key_length the head is d_model / n_heads, as in llama.cpp.
+    let cfg = config(42, &|_| {}).unwrap();
+    assert_eq!((cfg.d_head, cfg.query_pre_attn_scalar), (144, Some(144.0)));
+    // Unequal key and value widths, and a mistyped cap, are named.
+    let err = config(42, &|w| {
+        w.add_u32("gemma2.attention.value_length", 64);
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("value_length"), "{err}");
+    let err = config(42, &|w| {
+        w.add_string("gemma2.final_logit_softcapping", "thirty");
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("gemma2.final_logit_softcapping"), "{err}");
 }

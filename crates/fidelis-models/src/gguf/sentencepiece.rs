@@ -65,8 +65,12 @@ impl GgufFile {
             && OTHER_SPM_ARCHITECTURES.contains(&arch)
         {
             return Err(ModelError::Unsupported(format!(
-                "the SentencePiece vocabulary of a `{arch}` GGUF (transformers builds it unlike \
-                 Llama's); SentencePiece vocabularies are supported for the Llama family"
+                "the SentencePiece vocabulary of a `{arch}` GGUF: transformers builds it unlike \
+                 Llama's (Gemma: merges ranked by vocabulary position rather than score, \
+                 whitespace pieces respelled with `▁`, no prefix space; Phi-3: the prefix space \
+                 from a normalizer), which Fidelis does not reproduce yet; SentencePiece \
+                 vocabularies are supported for the Llama family. The model itself loads from \
+                 its Hugging Face folder"
             )));
         }
         let tokens = self.get_str_array(KEY_TOKENS)?;
