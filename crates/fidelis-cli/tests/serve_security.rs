@@ -23,14 +23,18 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn server(access: Access) -> SocketAddr {
-    let device = fidelis_cli::device::parse_device("cpu").unwrap();
-    let model = Model::load(&organism_path(), &device).expect("the organism loads");
     let limits = Limits {
         header_read_timeout_ms: HEADER_TIMEOUT.as_millis() as u64,
         idle_timeout_ms: IDLE_TIMEOUT.as_millis() as u64,
         request_timeout_ms: 1_500,
         ..Limits::default()
     };
+    server_with(access, limits)
+}
+
+fn server_with(access: Access, limits: Limits) -> SocketAddr {
+    let device = fidelis_cli::device::parse_device("cpu").unwrap();
+    let model = Model::load(&organism_path(), &device).expect("the organism loads");
     let state = ServerState::with_access(vec![("organism".into(), model)], "cpu", limits, access);
     let running = start(state, "127.0.0.1:0".parse().unwrap()).expect("server starts");
     let addr = running.addr;
@@ -328,6 +332,37 @@ fn slow_and_idle_connections_are_closed() {
     assert!(waited < IDLE_TIMEOUT, "closed after {waited:?}");
     // The server still serves.
     assert_eq!(get(addr, "/api/info", &[]).status, 200);
+}
+
+#[test]
+fn a_connection_on_which_no_byte_moves_is_closed() {
+    // The idle timeout alone: header and request timeouts far away.
+    let idle = Duration::from_secs(1);
+    let addr = server_with(
+        Access::default(),
+        Limits {
+            header_read_timeout_ms: 30_000,
+            idle_timeout_ms: idle.as_millis() as u64,
+            request_timeout_ms: 30_000,
+            ..Limits::default()
+        },
+    );
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /api/context HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"preset\":"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    let (text, waited) = read_until_closed(&mut stalled);
+    // The body read fails (400) and the connection is closed, well before the other timeouts.
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
+    assert!(
+        waited >= idle / 2 && waited < idle * 5,
+        "closed after {waited:?}"
+    );
+    assert_eq!(running_jobs(addr), 0);
 }
 
 #[test]
