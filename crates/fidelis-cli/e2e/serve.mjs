@@ -2,7 +2,9 @@
 // playwright-core (no browser download). It starts the server on the organism, runs a
 // context-attribution preset in the page, checks the highlighted tokens, runs the exported
 // shell command and compares its JSON with the page's download, then discovers a circuit in
-// the Circuit tab and checks the curve, the graph and the size slider.
+// the Circuit tab and checks the curve, the graph and the size slider. A second server with
+// --token checks that the page opened from the address it prints works and that a browser
+// without the token gets 401.
 //
 //   node serve.mjs --binary ../../../target/debug/fidelis [--screenshots ../../../docs]
 //
@@ -21,15 +23,17 @@ const shots = opt("--screenshots");
 const started = Date.now();
 const secs = () => ((Date.now() - started) / 1000).toFixed(1);
 
-// Starts `fidelis serve` on a free port; resolves with its URL from the line it prints.
-function startServer() {
-  const server = spawn(binary, ["serve", "--model", "organism", "--port", "0"], { stdio: ["ignore", "pipe", "inherit"] });
+// Starts `fidelis serve` on a free port; resolves with its URL from the line it prints (with
+// a token: the `open` line, whose URL carries it).
+function startServer(extra = []) {
+  const server = spawn(binary, ["serve", "--model", "organism", "--port", "0", ...extra], { stdio: ["ignore", "pipe", "inherit"] });
+  const line = extra.includes("--token") ? /open (http:\/\/\S+)/ : /listening on (http:\/\/\S+)/;
   const url = new Promise((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error("the server did not start in 60 s")), 60_000);
     server.stdout.on("data", (chunk) => {
       out += chunk;
-      const m = /listening on (http:\/\/\S+)/.exec(out);
+      const m = line.exec(out);
       if (m) { clearTimeout(timer); resolve(m[1]); }
     });
     server.on("exit", (code) => reject(new Error(`the server exited with ${code}`)));
@@ -134,6 +138,36 @@ async function circuitTab(page) {
   if (shots) await page.screenshot({ path: path.join(shots, "serve-circuit.png"), fullPage: true });
 }
 
+// A server with a token: the printed address sets the cookie and the page works; a browser
+// context without the cookie gets 401 for the page and the API.
+async function tokenPage(browser) {
+  const token = "e2e-token-0123456789abcdef";
+  const { server, url: urlPromise } = startServer(["--token", token]);
+  try {
+    const url = await urlPromise;
+    assert.ok(url.endsWith(`/?token=${token}`), url);
+    const base = url.slice(0, url.indexOf("/?"));
+    const withToken = await browser.newContext();
+    const page = await withToken.newPage();
+    await page.goto(url);
+    await page.waitForSelector("body[data-ready='true']", { timeout: 30_000 });
+    assert.equal(new URL(page.url()).search, "", "the token leaves the address bar");
+    const info = await page.evaluate(async () => (await fetch("/api/info")).status);
+    assert.equal(info, 200, "the page's API calls carry the cookie");
+    await withToken.close();
+    const without = await browser.newContext();
+    const bare = await without.newPage();
+    const resp = await bare.goto(base + "/");
+    assert.equal(resp.status(), 401, "no token, no page");
+    const api = await bare.evaluate(async () => (await fetch("/api/info")).status);
+    assert.equal(api, 401, "no token, no API");
+    await without.close();
+    console.log(`  token: ${base}/?token=… sets the cookie; without it 401`);
+  } finally {
+    server.kill();
+  }
+}
+
 // The slider index of the smallest circuit with faithfulness >= 0.8 (as the page starts).
 async function firstFaithfulIndex(page) {
   return page.evaluate(() => {
@@ -156,7 +190,7 @@ try {
   page.on("pageerror", (e) => { console.log(`page error: ${e.message}`); failed++; });
   await page.goto(url);
   await page.waitForSelector("body[data-ready='true']", { timeout: 30_000 });
-  for (const [name, test] of [["context tab", contextTab], ["circuit tab", circuitTab]]) {
+  for (const [name, test] of [["context tab", contextTab], ["circuit tab", circuitTab], ["token", () => tokenPage(browser)]]) {
     try {
       await test(page);
       passed++;

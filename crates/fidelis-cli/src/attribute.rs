@@ -80,6 +80,7 @@ fn one_token(model: &Model, text: &str, what: &str) -> Result<u32> {
 
 /// Runs `fidelis attribute`.
 pub fn run(args: &AttributeArgs) -> Result<()> {
+    args.opts.validate()?;
     let model = args.model.load()?;
     let report = attribute(&model, &args.opts)?;
     print!(
@@ -104,6 +105,7 @@ pub fn run(args: &AttributeArgs) -> Result<()> {
 
 /// Computes the report of `fidelis attribute` on a loaded model.
 pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeReport> {
+    args.validate()?;
     if args.prompt.is_empty() {
         bail!("--prompt is empty");
     }

@@ -157,6 +157,7 @@ pub fn score_edges(
 /// Runs `fidelis circuit discover` on `model` (which runs on `device`); returns the scored
 /// graph.
 pub fn discover(model: &Model, device: &str, opts: &DiscoverOptions) -> Result<Graph> {
+    opts.validate()?;
     let job = &opts.job;
     anyhow::ensure!(
         opts.exact_from.is_none() || job.method == EdgeMethod::Exact,
@@ -319,6 +320,7 @@ pub fn curve_csv(curve: &fidelis_faithfulness::Curve) -> String {
 /// Runs `fidelis circuit evaluate`: a faithfulness curve over sizes, or the file's own circuit
 /// with its completeness.
 pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Result<()> {
+    opts.validate()?;
     let graph = read_graph(graph_path)?;
     let examples = load_examples(model, &opts.data.source()?)?;
     let pairs = tokenize(model, &examples, !opts.data.no_bos)?;

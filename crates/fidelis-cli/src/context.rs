@@ -34,6 +34,7 @@ pub struct ContextArgs {
 
 /// The PECoRe configuration the arguments describe, for a loaded model.
 pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
+    args.validate()?;
     let mut cfg = PecoreConfig::new(&args.input_context, &args.input_current);
     cfg.output_current = args.output_current.clone();
     cfg.output_context = args.output_context.clone();
@@ -60,6 +61,7 @@ pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
 
 /// Runs `fidelis context`.
 pub fn run(args: &ContextArgs) -> Result<()> {
+    args.opts.validate()?;
     let model = args.model.load()?;
     let cfg = config(&model, &args.opts)?;
     let start = Instant::now();

@@ -622,6 +622,187 @@ impl Default for ContextOptions {
     }
 }
 
+/// Bounds of the numeric options. A value outside them is a mistake (no examples, a λ that
+/// overflowed to infinity) or asks for absurd time or memory; the CLI and `fidelis serve`
+/// refuse it with the same [`OutOfRange`] before any model work starts. The server applies
+/// tighter resource limits of its own on top (`serve::Limits`).
+pub mod bounds {
+    /// Most tokens any token count may be (new tokens, top-k): more than any model's window.
+    pub const MAX_TOKENS: usize = 1 << 20;
+    /// Most interpolation or integrated-gradient steps.
+    pub const MAX_STEPS: usize = 10_000;
+    /// Most examples, and examples per batch.
+    pub const MAX_EXAMPLES: usize = 1_000_000;
+    /// Most edges: more than the graph of any model Fidelis loads has.
+    pub const MAX_EDGES: usize = 1 << 32;
+    /// Most worker threads, or circuits stacked into one forward.
+    pub const MAX_PARALLEL: usize = 1024;
+}
+
+/// A numeric option outside its [`bounds`]. `field` is the option's JSON name; its flag is
+/// `--` and the same name with `-` for `_`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutOfRange {
+    /// The field, as the JSON API names it (e.g. `max_new_tokens`).
+    pub field: &'static str,
+    /// The value given, as text.
+    pub value: String,
+    /// What it must be, e.g. `it must be between 1 and 1048576`.
+    pub expected: String,
+}
+
+impl Display for OutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let flag = self.field.replace('_', "-");
+        write!(
+            f,
+            "{} is {}; {} (--{flag})",
+            self.field, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for OutOfRange {}
+
+/// `value` of `field` within `lo..=hi`.
+fn in_range(field: &'static str, value: usize, lo: usize, hi: usize) -> Result<(), OutOfRange> {
+    if (lo..=hi).contains(&value) {
+        return Ok(());
+    }
+    Err(OutOfRange {
+        field,
+        value: value.to_string(),
+        expected: format!("it must be between {lo} and {hi}"),
+    })
+}
+
+/// An optional count: absent, or within `lo..=hi`.
+fn optional_in_range(
+    field: &'static str,
+    value: Option<usize>,
+    lo: usize,
+    hi: usize,
+) -> Result<(), OutOfRange> {
+    value.map_or(Ok(()), |v| in_range(field, v, lo, hi))
+}
+
+/// A float that must be finite (JSON's `1e39` reads as an f32 infinity).
+fn finite(field: &'static str, value: f32) -> Result<(), OutOfRange> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    Err(OutOfRange {
+        field,
+        value: value.to_string(),
+        expected: "it must be a finite number".into(),
+    })
+}
+
+impl DataOptions {
+    /// Checks the numeric fields against [`bounds`] (an [`OutOfRange`] error names the field).
+    pub fn validate(&self) -> Result<()> {
+        in_range("n", self.n, 1, bounds::MAX_EXAMPLES)?;
+        Ok(())
+    }
+}
+
+impl DiscoverJob {
+    /// Checks the numeric fields against [`bounds`] (an [`OutOfRange`] error names the field).
+    pub fn validate(&self) -> Result<()> {
+        use bounds::*;
+        self.data.validate()?;
+        in_range("steps", self.steps, 1, MAX_STEPS)?;
+        in_range("batch_size", self.batch_size, 1, MAX_EXAMPLES)?;
+        in_range("steps_per_pass", self.steps_per_pass, 1, MAX_STEPS)?;
+        optional_in_range("workers", self.workers, 1, MAX_PARALLEL)?;
+        in_range("exact_per_pass", self.exact_per_pass, 1, MAX_EDGES)?;
+        Ok(())
+    }
+}
+
+impl DiscoverOptions {
+    /// Checks the numeric fields against [`bounds`] (an [`OutOfRange`] error names the field).
+    pub fn validate(&self) -> Result<()> {
+        self.job.validate()?;
+        in_range("exact_top", self.exact_top, 1, bounds::MAX_EDGES)?;
+        optional_in_range("top_n", self.top_n, 0, bounds::MAX_EDGES)?;
+        Ok(())
+    }
+}
+
+impl EvaluateOptions {
+    /// Checks the numeric fields against [`bounds`] (an [`OutOfRange`] error names the field).
+    pub fn validate(&self) -> Result<()> {
+        use bounds::*;
+        self.data.validate()?;
+        for &size in &self.sizes {
+            in_range("sizes", size, 0, MAX_EDGES)?;
+        }
+        in_range("batch_size", self.batch_size, 1, MAX_EXAMPLES)?;
+        in_range("circuits_per_pass", self.circuits_per_pass, 1, MAX_PARALLEL)?;
+        Ok(())
+    }
+}
+
+impl GenerateOptions {
+    /// Checks the numeric fields against [`bounds`] (an [`OutOfRange`] error names the field).
+    pub fn validate(&self) -> Result<()> {
+        in_range("max_new_tokens", self.max_new_tokens, 1, bounds::MAX_TOKENS)?;
+        finite("temperature", self.temperature)?;
+        if self.temperature < 0.0 {
+            return Err(OutOfRange {
+                field: "temperature",
+                value: self.temperature.to_string(),
+                expected: "it must be 0 (greedy) or more".into(),
+            }
+            .into());
+        }
+        optional_in_range("top_k", self.top_k, 1, bounds::MAX_TOKENS)?;
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(OutOfRange {
+                field: "top_p",
+                value: p.to_string(),
+                expected: "it must be in (0, 1]".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+impl TokenOptions {
+    /// Checks the numeric fields against [`bounds`] (an [`OutOfRange`] error names the field).
+    pub fn validate(&self) -> Result<()> {
+        in_range("ig_steps", self.ig_steps, 1, bounds::MAX_STEPS)?;
+        Ok(())
+    }
+}
+
+impl AttributeOptions {
+    /// Checks the numeric fields against [`bounds`] (an [`OutOfRange`] error names the field);
+    /// `layer` and `head` are checked against the model when it is loaded.
+    pub fn validate(&self) -> Result<()> {
+        in_range("max_new_tokens", self.max_new_tokens, 1, bounds::MAX_TOKENS)?;
+        self.token.validate()
+    }
+}
+
+impl ContextOptions {
+    /// Checks the numeric fields against [`bounds`] (an [`OutOfRange`] error names the field).
+    pub fn validate(&self) -> Result<()> {
+        use bounds::MAX_TOKENS;
+        in_range("max_new_tokens", self.max_new_tokens, 1, MAX_TOKENS)?;
+        finite("cti_std", self.cti_std)?;
+        optional_in_range("cti_topk", self.cti_topk, 1, MAX_TOKENS)?;
+        self.token.validate()?;
+        finite("cci_std", self.cci_std)?;
+        optional_in_range("cci_topk", self.cci_topk, 1, MAX_TOKENS)?;
+        Ok(())
+    }
+}
+
 /// The JSON object of an options struct (flattened fields inline).
 fn object<T: Serialize>(value: &T) -> Result<Map<String, Value>> {
     match serde_json::to_value(value)? {
@@ -878,5 +1059,47 @@ mod tests {
         assert!(err.to_string().contains("unknown field `nn`"), "{err}");
         let err = overlay(&base, &patch(serde_json::json!({"method": "magic"}))).unwrap_err();
         assert!(err.to_string().contains("magic"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field_out_of_range() {
+        DiscoverOptions::default().validate().unwrap();
+        EvaluateOptions::default().validate().unwrap();
+        GenerateOptions::default().validate().unwrap();
+        AttributeOptions::default().validate().unwrap();
+        ContextOptions::default().validate().unwrap();
+        let field = |r: Result<()>| r.unwrap_err().downcast::<OutOfRange>().unwrap().field;
+        let mut c = ContextOptions {
+            max_new_tokens: 0,
+            ..ContextOptions::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "max_new_tokens is 0; it must be between 1 and 1048576 (--max-new-tokens)"
+        );
+        c.max_new_tokens = 4;
+        c.cti_std = f32::INFINITY;
+        assert_eq!(field(c.validate()), "cti_std");
+        c.cti_std = -1.0;
+        c.cti_topk = Some(1 << 63);
+        assert_eq!(field(c.validate()), "cti_topk");
+        c.cti_topk = None;
+        c.token.ig_steps = 0;
+        assert_eq!(field(c.validate()), "ig_steps");
+        let mut d = DiscoverJob::default();
+        d.data.n = usize::MAX;
+        assert_eq!(field(d.validate()), "n");
+        d.data.n = 8;
+        d.batch_size = 0;
+        assert_eq!(field(d.validate()), "batch_size");
+        d.batch_size = 8;
+        d.steps = 1 << 40;
+        assert_eq!(field(d.validate()), "steps");
+        let g = GenerateOptions {
+            top_p: Some(f32::NAN),
+            ..GenerateOptions::default()
+        };
+        assert_eq!(field(g.validate()), "top_p");
     }
 }

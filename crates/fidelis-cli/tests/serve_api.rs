@@ -96,7 +96,7 @@ fn error_of(value: &Value) -> String {
 }
 
 /// Polls a job until it leaves "running", within `limit`.
-fn wait_job(addr: SocketAddr, id: u64, limit: Duration) -> Value {
+fn wait_job(addr: SocketAddr, id: &str, limit: Duration) -> Value {
     let start = Instant::now();
     loop {
         let (status, job) = request(addr, "GET", &format!("/api/jobs/{id}"), None);
@@ -207,6 +207,13 @@ fn bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
     }
     let (status, value) = request(addr, "GET", "/api/jobs/999999", None);
     assert_eq!(status, 404, "{value}");
+    let (status, value) = request(
+        addr,
+        "GET",
+        "/api/jobs/0123456789abcdef0123456789abcdef",
+        None,
+    );
+    assert_eq!(status, 404, "{value}");
     let (status, value) = request(addr, "GET", "/api/nothing", None);
     assert_eq!(status, 404, "{value}");
     assert_serving(addr);
@@ -232,14 +239,14 @@ fn twenty_concurrent_requests_complete_or_get_busy() {
     for (status, value) in &answers {
         match status {
             200 => assert_eq!(value["models"][0]["name"], "organism"),
-            202 => jobs.push(value["job"].as_u64().unwrap()),
+            202 => jobs.push(value["job"].as_str().unwrap().to_string()),
             409 | 429 => assert!(error_of(value).contains("busy"), "{value}"),
             other => panic!("unexpected {other}: {value}"),
         }
     }
     assert!(!jobs.is_empty(), "no request was accepted: {answers:?}");
     for id in jobs {
-        let job = wait_job(addr, id, Duration::from_secs(120));
+        let job = wait_job(addr, &id, Duration::from_secs(120));
         assert_eq!(job["state"], "done", "{job}");
         let out = &job["result"]["attribution"];
         assert!(!out["output_current_tokens"].as_array().unwrap().is_empty());
@@ -276,7 +283,7 @@ fn circuit_jobs_report_progress_finish_and_cancel() {
     assert_eq!(status, 202, "{value}");
     let job = wait_job(
         addr,
-        value["job"].as_u64().unwrap(),
+        value["job"].as_str().unwrap(),
         Duration::from_secs(120),
     );
     assert_eq!(job["state"], "done", "{job}");
@@ -292,7 +299,7 @@ fn circuit_jobs_report_progress_finish_and_cancel() {
             .unwrap()
             .starts_with("fidelis circuit discover --model organism --task ioi")
     );
-    let id = job["id"].as_u64().unwrap();
+    let id = job["id"].as_str().unwrap();
     let (status, graph) = request(
         addr,
         "GET",
@@ -307,21 +314,24 @@ fn circuit_jobs_report_progress_finish_and_cancel() {
         json!({"task": "ioi", "method": "eap-ig-inputs", "n": 256, "steps": 50, "batch_size": 4});
     let (status, value) = post(addr, "/api/circuit", &long);
     assert_eq!(status, 202, "{value}");
-    let id = value["job"].as_u64().unwrap();
+    let id = value["job"].as_str().unwrap().to_string();
     let (status, busy) = post(addr, "/api/context", &json!({"preset": "organism-qa"}));
     assert_eq!(status, 409, "{busy}");
     assert!(error_of(&busy).contains("busy"), "{busy}");
-    assert_eq!(busy["job"].as_u64(), Some(id));
+    assert!(
+        busy.get("job").is_none(),
+        "a busy answer does not tell the running job's id"
+    );
     let (status, _) = post(addr, &format!("/api/jobs/{id}/cancel"), &json!({}));
     assert_eq!(status, 200);
-    let job = wait_job(addr, id, Duration::from_secs(60));
+    let job = wait_job(addr, &id, Duration::from_secs(60));
     assert_eq!(job["state"], "cancelled", "{job}");
     // The model is free again.
     let (status, value) = post(addr, "/api/context", &json!({"preset": "organism-qa"}));
     assert_eq!(status, 202, "{value}");
     let job = wait_job(
         addr,
-        value["job"].as_u64().unwrap(),
+        value["job"].as_str().unwrap(),
         Duration::from_secs(60),
     );
     assert_eq!(job["state"], "done", "{job}");

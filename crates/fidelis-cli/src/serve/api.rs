@@ -1,5 +1,6 @@
 //! The router: the embedded page, the JSON API, and the error type every handler answers
-//! with (`{"error": "..."}` and a 4xx status).
+//! with (`{"error": "..."}` and a 4xx status). Every route sits behind [`super::guard`]
+//! (Host, Origin, token, request timeout), one layer for all of them.
 //!
 //! | route | what |
 //! |---|---|
@@ -10,6 +11,8 @@
 //! | `GET /api/jobs/{id}` | status, progress, result |
 //! | `POST /api/jobs/{id}/cancel` | ask a job to stop |
 //! | `GET /api/jobs/{id}/files/{name}` | `result.json` (context) or `graph.json` (circuit) |
+//!
+//! A job id is 32 hex digits of randomness ([`super::jobs::new_job_id`]); no route lists them.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -17,10 +20,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
 
-use super::jobs::Refusal;
+use super::guard::{self, Guard};
+use super::jobs::{Refusal, is_job_id};
 use super::{AppState, circuit_job, context_job, presets};
+use crate::options::{OutOfRange, overlay};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -65,6 +72,62 @@ impl ApiError {
     pub fn unprocessable(message: String) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
+
+    /// 422 for one field out of range; the body's `field` names it.
+    pub fn out_of_range(field: &str, message: String) -> Self {
+        Self {
+            extra: Some(json!({ "field": field })),
+            ..Self::unprocessable(message)
+        }
+    }
+
+    /// 401: no token, or a wrong one.
+    pub fn unauthorized(message: String) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// 403: the request comes through a name or an origin that is not this server's.
+    pub fn forbidden(message: String) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// The answer to an options struct's failed `validate`: 422 naming the field for an
+    /// [`OutOfRange`], 422 with the message otherwise.
+    pub fn invalid_options(error: &anyhow::Error) -> Self {
+        match error.downcast_ref::<OutOfRange>() {
+            Some(e) => Self::out_of_range(e.field, e.to_string()),
+            None => Self::unprocessable(format!("invalid parameters: {error:#}")),
+        }
+    }
+}
+
+/// [`overlay`] with an error that names the field at fault: a JSON number that the field's
+/// type cannot hold (a negative count, a count over 2^64) is out of range, `422` naming the
+/// field; anything else (an unknown field, a wrong type, an unknown name) is a `400`.
+pub fn overlay_request<T: Serialize + DeserializeOwned>(
+    base: &T,
+    patch: &Map<String, Value>,
+) -> Result<T, ApiError> {
+    overlay(base, patch).map_err(|all| {
+        // Find the one field that fails on its own (the error of the whole has no path).
+        for (key, value) in patch {
+            let one = Map::from_iter([(key.clone(), value.clone())]);
+            let Err(e) = overlay(base, &one) else {
+                continue;
+            };
+            let text = format!("{e:#}");
+            if value.is_number() && !text.contains("unknown field") {
+                return ApiError::out_of_range(key, format!("{key} is {value}: {text}"));
+            }
+            let text = if text.contains(key.as_str()) {
+                text
+            } else {
+                format!("{key}: {text}")
+            };
+            return ApiError::bad_request(format!("invalid parameters: {text}"));
+        }
+        ApiError::bad_request(format!("invalid parameters: {all:#}"))
+    })
 }
 
 impl IntoResponse for ApiError {
@@ -94,8 +157,8 @@ fn body(payload: Result<Json<Value>, JsonRejection>, limit: usize) -> Result<Val
     }
 }
 
-/// The router over `state`.
-pub fn router(state: AppState) -> Router {
+/// The router over `state`, every route behind `guard`.
+pub fn router(state: AppState, guard: Guard) -> Router {
     let limit = state.limits.max_body_bytes;
     Router::new()
         .route(
@@ -118,6 +181,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/files/{name}", get(job_file))
         .fallback(|| async { ApiError::not_found("no such page or API route".into()) })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(guard),
+            guard::check,
+        ))
         .with_state(state)
 }
 
@@ -163,12 +230,12 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
 
 fn refused(model: &str, refusal: Refusal) -> ApiError {
     match refusal {
-        Refusal::Busy(id) => ApiError {
+        Refusal::Busy => ApiError {
             status: StatusCode::CONFLICT,
             message: format!(
-                "busy: model {model:?} is running job {id}; wait for it to finish or cancel it"
+                "busy: model {model:?} is running another job; wait for it to finish or cancel it"
             ),
-            extra: Some(json!({"busy": true, "job": id})),
+            extra: Some(json!({"busy": true})),
         },
         Refusal::TooMany(n) => ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -182,7 +249,7 @@ fn refused(model: &str, refusal: Refusal) -> ApiError {
     }
 }
 
-fn accepted(id: u64) -> Response {
+fn accepted(id: String) -> Response {
     (StatusCode::ACCEPTED, Json(json!({"job": id}))).into_response()
 }
 
@@ -226,9 +293,13 @@ async fn start_circuit(
     Ok(accepted(id))
 }
 
-fn job_id(text: &str) -> Result<u64, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::not_found(format!("no job {text:?}")))
+/// A job id of the right form (32 hex digits), or a 404 that does not echo it.
+fn job_id(text: &str) -> Result<&str, ApiError> {
+    if is_job_id(text) {
+        Ok(text)
+    } else {
+        Err(ApiError::not_found("no such job".into()))
+    }
 }
 
 /// `GET /api/jobs/{id}`.

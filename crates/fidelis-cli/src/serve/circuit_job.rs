@@ -12,11 +12,11 @@ use fidelis_tasks::Task;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::api::ApiError;
+use super::api::{ApiError, overlay_request};
 use super::export::shell_command;
 use super::jobs::Job;
 use crate::circuit::{Scored, load_examples, score_edges, tokenize};
-use crate::options::{DiscoverJob, DiscoverOptions, overlay, to_args};
+use crate::options::{DiscoverJob, DiscoverOptions, to_args};
 
 /// Points of the log-spaced size grid added to the MIB sizes.
 const GRID_POINTS: usize = 24;
@@ -65,8 +65,9 @@ pub fn prepare(
         }
     };
     let served = state.model(&model_name)?;
-    let job: DiscoverJob = overlay(&default_job(), &body)
-        .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e:#}")))?;
+    let job: DiscoverJob = overlay_request(&default_job(), &body)?;
+    // The bounds `fidelis circuit discover` checks, then this server's tighter limits.
+    job.validate().map_err(|e| ApiError::invalid_options(&e))?;
     if job.data.data.is_some() || job.data.task.is_none() {
         return Err(ApiError::unprocessable(
             "the page runs generated tasks only: give task, not data".into(),
@@ -82,9 +83,10 @@ pub fn prepare(
     ];
     for (name, value, lo, hi) in checks {
         if !(lo..=hi).contains(&value) {
-            return Err(ApiError::unprocessable(format!(
-                "{name} is {value}; it must be between {lo} and {hi}"
-            )));
+            return Err(ApiError::out_of_range(
+                name,
+                format!("{name} is {value}; this server allows {lo} to {hi}"),
+            ));
         }
     }
     let mut argv: Vec<String> = ["fidelis", "circuit", "discover", "--model", &served.name]

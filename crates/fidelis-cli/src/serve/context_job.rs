@@ -12,7 +12,7 @@ use fidelis_context::prompt::format_template;
 use fidelis_models::Model;
 use serde_json::{Map, Value, json};
 
-use super::api::ApiError;
+use super::api::{ApiError, overlay_request};
 use super::export::{rust_string, shell_command};
 use super::jobs::Job;
 use super::{Limits, presets};
@@ -120,23 +120,31 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
     if let Some(p) = &base {
         options = overlay(&options, &p.params).map_err(invalid)?;
     }
-    let options = overlay(&options, &req.params).map_err(invalid)?;
+    let options = overlay_request(&options, &req.params)?;
+    // The bounds `fidelis context` checks, then this server's tighter limits.
+    options
+        .validate()
+        .map_err(|e| ApiError::invalid_options(&e))?;
     if options.input_context.is_empty() || options.input_current.is_empty() {
         return Err(ApiError::bad_request(
             "give input_context and input_current (or a preset)".into(),
         ));
     }
-    if options.max_new_tokens > limits.max_new_tokens {
-        return Err(ApiError::unprocessable(format!(
-            "max_new_tokens is {}; the limit is {}",
-            options.max_new_tokens, limits.max_new_tokens
-        )));
-    }
-    if options.token.ig_steps > limits.max_ig_steps {
-        return Err(ApiError::unprocessable(format!(
-            "ig_steps is {}; the limit is {}",
-            options.token.ig_steps, limits.max_ig_steps
-        )));
+    let server_limits = [
+        (
+            "max_new_tokens",
+            options.max_new_tokens,
+            limits.max_new_tokens,
+        ),
+        ("ig_steps", options.token.ig_steps, limits.max_ig_steps),
+    ];
+    for (field, value, limit) in server_limits {
+        if value > limit {
+            return Err(ApiError::out_of_range(
+                field,
+                format!("{field} is {value}; this server's limit is {limit}"),
+            ));
+        }
     }
     let argv = argv(&served.name, &state.device, &options)?;
     let model = Arc::clone(&served.model);

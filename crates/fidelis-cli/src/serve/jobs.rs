@@ -6,6 +6,10 @@
 //! polls, and answers `Break` once the job was cancelled, so the library call returns its
 //! cancellation error at its next tick and the job is recorded as "cancelled". A panic in a
 //! job is caught and reported as an internal error; the server keeps serving.
+//!
+//! Job ids are 128 random bits from the thread-local CSPRNG, written as 32 hex digits: an id
+//! is the capability to read, download or cancel its job, and no route lists ids, so one
+//! client cannot find another's results by counting.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
@@ -38,8 +42,8 @@ pub enum JobState {
 /// What the page sees of a job (`GET /api/jobs/{id}`).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobStatus {
-    /// The job's id.
-    pub id: u64,
+    /// The job's id (32 hex digits).
+    pub id: String,
     /// `context` or `circuit`.
     pub kind: &'static str,
     /// The model it runs on.
@@ -125,8 +129,8 @@ impl Progress for &Job {
 /// Why a job was not started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The model already runs a job (its id).
-    Busy(u64),
+    /// The model already runs a job (whose id is not told: it would let anyone read it).
+    Busy,
     /// As many jobs run as the server allows.
     TooMany(usize),
     /// No thread could be started for it.
@@ -135,11 +139,21 @@ pub enum Refusal {
 
 #[derive(Default)]
 struct Table {
-    next_id: u64,
-    jobs: HashMap<u64, Arc<Job>>,
+    jobs: HashMap<String, Arc<Job>>,
     /// Running job per model.
-    running: HashMap<String, u64>,
-    finished: VecDeque<u64>,
+    running: HashMap<String, String>,
+    finished: VecDeque<String>,
+}
+
+/// A new job id: 128 bits from `rand`'s thread-local CSPRNG (ChaCha, seeded by the OS), as 32
+/// lowercase hex digits.
+pub fn new_job_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Whether `text` has the form of a job id (so a malformed one is refused before a lookup).
+pub fn is_job_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// All jobs of a server.
@@ -152,10 +166,7 @@ impl Jobs {
     /// A table that lets at most `max_running` jobs run at once (one per model).
     pub fn new(max_running: usize) -> Self {
         Self {
-            table: Mutex::new(Table {
-                next_id: 1,
-                ..Table::default()
-            }),
+            table: Mutex::new(Table::default()),
             max_running: max_running.max(1),
         }
     }
@@ -167,22 +178,24 @@ impl Jobs {
         kind: &'static str,
         model: &str,
         work: F,
-    ) -> Result<u64, Refusal>
+    ) -> Result<String, Refusal>
     where
         F: FnOnce(&Job) -> Result<Value, String> + Send + 'static,
     {
         let mut table = lock(&self.table);
-        if let Some(&id) = table.running.get(model) {
-            return Err(Refusal::Busy(id));
+        if table.running.contains_key(model) {
+            return Err(Refusal::Busy);
         }
         if table.running.len() >= self.max_running {
             return Err(Refusal::TooMany(self.max_running));
         }
-        let id = table.next_id;
-        table.next_id += 1;
+        let mut id = new_job_id();
+        while table.jobs.contains_key(&id) {
+            id = new_job_id(); // 2^-128 per pair; the loop only makes it certain
+        }
         let job = Arc::new(Job {
             status: Mutex::new(JobStatus {
-                id,
+                id: id.clone(),
                 kind,
                 model: model.to_string(),
                 state: JobState::Running,
@@ -198,27 +211,31 @@ impl Jobs {
             started: Instant::now(),
         });
         let (for_thread, jobs) = (Arc::clone(&job), Arc::clone(self));
-        let model_name = model.to_string();
+        let (model_name, thread_id) = (model.to_string(), id.clone());
         let spawned = std::thread::Builder::new()
-            .name(format!("fidelis-job-{id}"))
+            .name(format!("fidelis-job-{}", &id[..8]))
             .spawn(move || {
                 run_job(&for_thread, work);
-                jobs.finished(id, &model_name);
+                jobs.finished(&thread_id, &model_name);
             });
         let handle = spawned.map_err(|e| Refusal::Spawn(e.to_string()))?;
         drop(handle); // detached: the job reports through its status
-        table.jobs.insert(id, job);
-        table.running.insert(model.to_string(), id);
+        table.jobs.insert(id.clone(), job);
+        table.running.insert(model.to_string(), id.clone());
         Ok(id)
     }
 
     /// Called by the job thread when it ends: frees the model and forgets old jobs.
-    fn finished(&self, id: u64, model: &str) {
+    fn finished(&self, id: &str, model: &str) {
         let mut table = lock(&self.table);
-        if table.running.get(model) == Some(&id) {
+        if table
+            .running
+            .get(model)
+            .is_some_and(|running| running == id)
+        {
             table.running.remove(model);
         }
-        table.finished.push_back(id);
+        table.finished.push_back(id.to_string());
         while table.finished.len() > KEPT_FINISHED_JOBS {
             if let Some(old) = table.finished.pop_front() {
                 table.jobs.remove(&old);
@@ -227,12 +244,12 @@ impl Jobs {
     }
 
     /// A job by id.
-    pub fn get(&self, id: u64) -> Option<Arc<Job>> {
-        lock(&self.table).jobs.get(&id).cloned()
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        lock(&self.table).jobs.get(id).cloned()
     }
 
     /// Asks a job to stop; `false` when there is no such job.
-    pub fn cancel(&self, id: u64) -> bool {
+    pub fn cancel(&self, id: &str) -> bool {
         match self.get(id) {
             Some(job) => {
                 job.cancel.store(true, Ordering::Relaxed);

@@ -16,13 +16,24 @@
 //! ([`Limits`]): body size, text length (characters, and tokens against the model's window),
 //! new tokens, examples and steps; each violation is a 4xx with a message.
 //!
-//! The server listens on 127.0.0.1 unless `--host` names another address together with
-//! `--allow-remote`: the API runs models on request and has no authentication.
+//! # Security model
+//! The server runs models for whoever drives it, so only its user may: it listens on
+//! 127.0.0.1 unless `--host` names another address together with `--allow-remote`, and one
+//! middleware layer ([`guard`]) in front of every route refuses requests whose `Host` is not
+//! the address served (403, against DNS rebinding), whose `Origin` is another site's (403,
+//! against cross-site requests), and, when the server has a token (`--token`, or one
+//! generated for `--allow-remote`), requests without it (401). Job ids are 128 random bits and
+//! nothing lists them ([`jobs`]). Connections are bounded in time ([`conn`]): headers within
+//! the header read timeout, no idle connection past the idle timeout, a handler within the
+//! request timeout. Every numeric field is checked with the bounds the CLI checks
+//! ([`crate::options::bounds`]) and then against [`Limits`], 422 naming the field.
 
 pub mod api;
 pub mod circuit_job;
+pub mod conn;
 pub mod context_job;
 pub mod export;
+pub mod guard;
 pub mod jobs;
 pub mod presets;
 
@@ -57,9 +68,21 @@ pub struct ServeArgs {
     /// The address to listen on; anything but a loopback address needs --allow-remote.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// Allow a non-loopback --host: anyone who reaches it can run the models.
+    /// Allow a non-loopback --host. Requests then need a token: --token, or one generated and
+    /// printed at start.
     #[arg(long)]
     pub allow_remote: bool,
+    /// Also answer requests addressed to this host name or address (the `Host` header without
+    /// the port), e.g. the machine's name when --host is 0.0.0.0 (repeat the flag); needs
+    /// --allow-remote. Requests to any other name get 403.
+    #[arg(long = "allowed-host", requires = "allow_remote")]
+    pub allowed_hosts: Vec<String>,
+    /// Require this token on every request (`Authorization: Bearer TOKEN`, or the cookie the
+    /// page gets from the printed address): 16 or more of A-Z a-z 0-9 . _ ~ -. Default: the
+    /// environment variable FIDELIS_SERVE_TOKEN (which other users cannot read in `ps`), else
+    /// none on loopback and a generated one with --allow-remote.
+    #[arg(long)]
+    pub token: Option<String>,
     /// Jobs that may run at once (over all models; one per model in any case).
     #[arg(long, default_value_t = 2)]
     pub max_jobs: usize,
@@ -82,6 +105,15 @@ pub struct Limits {
     pub max_steps: usize,
     /// Jobs that may run at once.
     pub max_jobs: usize,
+    /// How long a connection may take to send a request's line and headers, counted from when
+    /// the server waits for them (also how long a kept-alive connection may sit idle).
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may move no byte, in or out, before it is closed.
+    pub idle_timeout_ms: u64,
+    /// How long a handler, reading the body included, may take before a 408.
+    pub request_timeout_ms: u64,
+    /// Connections served at once; more wait until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -94,6 +126,10 @@ impl Default for Limits {
             max_examples: 512,
             max_steps: 50,
             max_jobs: 2,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 30_000,
+            max_connections: 256,
         }
     }
 }
@@ -106,6 +142,16 @@ pub struct ServedModel {
     pub model: Arc<Model>,
 }
 
+/// Who may drive the server besides its loopback addresses (see [`guard`]).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Host names or addresses (without port) accepted in `Host` and `Origin` besides the
+    /// loopback names and the bound address.
+    pub allowed_hosts: Vec<String>,
+    /// The token every request must carry; `None`: none is asked for.
+    pub token: Option<String>,
+}
+
 /// What the handlers share.
 pub struct ServerState {
     /// The models, in the order given.
@@ -116,14 +162,28 @@ pub struct ServerState {
     pub limits: Limits,
     /// Running and recent jobs.
     pub jobs: Arc<jobs::Jobs>,
+    /// Extra host names and the token.
+    pub access: Access,
 }
 
 /// The shared state handle.
 pub type AppState = Arc<ServerState>;
 
 impl ServerState {
-    /// A state serving `models` (name, model) on `device` under `limits`.
+    /// A state serving `models` (name, model) on `device` under `limits`, on loopback names
+    /// only and without a token.
     pub fn new(models: Vec<(String, Model)>, device: &str, limits: Limits) -> AppState {
+        Self::with_access(models, device, limits, Access::default())
+    }
+
+    /// A state serving `models` (name, model) on `device` under `limits` to the clients
+    /// `access` lets in.
+    pub fn with_access(
+        models: Vec<(String, Model)>,
+        device: &str,
+        limits: Limits,
+        access: Access,
+    ) -> AppState {
         Arc::new(Self {
             models: models
                 .into_iter()
@@ -135,6 +195,7 @@ impl ServerState {
             device: device.to_string(),
             jobs: Arc::new(jobs::Jobs::new(limits.max_jobs)),
             limits,
+            access,
         })
     }
 
@@ -176,7 +237,14 @@ pub fn start(state: AppState, addr: SocketAddr) -> Result<RunningServer> {
     let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let app = api::router(state);
+    let guard = guard::Guard::new(
+        addr,
+        &state.access.allowed_hosts,
+        state.access.token.clone(),
+        std::time::Duration::from_millis(state.limits.request_timeout_ms),
+    );
+    let limits = state.limits.clone();
+    let app = api::router(state, guard);
     let thread = std::thread::Builder::new()
         .name("fidelis-serve".into())
         .spawn(move || -> Result<()> {
@@ -186,7 +254,7 @@ pub fn start(state: AppState, addr: SocketAddr) -> Result<RunningServer> {
                 .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, app).await?;
+                conn::serve(listener, app, &limits).await;
                 Ok(())
             })
         })?;
@@ -202,15 +270,43 @@ pub fn default_models() -> Vec<String> {
     models
 }
 
+/// Shortest `--token` accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The token the server asks for: `--token`, else `FIDELIS_SERVE_TOKEN`, else a generated one
+/// (128 random bits in hex) with `--allow-remote`, else none.
+fn token(args: &ServeArgs) -> Result<Option<String>> {
+    let given = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("FIDELIS_SERVE_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let Some(token) = given else {
+        return Ok(args.allow_remote.then(guard::new_token));
+    };
+    // The token travels in a cookie and a query string: keep to characters neither escapes.
+    let safe = |c: char| c.is_ascii_alphanumeric() || "._~-".contains(c);
+    if token.chars().count() < MIN_TOKEN_CHARS || !token.chars().all(safe) {
+        bail!("the token must be {MIN_TOKEN_CHARS} or more of the characters A-Z a-z 0-9 . _ ~ -");
+    }
+    Ok(Some(token))
+}
+
 /// Runs `fidelis serve` until the process is stopped.
 pub fn run(args: &ServeArgs) -> Result<()> {
     if !args.host.is_loopback() && !args.allow_remote {
         bail!(
-            "--host {} is not a loopback address; the API runs models for anyone who reaches it \
-             and has no authentication. Add --allow-remote if that is what you want.",
+            "--host {} is not a loopback address; the API runs models for anyone who reaches \
+             it. Add --allow-remote if that is what you want (requests then need a token).",
             args.host
         );
     }
+    let token = token(args)?;
+    let allowed_hosts = args
+        .allowed_hosts
+        .iter()
+        .map(|name| guard::host_name(name))
+        .collect::<Result<Vec<_>>>()?;
     let names = if args.models.is_empty() {
         default_models()
     } else {
@@ -229,10 +325,35 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_jobs: args.max_jobs.max(1),
         ..Limits::default()
     };
-    let state = ServerState::new(models, &args.device, limits);
+    let access = Access {
+        allowed_hosts,
+        token: token.clone(),
+    };
+    let state = ServerState::with_access(models, &args.device, limits, access);
     let server = start(state, SocketAddr::new(args.host, args.port))?;
-    // The end-to-end test reads the port from this line.
-    println!("fidelis serve: listening on http://{}", server.addr);
+    // An unspecified address (0.0.0.0) is no name to open: show the loopback one, which the
+    // guard accepts. The end-to-end test reads the address from these lines.
+    let shown = match server.addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], server.addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), server.addr.port())
+        }
+        _ => server.addr,
+    };
+    if shown == server.addr {
+        println!("fidelis serve: listening on http://{shown}");
+    } else {
+        println!(
+            "fidelis serve: listening on http://{} (here: http://{shown})",
+            server.addr
+        );
+    }
+    if let Some(token) = &token {
+        println!("fidelis serve: open http://{shown}/?token={token}");
+        println!("fidelis serve: API clients send `Authorization: Bearer {token}`");
+    }
     std::io::Write::flush(&mut std::io::stdout())?;
     server.wait()
 }
