@@ -165,6 +165,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate { model, opts } => {
+            opts.validate()?;
             let loaded = load(&model)?;
             let prompt = opts.prompt;
             let ids = loaded.tokenizer.encode_prompt(&prompt, !opts.no_bos)?;
