@@ -34,8 +34,9 @@
 //! Exact patching has no backward: its peak is Δa, the patch values of the reader groups a
 //! chunk of edges touches (`[e·b, p, width, d]` each), a forward of `e·b` rows and its logits.
 //! The recording forwards (clean and corrupted, full-sequence logits for the corrupted one) are
-//! a second phase (three `[b, p, f, d]` tensors: the clean outputs, the corrupted outputs as
-//! recorded and stacked); the peak is the larger of the two. Calibrated against peak RSS of
+//! a second phase (four `[b, p, f, d]` tensors: the clean outputs, and the corrupted outputs as
+//! recorded, made contiguous by the concatenation and stacked, measured on a Llama-3.2-1B-shaped
+//! model); the peak is the larger of the two. Calibrated against peak RSS of
 //! SmolLM2 and of a Llama-3.2-1B-shaped model on the CPU (docs/benchmarks.md, "Planning
 //! memory"): the estimate errs on the high side.
 
@@ -305,9 +306,9 @@ pub fn estimate(cfg: &TransformerConfig, req: &PlanRequest) -> Result<Plan> {
         term("weights", weights, "matrices, norms, position table"),
         term(
             "node outputs",
-            bytes(mul(&[3, outputs])?)?,
+            bytes(mul(&[4, outputs])?)?,
             format!(
-                "clean, recorded and stacked corrupted [{b}, {p}, {f}, {}]",
+                "clean; corrupted as recorded, made contiguous and stacked: 4 × [{b}, {p}, {f}, {}]",
                 s.d
             ),
         ),
