@@ -257,10 +257,13 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let secs = start.elapsed().as_secs_f64();
             println!();
-            eprintln!(
-                "{} tokens in {secs:.2} s ({:.1} tokens/s)",
-                out.len(),
-                out.len() as f64 / secs.max(1e-9)
+            let rate = out.len() as f64 / secs.max(1e-9);
+            progress::summary(
+                &format!(
+                    "generated {} ({rate:.1} tokens/s)",
+                    progress::items(out.len(), "token")
+                ),
+                start,
             );
         }
         Command::Inspect {
