@@ -80,7 +80,7 @@ pub fn model(model: &Model, json: bool) -> Result<()> {
     line(
         &mut t,
         "parameters",
-        &format!("{} ({})", count(params as usize), millions(params as u64)),
+        &format!("{} ({})", count(params), millions(params as u64)),
     );
     shape(&mut t, cfg);
     let tok = &model.tokenizer;
