@@ -82,6 +82,7 @@ fn one_token(model: &Model, text: &str, what: &str) -> Result<u32> {
 pub fn run(args: &AttributeArgs) -> Result<()> {
     args.opts.validate()?;
     let model = args.model.load()?;
+    let start = std::time::Instant::now();
     let report = attribute(&model, &args.opts)?;
     print!(
         "{}",
@@ -91,15 +92,22 @@ pub fn run(args: &AttributeArgs) -> Result<()> {
         )
     );
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::output::write(path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.html {
-        std::fs::write(path, html(&report))
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::output::write(path, html(&report))?;
         eprintln!("wrote {}", path.display());
     }
+    crate::progress::summary(
+        &format!(
+            "attributed {} to {} with {}",
+            crate::progress::items(report.steps.len(), "output token"),
+            crate::progress::items(report.prompt_tokens.len(), "prompt token"),
+            report.method
+        ),
+        start,
+    );
     Ok(())
 }
 

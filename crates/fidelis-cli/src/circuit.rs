@@ -15,7 +15,7 @@ use fidelis_models::Model;
 use fidelis_tasks::{Example, Task, TextTokenizer};
 
 use crate::options::{DiscoverJob, DiscoverOptions, EvaluateOptions};
-use crate::progress::Bar;
+use crate::progress::{self, Bar, count, items};
 
 /// Where the examples come from.
 #[derive(Debug, Clone)]
@@ -169,23 +169,27 @@ pub fn discover(model: &Model, device: &str, opts: &DiscoverOptions) -> Result<G
         Some(from) => Some(top_edges_of(from, &graph_for(model), opts.exact_top)?),
         None => None,
     };
-    eprintln!(
-        "{} examples · {} edges · method {} · loss {} · ablation {}",
-        pairs.len(),
-        graph_for(model).n_edges(),
-        job.method,
-        job.loss,
-        job.ablation
-    );
-    let mut bar = Bar::new(&job.method.to_string());
+    let n_edges = graph_for(model).n_edges();
+    if !crate::progress::quiet() {
+        eprintln!(
+            "{} examples · {} edges · method {} · loss {} · ablation {}",
+            pairs.len(),
+            count(n_edges),
+            job.method,
+            job.loss,
+            job.ablation
+        );
+    }
+    let n_subset = subset.as_ref().map(Vec::len);
     let start = Instant::now();
+    let mut bar = Bar::new(&job.method.to_string());
     let scored = score_edges(model, job, &pairs, subset, device, &mut bar)?;
     bar.finish();
     let Scored {
         mut graph,
         ablation,
     } = scored;
-    let secs = start.elapsed().as_secs_f64();
+    let scoring = start.elapsed();
     if opts.node_scores {
         let scores = graph.node_scores_from_edges();
         graph.set_node_scores(&scores)?;
@@ -194,39 +198,66 @@ pub fn discover(model: &Model, device: &str, opts: &DiscoverOptions) -> Result<G
         graph.apply_topn(n.min(graph.n_edges()), true)?;
         graph.prune();
     }
-    std::fs::write(&opts.out, graph.to_json_string())
-        .with_context(|| format!("writing {}", opts.out.display()))?;
-    println!("scored {} edges in {secs:.1} s", graph.n_edges());
+    crate::output::write(&opts.out, graph.to_json_string())?;
     print_top(&graph, opts.print_top);
     println!("wrote {}", opts.out.display());
-    if opts.curve {
-        let mut eval = EvalOptions::new(ablation);
-        eval.batch_size = job.batch_size;
-        let sizes = mib_sizes(graph.n_edges());
-        let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
-        let curve = faithfulness_curve(
-            &model.transformer,
-            &graph,
-            &pairs,
-            &job.loss,
-            &sizes,
-            &eval,
-            &mut bar,
-        )?;
-        bar.finish();
-        print_curve(&curve);
-        let (csv, svg) = (
-            opts.out.with_extension("curve.csv"),
-            opts.out.with_extension("curve.svg"),
-        );
-        std::fs::write(&csv, curve_csv(&curve))
-            .with_context(|| format!("writing {}", csv.display()))?;
-        let name = job.method.to_string();
-        let plot = crate::plot::faithfulness_plot(&[(name.as_str(), &curve)], "discovered circuit");
-        std::fs::write(&svg, plot).with_context(|| format!("writing {}", svg.display()))?;
-        println!("wrote {} and {}", csv.display(), svg.display());
+    let scored = match n_subset {
+        Some(n) => format!("scored {n} of {}", items(graph.n_edges(), "edge")),
+        None => format!("scored {}", items(graph.n_edges(), "edge")),
+    };
+    if !opts.curve {
+        progress::summary(&scored, start);
+        return Ok(graph);
     }
+    let curve_start = Instant::now();
+    let points = discover_curve(model, &graph, &pairs, opts, ablation)?;
+    progress::summary(
+        &format!(
+            "{scored} ({}) and evaluated {} ({})",
+            progress::seconds(scoring),
+            items(points, "circuit"),
+            progress::seconds(curve_start.elapsed())
+        ),
+        start,
+    );
     Ok(graph)
+}
+
+/// `discover --curve`: the faithfulness curve of the scored `graph` at the MIB sizes, printed
+/// and written next to `--out` (`.curve.csv`, `.curve.svg`); returns its number of points.
+fn discover_curve(
+    model: &Model,
+    graph: &Graph,
+    pairs: &[PromptPair],
+    opts: &DiscoverOptions,
+    ablation: Ablation,
+) -> Result<usize> {
+    let job = &opts.job;
+    let mut eval = EvalOptions::new(ablation);
+    eval.batch_size = job.batch_size;
+    let sizes = mib_sizes(graph.n_edges());
+    let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
+    let curve = faithfulness_curve(
+        &model.transformer,
+        graph,
+        pairs,
+        &job.loss,
+        &sizes,
+        &eval,
+        &mut bar,
+    )?;
+    bar.finish();
+    print_curve(&curve);
+    let (csv, svg) = (
+        opts.out.with_extension("curve.csv"),
+        opts.out.with_extension("curve.svg"),
+    );
+    crate::output::write(&csv, curve_csv(&curve))?;
+    let name = job.method.to_string();
+    let plot = crate::plot::faithfulness_plot(&[(name.as_str(), &curve)], "discovered circuit");
+    crate::output::write(&svg, plot)?;
+    println!("wrote {} and {}", csv.display(), svg.display());
+    Ok(curve.points.len())
 }
 
 /// Prints a faithfulness curve as a table.
@@ -292,7 +323,7 @@ pub fn show(path: &Path, top: usize, svg: Option<&Path>) -> Result<()> {
         } else {
             graph.to_svg(&SvgOptions::default())
         };
-        std::fs::write(out, picture).with_context(|| format!("writing {}", out.display()))?;
+        crate::output::write(out, picture)?;
         println!("wrote {}", out.display());
     }
     Ok(())
@@ -324,6 +355,7 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
     let graph = read_graph(graph_path)?;
     let examples = load_examples(model, &opts.data.source()?)?;
     let pairs = tokenize(model, &examples, !opts.data.no_bos)?;
+    let start = Instant::now();
     let eval = EvalOptions {
         ablation: opts
             .ablation
@@ -333,7 +365,6 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
         selection: opts.selection,
     };
     let metric = &opts.metric;
-    let start = Instant::now();
     let sizes = if opts.mib {
         mib_sizes(graph.n_edges())
     } else {
@@ -361,6 +392,14 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
             "  complement (full model without the circuit): metric {:.4} · faithfulness {:.3}",
             c.complement_metric, c.complement_faithfulness
         );
+        progress::summary(
+            &format!(
+                "evaluated a circuit of {} and its complement on {}",
+                items(graph.n_edges_in_graph(), "edge"),
+                items(pairs.len(), "example")
+            ),
+            start,
+        );
         serde_json::to_value(&c)?
     } else {
         let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
@@ -382,16 +421,21 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
         );
         print_curve(&curve);
         if let Some(csv) = &opts.csv {
-            std::fs::write(csv, curve_csv(&curve))
-                .with_context(|| format!("writing {}", csv.display()))?;
+            crate::output::write(csv, curve_csv(&curve))?;
             println!("wrote {}", csv.display());
         }
+        progress::summary(
+            &format!(
+                "evaluated {} on {}",
+                items(curve.points.len(), "circuit"),
+                items(pairs.len(), "example")
+            ),
+            start,
+        );
         serde_json::to_value(&curve)?
     };
-    eprintln!("evaluated in {:.1} s", start.elapsed().as_secs_f64());
     if let Some(json) = &opts.json {
-        std::fs::write(json, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("writing {}", json.display()))?;
+        crate::output::write(json, serde_json::to_string_pretty(&result)?)?;
         println!("wrote {}", json.display());
     }
     Ok(())

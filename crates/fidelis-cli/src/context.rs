@@ -4,13 +4,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use fidelis_context::pecore::{STAGE_CCI, STAGE_CTI, STAGE_GENERATING};
 use fidelis_context::prompt::ChatTemplate;
 use fidelis_context::{PecoreConfig, attribute_context_with_progress, render};
 use fidelis_models::Model;
 
 use crate::model_args::ModelFlags;
 use crate::options::ContextOptions;
+use crate::progress::items;
 
 /// Arguments of `fidelis context`.
 #[derive(clap::Args, Debug)]
@@ -59,6 +61,16 @@ pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
     Ok(cfg)
 }
 
+/// What the bar says during each PECoRe stage.
+fn stage_label(stage: &str) -> &str {
+    match stage {
+        STAGE_GENERATING => "generating the answer",
+        STAGE_CTI => "CTI: context-sensitive tokens",
+        STAGE_CCI => "CCI: cues in the context",
+        other => other,
+    }
+}
+
 /// Runs `fidelis context`.
 pub fn run(args: &ContextArgs) -> Result<()> {
     args.opts.validate()?;
@@ -66,21 +78,29 @@ pub fn run(args: &ContextArgs) -> Result<()> {
     let cfg = config(&model, &args.opts)?;
     let start = Instant::now();
     let mut bar = crate::progress::Bar::new("context attribution");
-    let out = attribute_context_with_progress(&model, &cfg, &mut bar)?;
+    let mut labelled = |stage: &str, done: usize, total: usize| {
+        crate::progress::Progress::tick(&mut bar, stage_label(stage), done, total)
+    };
+    let out = attribute_context_with_progress(&model, &cfg, &mut labelled)?;
     bar.finish();
-    let secs = start.elapsed().as_secs_f64();
     let color = !args.no_color && std::io::IsTerminal::is_terminal(&std::io::stdout());
     print!("{}", render::terminal(&out, color));
-    eprintln!("context attribution in {secs:.2} s");
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::output::write(path, serde_json::to_string_pretty(&out)?)?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.html {
-        std::fs::write(path, render::html(&out))
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::output::write(path, render::html(&out))?;
         eprintln!("wrote {}", path.display());
     }
+    crate::progress::summary(
+        &format!(
+            "context attribution: {} of {} context-sensitive, attributed to {}",
+            out.cci_scores.len(),
+            items(out.output_current_tokens.len(), "output token"),
+            items(out.input_context_tokens.len(), "context token")
+        ),
+        start,
+    );
     Ok(())
 }

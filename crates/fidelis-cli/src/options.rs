@@ -219,8 +219,8 @@ pub struct DiscoverOptions {
     /// Store node-level scores (each node's summed outgoing edge scores) in the graph JSON.
     #[arg(long)]
     pub node_scores: bool,
-    /// Where to write the graph JSON.
-    #[arg(long, default_value = "graph.json")]
+    /// Where to write the graph JSON (its folder is created).
+    #[arg(long, default_value = "fidelis-out/graph.json")]
     pub out: PathBuf,
 }
 
@@ -234,7 +234,7 @@ impl Default for DiscoverOptions {
             print_top: 20,
             curve: false,
             node_scores: false,
-            out: PathBuf::from("graph.json"),
+            out: crate::output::default_path("graph.json"),
         }
     }
 }

@@ -65,14 +65,16 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
             out.to_str().unwrap(),
         ]);
         let stdout = String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{method}: {stderr}");
+        assert!(stdout.contains("->"), "{stdout}");
+        // The summary line on stderr: what was done and the wall time.
+        let summary = stderr.lines().last().unwrap_or_default();
         assert!(
-            run.status.success(),
-            "{method}: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        assert!(
-            stdout.contains("scored") && stdout.contains("->"),
-            "{stdout}"
+            summary.starts_with("scored ")
+                && summary.contains(" edges in ")
+                && summary.ends_with(" s"),
+            "{stderr}"
         );
         let graph = Graph::from_json_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(graph.n_edges(), Graph::new(*graph.cfg()).n_edges());
