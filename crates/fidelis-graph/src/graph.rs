@@ -22,9 +22,9 @@ pub struct GraphConfig {
     pub d_model: Option<usize>,
 }
 
-/// The largest graph a config may describe, so that a file cannot size an allocation beyond
-/// what any model needs. Far above published models: Llama 3.1 405B (126 layers × 128 heads)
-/// has 7.9e8 score-matrix entries, Llama 3 70B 8.0e7, GPT-2 small 7.0e4.
+/// The largest graph a config may describe, so that a small file cannot size an allocation
+/// beyond what a workstation holds: Llama 3 70B (80 layers × 64 heads) has 8.0e7 score-matrix
+/// entries, GPT-2 small 7.0e4; Llama 3.1 405B's 7.9e8 (4.7 GB dense) is refused.
 pub mod limits {
     /// Layers (Llama 3.1 405B: 126).
     pub const MAX_LAYERS: usize = 4096;
@@ -33,8 +33,9 @@ pub mod limits {
     /// Residual width (Llama 3.1 405B: 16,384).
     pub const MAX_D_MODEL: usize = 1 << 20;
     /// Entries of the `[n_forward, n_backward]` score matrix, and of the neuron-level
-    /// `[n_forward, d_model]` data (each entry costs 6 bytes: score, validity, membership).
-    pub const MAX_CELLS: usize = 1 << 30;
+    /// `[n_forward, d_model]` data (each entry costs 6 bytes: score, validity, membership;
+    /// 1.6 GB at this limit).
+    pub const MAX_CELLS: usize = 1 << 28;
 }
 
 impl GraphConfig {

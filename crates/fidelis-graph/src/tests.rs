@@ -621,7 +621,7 @@ fn graph_json_with_absurd_sizes_is_refused_before_allocating() {
             "d_model = 0",
         ),
         (
-            r#"{"n_layers": 4000, "n_heads": 4, "d_model": 1048576}"#,
+            r#"{"n_layers": 100, "n_heads": 12, "d_model": 1048576}"#,
             "neuron data",
         ),
     ];

@@ -322,7 +322,8 @@ impl TransformerConfig {
                 ));
             }
         }
-        // Within the limits above, so no overflow: 4096 × 4097.
+        // Within the limits above, so no overflow: 4096 × 4097. The circuit graph of a model is
+        // sized by this count squared, so a config past it could not be analysed anyway.
         let components = self.n_layers * (self.n_heads + 1);
         if components > limits::MAX_COMPONENTS {
             return unsupported(format!(
@@ -399,8 +400,10 @@ pub mod limits {
     /// Context length (Qwen 2.5 1M: 1,010,000).
     pub const MAX_N_CTX: usize = 1 << 24;
     /// Heads and MLPs over all layers, `n_layers × (n_heads + 1)`: the rows of the circuit
-    /// graph, whose score matrix grows with its square (Llama 3.1 405B: 16,254).
-    pub const MAX_COMPONENTS: usize = 1 << 14;
+    /// graph, whose dense score matrix grows with its square (Llama 3 70B: 5,200; at this limit
+    /// the matrix stays within `fidelis_graph::limits::MAX_CELLS`, so Llama 3.1 405B's 16,254
+    /// is refused).
+    pub const MAX_COMPONENTS: usize = 1 << 13;
     /// Elements of one weight matrix (Llama 3.1 405B's `lm_head`: 2.1e9).
     pub const MAX_MATRIX_ELEMENTS: usize = 1 << 34;
     /// Elements of each rotary cos/sin table `[n_ctx, rotary_dim]` (Qwen 2.5 1M: 1.3e8; the
