@@ -2,6 +2,7 @@
 
 mod bench;
 mod experiment;
+mod fuzz;
 mod organism;
 
 use anyhow::{Result, bail};
@@ -19,6 +20,8 @@ tasks:
         score the task's graph with every edge attribution method, evaluate each at the MIB
         circuit sizes, write curves.csv, summary.json and faithfulness.svg to
         results/<model>/<task>/
+  fuzz [--minutes 1] [--format safetensors,gguf,config,tokenizer,graph,tasks] [--inputs N]
+        structure-aware fuzzing of every loader in-process under a heap cap (xtask/src/fuzz.rs)
   train-organism [--out models/organism] [--steps N] [--seed S]
         train the small GPT-2 shipped in models/organism/ (the default --model)";
 
@@ -28,6 +31,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("experiment") => experiment::run(&args[1..]),
         Some("train-organism") => organism::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())

@@ -217,6 +217,7 @@ enum ModelsAction {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_on_closed_stdout();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -224,6 +225,18 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores the default action of SIGPIPE, which the Rust runtime ignores, so that writing to a
+/// closed stdout (`fidelis inspect | head -5`) ends the program quietly with status 141, as
+/// other command-line tools do, instead of a panic in `println!`.
+fn quiet_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a valid
+    // action for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

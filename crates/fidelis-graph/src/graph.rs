@@ -22,7 +22,64 @@ pub struct GraphConfig {
     pub d_model: Option<usize>,
 }
 
+/// The largest graph a config may describe, so that a small file cannot size an allocation
+/// beyond what a workstation holds: Llama 3 70B (80 layers × 64 heads) has 8.0e7 score-matrix
+/// entries, GPT-2 small 7.0e4; Llama 3.1 405B's 7.9e8 (4.7 GB dense) is refused.
+pub mod limits {
+    /// Layers (Llama 3.1 405B: 126).
+    pub const MAX_LAYERS: usize = 4096;
+    /// Heads per layer (Llama 3.1 405B: 128).
+    pub const MAX_HEADS: usize = 4096;
+    /// Residual width (Llama 3.1 405B: 16,384).
+    pub const MAX_D_MODEL: usize = 1 << 20;
+    /// Entries of the `[n_forward, n_backward]` score matrix, and of the neuron-level
+    /// `[n_forward, d_model]` data (each entry costs 6 bytes: score, validity, membership;
+    /// 1.6 GB at this limit).
+    pub const MAX_CELLS: usize = 1 << 28;
+}
+
 impl GraphConfig {
+    /// Errors unless the sizes are positive where they must be and the graph they describe
+    /// stays within [`limits`]: `n_layers` and `n_heads` between 1 and their limits, `d_model`
+    /// (when given) between 1 and [`limits::MAX_D_MODEL`], and the score matrix and neuron
+    /// data at most [`limits::MAX_CELLS`] entries. The error names the field and the limit.
+    pub fn check(&self) -> Result<(), GraphError> {
+        let bad = |m: String| Err(GraphError::InvalidConfig(m));
+        let counts = [
+            ("n_layers", self.n_layers, limits::MAX_LAYERS),
+            ("n_heads", self.n_heads, limits::MAX_HEADS),
+            ("d_model", self.d_model.unwrap_or(1), limits::MAX_D_MODEL),
+        ];
+        for (name, value, max) in counts {
+            if value == 0 || value > max {
+                return bad(format!("{name} = {value} (it must be between 1 and {max})"));
+            }
+        }
+        // Both at most 4096 × 12289 + 1, so these products cannot overflow.
+        let n_forward = 1 + self.n_layers * (self.n_heads + 1);
+        let n_backward = self.n_layers * (3 * self.n_heads + 1) + 1;
+        let cells = [
+            ("the score matrix", n_forward.checked_mul(n_backward)),
+            (
+                "the neuron data",
+                n_forward.checked_mul(self.d_model.unwrap_or(0)),
+            ),
+        ];
+        for (what, n) in cells {
+            if n.is_none_or(|n| n > limits::MAX_CELLS) {
+                return bad(format!(
+                    "{} layers of {} heads (d_model {:?}): {what} would have more than {} \
+                     entries (limits::MAX_CELLS)",
+                    self.n_layers,
+                    self.n_heads,
+                    self.d_model,
+                    limits::MAX_CELLS
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A config with no `d_model`.
     pub fn new(n_layers: usize, n_heads: usize, parallel_attn_mlp: bool) -> Self {
         Self {
@@ -98,7 +155,21 @@ pub struct Graph {
 impl Graph {
     /// Builds the full graph for `cfg`: all valid edges, zero scores, nothing in the circuit,
     /// no node or neuron scores.
+    ///
+    /// # Panics
+    /// If `cfg` fails [`GraphConfig::check`] (zero layers or heads, or a graph over the
+    /// [`limits`]); use [`Graph::try_new`] for a config read from a file.
     pub fn new(cfg: GraphConfig) -> Self {
+        match Self::try_new(cfg) {
+            Ok(g) => g,
+            Err(e) => panic!("Graph::new: {e}"),
+        }
+    }
+
+    /// Builds the full graph for `cfg` as [`Graph::new`] does, or the error of
+    /// [`GraphConfig::check`] naming the size at fault before anything is allocated.
+    pub fn try_new(cfg: GraphConfig) -> Result<Self, GraphError> {
+        cfg.check()?;
         let n_forward = 1 + cfg.n_layers * (cfg.n_heads + 1);
         let n_backward = cfg.n_layers * (3 * cfg.n_heads + 1) + 1;
         let mut g = Graph {
@@ -118,7 +189,7 @@ impl Graph {
                 g.valid[f * n_backward + b] = true;
             }
         }
-        g
+        Ok(g)
     }
 
     /// Number of forward rows visible to backward column `b`: forward nodes are numbered in

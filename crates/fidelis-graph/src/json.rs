@@ -158,7 +158,8 @@ impl Graph {
             .ok_or_else(|| GraphError::InvalidConfig("missing `cfg`".into()))?;
         let cfg: GraphConfig = serde_json::from_value(cfg_v.clone())
             .map_err(|e| GraphError::InvalidConfig(e.to_string()))?;
-        let mut g = Graph::new(cfg);
+        // Sizes from the file are checked before they size anything.
+        let mut g = Graph::try_new(cfg)?;
         if let Some(nodes) = obj.get("nodes") {
             let nodes = nodes
                 .as_object()

@@ -74,7 +74,7 @@ mod svg;
 
 pub use dot::render_svg_with_dot;
 pub use error::GraphError;
-pub use graph::{Graph, GraphConfig, LayerColumns};
+pub use graph::{Graph, GraphConfig, LayerColumns, limits};
 pub use node::{Edge, Node, Qkv, Reader, parse_node, parse_reader};
 pub use svg::SvgOptions;
 

@@ -599,3 +599,48 @@ fn dot_renders_when_graphviz_is_installed() {
         assert!(matches!(result, Err(GraphError::Render(_))));
     }
 }
+
+/// A graph JSON whose `cfg` asks for an absurd graph is an `InvalidConfig` naming the field or
+/// the limit, before anything is allocated (issue 18: 650 GB requests from a 19 KB file).
+#[test]
+fn graph_json_with_absurd_sizes_is_refused_before_allocating() {
+    let cases = [
+        (
+            r#"{"n_layers": 1000000000, "n_heads": 12}"#,
+            "n_layers = 1000000000",
+        ),
+        (
+            r#"{"n_layers": 12, "n_heads": 18446744073709551615}"#,
+            "n_heads",
+        ),
+        (r#"{"n_layers": 0, "n_heads": 12}"#, "n_layers = 0"),
+        (r#"{"n_layers": 12, "n_heads": 0}"#, "n_heads = 0"),
+        (r#"{"n_layers": 4096, "n_heads": 4096}"#, "MAX_CELLS"),
+        (
+            r#"{"n_layers": 12, "n_heads": 12, "d_model": 0}"#,
+            "d_model = 0",
+        ),
+        (
+            r#"{"n_layers": 100, "n_heads": 12, "d_model": 1048576}"#,
+            "neuron data",
+        ),
+    ];
+    for (cfg, needle) in cases {
+        let cfg = cfg.replace('}', r#", "parallel_attn_mlp": false}"#);
+        let json = format!(r#"{{"cfg": {cfg}, "nodes": {{}}, "edges": {{}}}}"#);
+        let err = Graph::from_json_str(&json).unwrap_err();
+        assert!(
+            matches!(err, GraphError::InvalidConfig(_)),
+            "{cfg}: {err:?}"
+        );
+        assert!(err.to_string().contains(needle), "{cfg}: {err}");
+    }
+    // The same sizes through the constructor: an error, not a panic or an abort.
+    let huge = GraphConfig::new(4096, 4096, false);
+    assert!(Graph::try_new(huge).is_err());
+    assert!(std::panic::catch_unwind(|| Graph::new(huge)).is_err());
+    // Real shapes pass: Llama 3 70B (80 layers of 64 heads, d_model 8192).
+    let mut llama70b = GraphConfig::new(80, 64, false);
+    llama70b.d_model = Some(8192);
+    assert_eq!(llama70b.check(), Ok(()));
+}

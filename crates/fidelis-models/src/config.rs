@@ -284,27 +284,131 @@ impl TransformerConfig {
 
     /// Errors unless every size is positive and within what any published model uses (with
     /// wide margins), so that a malformed or hostile config is named instead of turning into
-    /// an allocation of unbounded size.
+    /// an allocation of unbounded size: each count against its limit in [`limits`], the
+    /// products the builders size matrices with (`n_heads × d_head`, `3 × d_model`, ...)
+    /// without overflow, and the rotary width (positive, even, at most `d_head`) with its
+    /// `[n_ctx, rotary_dim]` tables under [`limits::MAX_ROTARY_TABLE_ELEMENTS`].
     pub fn check_sizes(&self) -> crate::Result<()> {
-        let limits: [(&str, usize, usize); 8] = [
-            ("n_layers", self.n_layers, 4096),
-            ("d_model", self.d_model, 1 << 20),
-            ("n_heads", self.n_heads, 4096),
-            ("n_kv_heads", self.n_kv_heads, 4096),
-            ("d_head", self.d_head, 1 << 16),
-            ("d_mlp", self.d_mlp, 1 << 22),
-            ("d_vocab", self.d_vocab, 1 << 24),
-            ("n_ctx", self.n_ctx, 1 << 24),
+        let unsupported = |m: String| Err(crate::ModelError::Unsupported(m));
+        let counts: [(&str, usize, usize); 8] = [
+            ("n_layers", self.n_layers, limits::MAX_LAYERS),
+            ("d_model", self.d_model, limits::MAX_D_MODEL),
+            ("n_heads", self.n_heads, limits::MAX_HEADS),
+            ("n_kv_heads", self.n_kv_heads, limits::MAX_HEADS),
+            ("d_head", self.d_head, limits::MAX_D_HEAD),
+            ("d_mlp", self.d_mlp, limits::MAX_D_MLP),
+            ("d_vocab", self.d_vocab, limits::MAX_D_VOCAB),
+            ("n_ctx", self.n_ctx, limits::MAX_N_CTX),
         ];
-        for (name, value, max) in limits {
-            if value == 0 || value > max {
-                return Err(crate::ModelError::Unsupported(format!(
-                    "config with {name} = {value} (it must be between 1 and {max})"
-                )));
+        for (name, value, max) in counts {
+            check_count(name, value, max)?;
+        }
+        // Every width a builder multiplies out, checked once here so that no product of
+        // file-provided numbers wraps or overflows later.
+        let products = [
+            ("n_heads × d_head", self.n_heads.checked_mul(self.d_head)),
+            ("3 × d_model", self.d_model.checked_mul(3)),
+            ("d_vocab × d_model", self.d_vocab.checked_mul(self.d_model)),
+            ("d_model × d_mlp", self.d_model.checked_mul(self.d_mlp)),
+            ("n_ctx × d_model", self.n_ctx.checked_mul(self.d_model)),
+        ];
+        for (name, product) in products {
+            if product.is_none_or(|p| p > limits::MAX_MATRIX_ELEMENTS) {
+                return unsupported(format!(
+                    "config with {name} = {} (a weight of more than {} elements, \
+                     limits::MAX_MATRIX_ELEMENTS)",
+                    product.map_or_else(|| "an overflow".to_string(), |p| p.to_string()),
+                    limits::MAX_MATRIX_ELEMENTS
+                ));
+            }
+        }
+        // Within the limits above, so no overflow: 4096 × 4097. The circuit graph of a model is
+        // sized by this count squared, so a config past it could not be analysed anyway.
+        let components = self.n_layers * (self.n_heads + 1);
+        if components > limits::MAX_COMPONENTS {
+            return unsupported(format!(
+                "config with {} layers of {} heads: n_layers × (n_heads + 1) = {components} \
+                 components, more than {} (limits::MAX_COMPONENTS)",
+                self.n_layers,
+                self.n_heads,
+                limits::MAX_COMPONENTS
+            ));
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return unsupported(format!(
+                "config with {} query heads over {} key/value heads (n_heads must be a \
+                 multiple of n_kv_heads)",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if !self.attention_windows.is_empty() && self.attention_windows.len() != self.n_layers {
+            return unsupported(format!(
+                "config with {} attention windows for {} layers",
+                self.attention_windows.len(),
+                self.n_layers
+            ));
+        }
+        if let Positional::Rotary { rotary_dim, .. } = self.positional {
+            if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > self.d_head {
+                return unsupported(format!(
+                    "config with rotary_dim = {rotary_dim} for d_head = {} (the rotary width \
+                     must be a positive even number no larger than d_head)",
+                    self.d_head
+                ));
+            }
+            let table = self.n_ctx.checked_mul(rotary_dim);
+            if table.is_none_or(|t| t > limits::MAX_ROTARY_TABLE_ELEMENTS) {
+                return unsupported(format!(
+                    "config with n_ctx = {} and rotary_dim = {rotary_dim}: the rotary tables \
+                     would hold more than {} elements each (limits::MAX_ROTARY_TABLE_ELEMENTS)",
+                    self.n_ctx,
+                    limits::MAX_ROTARY_TABLE_ELEMENTS
+                ));
             }
         }
         Ok(())
     }
+}
+
+/// Errors unless `1 <= value <= max`, naming the config field and its limit.
+pub fn check_count(name: &str, value: usize, max: usize) -> crate::Result<()> {
+    if value == 0 || value > max {
+        return Err(crate::ModelError::Unsupported(format!(
+            "config with {name} = {value} (it must be between 1 and {max})"
+        )));
+    }
+    Ok(())
+}
+
+/// The largest sizes a model file may declare. Each is far above any published model (the
+/// largest in the comment) so that real models load, and low enough that what they size fits
+/// a workstation: a file that asks for more is refused by [`TransformerConfig::check_sizes`]
+/// before anything is allocated.
+pub mod limits {
+    /// Transformer blocks (Llama 3.1 405B: 126).
+    pub const MAX_LAYERS: usize = 4096;
+    /// Residual width (Llama 3.1 405B: 16,384).
+    pub const MAX_D_MODEL: usize = 1 << 20;
+    /// Query or key/value heads (Llama 3.1 405B: 128).
+    pub const MAX_HEADS: usize = 4096;
+    /// Head width (Gemma 2: 256).
+    pub const MAX_D_HEAD: usize = 1 << 16;
+    /// MLP width (Llama 3.1 405B: 53,248).
+    pub const MAX_D_MLP: usize = 1 << 22;
+    /// Vocabulary (Gemma 2: 256,000).
+    pub const MAX_D_VOCAB: usize = 1 << 24;
+    /// Context length (Qwen 2.5 1M: 1,010,000).
+    pub const MAX_N_CTX: usize = 1 << 24;
+    /// Heads and MLPs over all layers, `n_layers × (n_heads + 1)`: the rows of the circuit
+    /// graph, whose dense score matrix grows with its square (Llama 3 70B: 5,200; at this limit
+    /// the matrix stays within `fidelis_graph::limits::MAX_CELLS`, so Llama 3.1 405B's 16,254
+    /// is refused).
+    pub const MAX_COMPONENTS: usize = 1 << 13;
+    /// Elements of one weight matrix (Llama 3.1 405B's `lm_head`: 2.1e9).
+    pub const MAX_MATRIX_ELEMENTS: usize = 1 << 34;
+    /// Elements of each rotary cos/sin table `[n_ctx, rotary_dim]` (Qwen 2.5 1M: 1.3e8; the
+    /// table is 512 MiB of f32 at this limit).
+    pub const MAX_ROTARY_TABLE_ELEMENTS: usize = 1 << 27;
 }
 
 #[cfg(test)]

@@ -240,7 +240,7 @@ fn interleave_qkv_rows(t: HostTensor, heads: usize) -> HostTensor {
 /// Within each head of width `dh`, Hugging Face row `half * dh/2 + i` was stored at row
 /// `2 * i + half` (interleaved pairs), for `half ∈ {0, 1}` and `i < dh/2`.
 fn unpermute_rows(t: HostTensor, heads: usize) -> HostTensor {
-    let rows = t.shape[0];
+    let rows = t.shape.first().copied().unwrap_or(0);
     let cols = t.data.len() / rows.max(1);
     if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         // Not head-shaped: leave it to the loader's shape check, which names the shape it wants.

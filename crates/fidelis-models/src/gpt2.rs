@@ -92,7 +92,8 @@ impl Gpt2Config {
             n_heads: self.n_head,
             n_kv_heads: self.n_head,
             d_head: self.n_embd / self.n_head,
-            d_mlp: self.n_inner.unwrap_or(4 * self.n_embd),
+            // Saturating: an absurd width is refused by `check_sizes`, not wrapped.
+            d_mlp: self.n_inner.unwrap_or(self.n_embd.saturating_mul(4)),
             d_vocab: self.vocab_size,
             n_ctx: self.n_positions,
             norm: NormKind::LayerNorm,
@@ -123,6 +124,12 @@ pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transforme
     } else {
         ""
     };
+    cfg.check_sizes()?;
+    let last = cfg.n_layers - 1;
+    w.expect_layers(
+        cfg.n_layers,
+        &format!("{prefix}h.{last}.attn.c_attn.weight"),
+    )?;
     let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
     let norm = |name: &str| -> Result<Norm> {
         Ok(Norm {

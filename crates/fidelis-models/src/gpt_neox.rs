@@ -177,6 +177,12 @@ impl GptNeoXConfig {
 
 /// Builds a GPT-NeoX from checkpoint tensors named as in `GPTNeoXForCausalLM`.
 pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transformer> {
+    cfg.check_sizes()?;
+    let last = cfg.n_layers - 1;
+    w.expect_layers(
+        cfg.n_layers,
+        &format!("gpt_neox.layers.{last}.attention.query_key_value.weight"),
+    )?;
     let (d, v, m, h, dh) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp, cfg.n_heads, cfg.d_head);
     let norm = |name: &str| -> Result<Norm> {
         Ok(Norm {

@@ -227,6 +227,8 @@ impl LlamaConfig {
             _ => return Ok(Vec::new()),
         };
         let n = self.num_hidden_layers;
+        // The per-layer list is sized by the layer count: bound it before building it.
+        crate::config::check_count("num_hidden_layers", n, crate::config::limits::MAX_LAYERS)?;
         let windows: Vec<Option<usize>> = match &self.layer_types {
             Some(types) => types
                 .iter()
@@ -386,6 +388,12 @@ impl LlamaConfig {
 
 /// Builds a Llama-family model from tensors named as in `LlamaForCausalLM`.
 pub(crate) fn build(cfg: TransformerConfig, w: &Loader<'_>) -> Result<Transformer> {
+    cfg.check_sizes()?;
+    let last = cfg.n_layers - 1;
+    w.expect_layers(
+        cfg.n_layers,
+        &format!("model.layers.{last}.self_attn.q_proj.weight"),
+    )?;
     let (d, v, m) = (cfg.d_model, cfg.d_vocab, cfg.d_mlp);
     let (q_out, kv_out) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
     // Gemma stores RMSNorm weights as offsets from 1 and multiplies by `1 + w`; adding the 1

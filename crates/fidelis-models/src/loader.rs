@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::weights::{HostTensor, WeightSource};
 
 /// Reads weights from a [`WeightSource`], checks their shapes and uploads them to `device`.
@@ -21,6 +21,19 @@ impl Loader<'_> {
         let t = self.src.tensor_shaped(name, shape)?;
         (self.on_tensor)(t.data.len())?;
         Ok(t)
+    }
+
+    /// Errors unless the checkpoint holds `last_layer_tensor`, a tensor of the last block the
+    /// config declares: a config (or GGUF `block_count`) claiming more layers than the file
+    /// holds is named before anything is sized by the layer count.
+    pub fn expect_layers(&self, n_layers: usize, last_layer_tensor: &str) -> Result<()> {
+        if self.src.contains(last_layer_tensor) {
+            return Ok(());
+        }
+        Err(ModelError::MissingTensor(format!(
+            "{last_layer_tensor} (the config declares {n_layers} layers; the checkpoint has no \
+             tensor of the last one)"
+        )))
     }
 
     /// A rank-1 weight.

@@ -249,6 +249,7 @@ impl Transformer {
     /// A model of the given shape with random weights (seeded), for benchmarks and tests that
     /// need a model's size rather than its skill.
     pub fn random(cfg: TransformerConfig, seed: u64, device: &Device) -> Result<Self> {
+        cfg.check_sizes()?;
         let src = RandomWeights {
             seed,
             std: 0.02,

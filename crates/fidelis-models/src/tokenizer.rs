@@ -5,6 +5,41 @@ use std::path::Path;
 
 use crate::error::{ModelError, Result};
 
+thread_local! {
+    /// Set while this thread runs a third-party parser whose panics are contained.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic instead of unwinding through the caller, and without the default
+/// panic message on stderr: the panic becomes an error the caller names instead.
+///
+/// The first call wraps the process's panic hook (once) so that panics on a thread inside this
+/// function are not printed; every other panic goes to the previous hook unchanged.
+fn quiet_catch_unwind<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static WRAP_HOOK: std::sync::Once = std::sync::Once::new();
+    WRAP_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was_quiet = QUIET_PANICS.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(was_quiet));
+    result
+}
+
+/// The message of a caught panic payload (a `&str` or `String`), or a placeholder.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 /// One encoded text: ids, their surface strings and byte offsets into the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoding {
@@ -31,6 +66,11 @@ impl Tokenizer {
     }
 
     /// Reads a `tokenizer.json`.
+    ///
+    /// A file that `tokenizers` rejects is a [`ModelError::Tokenizer`] naming the file; so is
+    /// one that makes `tokenizers` panic (some malformed files reach an `expect` inside it, e.g.
+    /// a syntax error inside `"decoder"`): that panic is contained here, the crate boundary,
+    /// and its default message is not printed.
     pub fn from_file(path: &Path, bos: Option<u32>, eos: Option<u32>) -> Result<Self> {
         if !path.exists() {
             return Err(ModelError::MissingFile {
@@ -38,8 +78,21 @@ impl Tokenizer {
                 what: "tokenizer",
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let loaded = quiet_catch_unwind(|| tokenizers::Tokenizer::from_file(path));
+        let inner = match loaded {
+            Ok(Ok(inner)) => inner,
+            Ok(Err(e)) => {
+                return Err(ModelError::Tokenizer(format!("{}: {e}", path.display())));
+            }
+            Err(panic) => {
+                return Err(ModelError::Tokenizer(format!(
+                    "{}: the tokenizers library panicked while reading it ({}); the file is \
+                     malformed",
+                    path.display(),
+                    panic_message(panic.as_ref())
+                )));
+            }
+        };
         Ok(Self::new(inner, bos, eos))
     }
 

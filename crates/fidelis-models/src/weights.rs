@@ -160,15 +160,17 @@ impl SafetensorsSource {
                     path: index.clone(),
                     message: "no `weight_map` object".into(),
                 })?;
+            // Shards in order of first mention, each once (a set makes this linear in the
+            // number of entries, not quadratic).
             let mut shards: Vec<PathBuf> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for file in map.values() {
                 let name = file.as_str().ok_or_else(|| ModelError::Safetensors {
                     path: index.clone(),
                     message: "weight_map values must be file names".into(),
                 })?;
-                let path = dir.join(name);
-                if !shards.contains(&path) {
-                    shards.push(path);
+                if seen.insert(name) {
+                    shards.push(dir.join(shard_name(&index, name)?));
                 }
             }
             Self::open_files(&shards)
@@ -260,6 +262,25 @@ impl WeightSource for SafetensorsSource {
             data,
         })
     }
+}
+
+/// `name`, a shard file named in the index at `index`, checked to stay inside the model folder:
+/// a relative path of plain components (no root, drive prefix, `.` or `..`), so that a hostile
+/// index cannot make the loader open, or name in an error, a file elsewhere.
+fn shard_name<'a>(index: &Path, name: &'a str) -> Result<&'a Path> {
+    use std::path::Component;
+    let path = Path::new(name);
+    let plain = !name.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if !plain {
+        return Err(ModelError::Safetensors {
+            path: index.to_path_buf(),
+            message: format!(
+                "weight_map names the shard {name:?}; shards must be relative paths inside the \
+                 model folder (no absolute path, no `..`)"
+            ),
+        });
+    }
+    Ok(path)
 }
 
 /// Drops the pages of `bytes`, a slice of `mmap` whose values have been copied out, from this

@@ -572,3 +572,279 @@ fn absurd_sizes_in_a_config_are_named_not_allocated() {
         assert!(msg.contains("must be between"), "{key}: {msg}");
     }
 }
+
+// ---- Hostile files (issue 18): every size is checked before it sizes anything. ----
+
+/// Metadata and tensors of a minimal loadable Llama GGUF: 8 tokens, width 8, 2 heads of 4,
+/// MLP 16, `layers` blocks; `edit` changes the writer before tensors are added.
+fn tiny_llama_gguf(layers: u32, edit: impl FnOnce(&mut GgufWriter)) -> GgufWriter {
+    let tokens: Vec<String> = "abcdefgh".chars().map(String::from).collect();
+    let mut w = GgufWriter::new();
+    w.add_string("general.architecture", "llama")
+        .add_u32("llama.block_count", layers)
+        .add_u32("llama.context_length", 16)
+        .add_u32("llama.embedding_length", 8)
+        .add_u32("llama.feed_forward_length", 16)
+        .add_u32("llama.attention.head_count", 2)
+        .add_u32("llama.attention.head_count_kv", 2)
+        .add_f32("llama.attention.layer_norm_rms_epsilon", 1e-6)
+        .add_string("tokenizer.ggml.model", "gpt2")
+        .add_string("tokenizer.ggml.pre", "gpt-2")
+        .add_string_array("tokenizer.ggml.tokens", &tokens)
+        .add_i32_array("tokenizer.ggml.token_type", &[1; 8])
+        .add_string_array::<&str>("tokenizer.ggml.merges", &[]);
+    edit(&mut w);
+    let mut tensor = |name: &str, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        if let Err(e) = w.add_tensor_f32(name, shape, &vec![0.01; n]) {
+            panic!("{name}: {e}");
+        }
+    };
+    tensor("token_embd.weight", &[8, 8]);
+    tensor("output_norm.weight", &[8]);
+    for l in 0..2u32.min(layers) {
+        for (part, shape) in [
+            ("attn_norm", &[8][..]),
+            ("ffn_norm", &[8]),
+            ("attn_q", &[8, 8]),
+            ("attn_k", &[8, 8]),
+            ("attn_v", &[8, 8]),
+            ("attn_output", &[8, 8]),
+            ("ffn_gate", &[16, 8]),
+            ("ffn_up", &[16, 8]),
+            ("ffn_down", &[8, 16]),
+        ] {
+            tensor(&format!("blk.{l}.{part}.weight"), shape);
+        }
+    }
+    w
+}
+
+/// Writes `w` to `dir/model.gguf` and loads it, expecting an error.
+fn gguf_load_err(dir: &TempDir, w: &GgufWriter) -> ModelError {
+    w.write(&dir.path("model.gguf")).expect("write gguf");
+    load_err(&dir.path("model.gguf"))
+}
+
+#[test]
+fn the_tiny_gguf_of_these_tests_loads() {
+    let dir = TempDir::new("tiny-gguf");
+    tiny_llama_gguf(2, |_| {})
+        .write(&dir.path("model.gguf"))
+        .expect("write gguf");
+    let model = Model::load(&dir.path("model.gguf"), &device()).expect("tiny gguf loads");
+    assert_eq!(model.config().n_layers, 2);
+}
+
+#[test]
+fn gguf_tensor_with_zero_dimensions_is_named() {
+    let dir = TempDir::new("zero-dim-gguf");
+    // No dimensions at all (a scalar), then a dimension of size 0.
+    for shape in [&[][..], &[0, 8]] {
+        let w = tiny_llama_gguf(2, |w| {
+            w.add_tensor_f32(
+                "rope_freqs.weight",
+                shape,
+                &vec![1.0; shape.iter().product()],
+            )
+            .expect("tensor");
+        });
+        let err = gguf_load_err(&dir, &w);
+        assert!(
+            matches!(&err, ModelError::Gguf { .. }),
+            "{shape:?}: {err:?}"
+        );
+        assert_mentions(&err, &["rope_freqs.weight", "dimension"]);
+    }
+}
+
+#[test]
+fn gguf_with_huge_block_count_or_context_length_is_named_not_allocated() {
+    let dir = TempDir::new("huge-gguf");
+    for (key, value, needle) in [
+        ("llama.block_count", u64::MAX, "n_layers"),
+        ("llama.block_count", 1 << 40, "n_layers"),
+        ("llama.context_length", 1 << 62, "n_ctx"),
+        ("llama.context_length", 1 << 25, "n_ctx"),
+    ] {
+        let w = tiny_llama_gguf(2, |w| {
+            w.add_u64(key, value);
+        });
+        let err = gguf_load_err(&dir, &w);
+        assert!(
+            matches!(&err, ModelError::Unsupported(_)),
+            "{key}={value}: {err:?}"
+        );
+        assert_mentions(&err, &[needle]);
+    }
+    // A block count within the limits but above the blocks in the file.
+    let err = gguf_load_err(&dir, &tiny_llama_gguf(3, |_| {}));
+    assert!(matches!(&err, ModelError::MissingTensor(_)), "{err:?}");
+    assert_mentions(
+        &err,
+        &["model.layers.2.self_attn.q_proj.weight", "3 layers"],
+    );
+}
+
+#[test]
+fn gguf_metadata_array_longer_than_the_file_is_named() {
+    let dir = TempDir::new("long-array-gguf");
+    let mut bytes = tiny_llama_gguf(2, |_| {}).to_bytes().expect("bytes");
+    // The token_type array: element type i32 (5), then its u64 count, set to 2^40.
+    let key = b"tokenizer.ggml.token_type";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("key in file")
+        + key.len();
+    assert_eq!(bytes[at..at + 4], 9u32.to_le_bytes(), "an array");
+    assert_eq!(bytes[at + 4..at + 8], 5u32.to_le_bytes(), "of i32");
+    bytes[at + 8..at + 16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    dir.write("model.gguf", &bytes);
+    let err = load_err(&dir.path("model.gguf"));
+    assert!(matches!(&err, ModelError::Gguf { .. }), "{err:?}");
+    assert_mentions(&err, &["token_type", "array length", "remain"]);
+}
+
+#[test]
+fn huge_n_layer_in_a_config_is_named_not_allocated() {
+    for (dir, key, value) in [
+        ("tiny-gpt2", "n_layer", serde_json::json!(u64::MAX)),
+        (
+            "tiny-llama-gqa",
+            "num_hidden_layers",
+            serde_json::json!(1u64 << 40),
+        ),
+        (
+            "tiny-pythia",
+            "num_hidden_layers",
+            serde_json::json!(1u64 << 40),
+        ),
+    ] {
+        let dir = TempDir::copy_of(dir);
+        dir.edit_config(|c| c[key] = value.clone());
+        let err = load_err(&dir.0);
+        assert!(matches!(err, ModelError::Unsupported(_)), "{key}: {err:?}");
+        assert_mentions(&err, &["between 1 and 4096"]);
+    }
+    // Within the limit but more layers than the checkpoint holds.
+    let dir = TempDir::copy_of("tiny-llama-gqa");
+    dir.edit_config(|c| c["num_hidden_layers"] = 1000.into());
+    let err = load_err(&dir.0);
+    assert!(matches!(err, ModelError::MissingTensor(_)), "{err:?}");
+    assert_mentions(&err, &["model.layers.999", "1000 layers"]);
+}
+
+#[test]
+fn odd_or_zero_head_dim_and_empty_widths_are_named() {
+    for (fixture_name, key, value, needle) in [
+        ("tiny-llama-gqa", "head_dim", 7, "rotary_dim = 7"),
+        ("tiny-llama-gqa", "head_dim", 0, "d_head = 0"),
+        ("tiny-llama-gqa", "intermediate_size", 0, "d_mlp = 0"),
+        ("tiny-llama-gqa", "hidden_size", 0, "d_model = 0"),
+        ("tiny-gpt2", "n_embd", 0, "d_model = 0"),
+        ("tiny-gpt2", "n_inner", 0, "d_mlp = 0"),
+        ("tiny-pythia", "intermediate_size", 0, "d_mlp = 0"),
+    ] {
+        let dir = TempDir::copy_of(fixture_name);
+        dir.edit_config(|c| c[key] = value.into());
+        let err = load_err(&dir.0);
+        assert!(
+            matches!(err, ModelError::Unsupported(_)),
+            "{fixture_name} {key}={value}: {err:?}"
+        );
+        assert_mentions(&err, &[needle]);
+    }
+    // A context whose rotary tables `[n_ctx, head_dim]` would exceed the named limit.
+    let dir = TempDir::copy_of("tiny-llama-gqa");
+    dir.edit_config(|c| {
+        c["head_dim"] = 64.into();
+        c["max_position_embeddings"] = (1 << 24).into();
+    });
+    let err = load_err(&dir.0);
+    assert!(matches!(err, ModelError::Unsupported(_)), "{err:?}");
+    assert_mentions(&err, &["n_ctx = 16777216", "MAX_ROTARY_TABLE_ELEMENTS"]);
+}
+
+#[test]
+fn shard_paths_outside_the_model_folder_are_refused() {
+    for shard in [
+        "../outside.safetensors",
+        "/etc/passwd",
+        "a/../../b.safetensors",
+        "",
+    ] {
+        let dir = TempDir::copy_of("tiny-llama-sharded");
+        let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": shard}});
+        dir.write("model.safetensors.index.json", index.to_string());
+        let err = load_err(&dir.0);
+        assert!(
+            matches!(&err, ModelError::Safetensors { path, .. }
+                if path.ends_with("model.safetensors.index.json")),
+            "{shard}: {err:?}"
+        );
+        assert_mentions(&err, &["inside the model folder", &format!("{shard:?}")]);
+    }
+}
+
+#[test]
+fn a_large_shard_index_is_deduplicated_quickly() {
+    // 200,000 entries over three shards: linear de-duplication takes milliseconds (the
+    // quadratic one took minutes at 100,000 distinct names).
+    let dir = TempDir::copy_of("tiny-llama-sharded");
+    let text = std::fs::read_to_string(dir.path("model.safetensors.index.json")).unwrap();
+    let mut index: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let shards: Vec<String> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let map = index["weight_map"].as_object_mut().unwrap();
+    for i in 0..200_000 {
+        map.insert(
+            format!("unused.{i}"),
+            shards[i % shards.len()].clone().into(),
+        );
+    }
+    dir.write("model.safetensors.index.json", index.to_string());
+    let start = std::time::Instant::now();
+    let src = fidelis_models::weights::SafetensorsSource::open_folder(&dir.0).expect("opens");
+    assert!(src.names().count() > 0);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    // And many distinct shards that do not exist fail on the first, fast.
+    let map = index["weight_map"].as_object_mut().unwrap();
+    for i in 0..100_000 {
+        map.insert(format!("w.{i}"), format!("shard-{i}.safetensors").into());
+    }
+    dir.write("model.safetensors.index.json", index.to_string());
+    let start = std::time::Instant::now();
+    let err = load_err(&dir.0);
+    assert!(matches!(err, ModelError::MissingFile { .. }), "{err:?}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn a_tokenizer_json_that_panics_inside_tokenizers_is_a_named_error() {
+    let dir = TempDir::copy_of("tiny-gpt2");
+    let text = std::fs::read_to_string(dir.path("tokenizer.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // tokenizers 0.22 `expect`s on a syntax error inside the "decoder" object...
+    json["decoder"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": "@@"});
+    let broken_decoder = json.to_string().replace("\"@@\"", "tru");
+    // ...and slices each merge's right part at the byte length of `continuing_subword_prefix`,
+    // which panics past the end of a short token or inside a multi-byte character.
+    json["decoder"] = serde_json::Value::Null;
+    json["model"]["continuing_subword_prefix"] = "\u{e9}\u{e9}\u{e9}".into();
+    let sliced_prefix = json.to_string();
+    for (what, contents) in [("decoder", broken_decoder), ("prefix", sliced_prefix)] {
+        dir.write("tokenizer.json", contents);
+        let err = load_err(&dir.0);
+        assert!(matches!(&err, ModelError::Tokenizer(_)), "{what}: {err:?}");
+        assert_mentions(&err, &["tokenizer.json", "panicked", "malformed"]);
+    }
+}

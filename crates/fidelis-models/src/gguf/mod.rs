@@ -593,7 +593,10 @@ impl<'a> Reader<'a> {
         }
         let elem = self.u32("array element type")?;
         let n = self.count("array length", min_value_bytes(elem))?;
-        let mut items = Vec::with_capacity(n);
+        // The count only bounds the loop: the vector grows with the values actually read, so
+        // a count that the rest of the file cannot back costs no memory up front (a value in
+        // memory is several times its size in the file).
+        let mut items = Vec::new();
         for _ in 0..n {
             items.push(self.value(elem, depth + 1)?);
         }
@@ -644,7 +647,8 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Layout> {
     let n_kv = r.count("metadata count", 13)?;
     let metadata = parse_metadata(&mut r, n_kv)?;
     let alignment = alignment(path, &metadata)?;
-    let mut tensors = Vec::with_capacity(n_tensors);
+    // Grown with the infos actually read, not reserved from the header's count.
+    let mut tensors = Vec::new();
     for _ in 0..n_tensors {
         tensors.push(parse_tensor_info(&mut r)?);
     }
@@ -713,9 +717,21 @@ fn parse_tensor_info(r: &mut Reader<'_>) -> Result<GgufTensorInfo> {
             r.error(format!("{n_dims} dimensions (at most {MAX_DIMS})"))
         ));
     }
+    if n_dims == 0 {
+        return Err(ctx(
+            r.error("0 dimensions (a tensor has between 1 and 4)".into())
+        ));
+    }
     let mut ne = Vec::with_capacity(n_dims);
     for _ in 0..n_dims {
-        ne.push(r.len("tensor dimension").map_err(ctx)?);
+        let dim = r.len("tensor dimension").map_err(ctx)?;
+        if dim == 0 {
+            return Err(ctx(r.error(format!(
+                "a dimension of size 0 (dimensions so far {ne:?}); every dimension must be \
+                 at least 1"
+            ))));
+        }
+        ne.push(dim);
     }
     let type_id = r.u32("tensor type").map_err(ctx)?;
     let offset = r.len("tensor offset").map_err(ctx)?;
