@@ -676,6 +676,47 @@ fn sentencepiece_gguf_tokenizes_as_transformers() {
     }
 }
 
+/// One text of the Gemma fixture as transformers' `gemma_tokenizer` builds the vocabulary.
+#[derive(Deserialize)]
+struct GemmaSpmText {
+    text: String,
+    ids: Vec<u32>,
+    tokens: Vec<String>,
+    decoded: String,
+}
+
+#[derive(Deserialize)]
+struct GemmaSpmExpected {
+    vocab_size: usize,
+    whitespace_pieces: Vec<String>,
+    texts: Vec<GemmaSpmText>,
+}
+
+/// A `gemma2` GGUF's SentencePiece vocabulary (whitespace-only pieces stored as spaces, no
+/// prefix space, merges by vocabulary position) against transformers' own builder.
+#[test]
+fn gemma_sentencepiece_gguf_tokenizes_as_transformers() {
+    let dir = fixture("tiny-gemma-spm");
+    let text = std::fs::read_to_string(dir.join("expected.json")).expect("fixture");
+    let exp: GemmaSpmExpected = serde_json::from_str(&text).expect("expected.json");
+    assert!(!exp.whitespace_pieces.is_empty());
+    let tok = fidelis_models::gguf::GgufFile::open(&dir.join("tokenizer.gguf"))
+        .and_then(|f| f.tokenizer())
+        .expect("tokenizer");
+    assert_eq!(tok.get_vocab_size(true), exp.vocab_size);
+    for case in &exp.texts {
+        let enc = tok.encode(case.text.as_str(), false).unwrap();
+        assert_eq!(enc.get_ids(), case.ids, "ids of {:?}", case.text);
+        assert_eq!(enc.get_tokens(), case.tokens, "pieces of {:?}", case.text);
+        assert_eq!(
+            tok.decode(enc.get_ids(), false).unwrap(),
+            case.decoded,
+            "{:?}",
+            case.text
+        );
+    }
+}
+
 #[test]
 fn sentencepiece_gguf_without_prefix_space() {
     // The same vocabulary with `tokenizer.ggml.add_space_prefix = false`, against transformers'

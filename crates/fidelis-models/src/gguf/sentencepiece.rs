@@ -26,11 +26,13 @@
 //! already starts with a space gets no second one (`" hi"` is `▁hi`, llama.cpp and SentencePiece
 //! make it `▁▁hi`); text right after a control token gets no prefix space; and decoding strips
 //! one leading space. Where it departs from transformers: `add_space_prefix = false` is honoured
-//! (transformers reads the key but does not pass it on); Gemma and Phi-3 files, which
-//! transformers tokenizes differently, are refused rather than tokenized the Llama way.
+//! (transformers reads the key but does not pass it on). Gemma files follow transformers'
+//! `gemma_tokenizer` instead (see [`GgufFile::spm_tokenizer`]); Phi-3 files, which transformers
+//! tokenizes with yet another prefix rule, are refused rather than tokenized the Llama way.
 
 use std::collections::HashMap;
 
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence;
@@ -38,6 +40,7 @@ use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{BPE, Merges, Vocab};
 use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::pre_tokenizers::split::Split;
 use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
 
 use super::GgufFile;
@@ -54,26 +57,46 @@ pub(super) const KEY_ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
 /// SentencePiece's stand-in for a space.
 const SPACE_MARK: char = '\u{2581}';
 
-/// Architectures whose SentencePiece vocabularies transformers builds another way (Gemma's
-/// pieces of spaces and merge order, Phi-3's prefix by normalizer).
-const OTHER_SPM_ARCHITECTURES: [&str; 4] = ["gemma", "gemma2", "gemma3", "phi3"];
+/// Architectures whose SentencePiece vocabularies transformers builds its Gemma way (see
+/// [`GgufFile::spm_tokenizer`]).
+const GEMMA_ARCHITECTURES: [&str; 3] = ["gemma", "gemma2", "gemma3"];
+
+/// Architectures whose SentencePiece vocabularies transformers builds another way Fidelis does
+/// not reproduce (Phi-3: the prefix space from a normalizer).
+const OTHER_SPM_ARCHITECTURES: [&str; 1] = ["phi3"];
 
 impl GgufFile {
     /// The tokenizer of a SentencePiece (`llama`) vocabulary; see the module documentation.
+    ///
+    /// Gemma files (`gemma`, `gemma2`, `gemma3`) are built as transformers' `gemma_tokenizer`
+    /// builds them: pieces made only of whitespace that contain a space are respelled with `▁`
+    /// (llama.cpp stores Gemma's `▁▁` as two real spaces), merges are ranked by the merged
+    /// piece's position in the vocabulary (Gemma's scores do not follow its merge order), there
+    /// is no prefix space (a normalizer turns spaces into `▁`), and decoding strips nothing.
     pub(super) fn spm_tokenizer(&self) -> Result<Tokenizer> {
-        if let Ok(arch) = self.get_str("general.architecture")
-            && OTHER_SPM_ARCHITECTURES.contains(&arch)
-        {
+        let arch = self.get_str("general.architecture").unwrap_or_default();
+        if OTHER_SPM_ARCHITECTURES.contains(&arch) {
             return Err(ModelError::Unsupported(format!(
                 "the SentencePiece vocabulary of a `{arch}` GGUF: transformers builds it unlike \
-                 Llama's (Gemma: merges ranked by vocabulary position rather than score, \
-                 whitespace pieces respelled with `▁`, no prefix space; Phi-3: the prefix space \
-                 from a normalizer), which Fidelis does not reproduce yet; SentencePiece \
-                 vocabularies are supported for the Llama family. The model itself loads from \
-                 its Hugging Face folder"
+                 Llama's (Phi-3: the prefix space from a normalizer), which Fidelis does not \
+                 reproduce yet; SentencePiece vocabularies are supported for the Llama and \
+                 Gemma families. The model itself loads from its Hugging Face folder"
             )));
         }
-        let tokens = self.get_str_array(KEY_TOKENS)?;
+        let gemma = GEMMA_ARCHITECTURES.contains(&arch);
+        let read = self.get_str_array(KEY_TOKENS)?;
+        let respelled: Vec<String> = read
+            .iter()
+            .map(|t| {
+                let blank = t.contains(' ') && t.chars().all(python_space);
+                if gemma && blank {
+                    SPACE_MARK.to_string().repeat(t.chars().count())
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect();
+        let tokens: Vec<&str> = respelled.iter().map(String::as_str).collect();
         if tokens.is_empty() || u32::try_from(tokens.len()).is_err() {
             return Err(tok_err(format!(
                 "{KEY_TOKENS} has {} tokens; a vocabulary needs 1 to 2^32 - 1",
@@ -83,6 +106,10 @@ impl GgufFile {
         let types = self.token_types(tokens.len())?;
         let merges = if self.get(KEY_MERGES).is_some() {
             parse_merges(&self.get_str_array(KEY_MERGES)?)?
+        } else if gemma {
+            // Rank by position: the earlier the merged piece, the higher its score.
+            let positions: Vec<f32> = (0..tokens.len()).map(|i| -(i as f32)).collect();
+            merges_from_scores(&tokens, &positions)
         } else {
             let scores = self.get_f32_array(KEY_SCORES)?;
             if scores.len() != tokens.len() {
@@ -95,6 +122,7 @@ impl GgufFile {
             merges_from_scores(&tokens, &scores)
         };
         let add_space_prefix = match self.get(KEY_ADD_SPACE_PREFIX) {
+            _ if gemma => false,
             None => true,
             Some(_) => self.get_bool(KEY_ADD_SPACE_PREFIX)?,
         };
@@ -104,19 +132,37 @@ impl GgufFile {
             .enumerate()
             .map(|(id, t)| (t.to_string(), id as u32))
             .collect();
-        let bpe = BPE::builder()
+        let mut bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .byte_fallback(true)
-            .fuse_unk(true)
+            .fuse_unk(true);
+        // GemmaTokenizer names its unknown piece; LlamaTokenizer's BPE has none.
+        let unk = self
+            .special_tokens()
+            .unk
+            .and_then(|id| tokens.get(id as usize));
+        if let (true, Some(unk)) = (gemma, unk) {
+            bpe = bpe.unk_token(unk.to_string());
+        }
+        let bpe = bpe
             .build()
             .map_err(|e| tok_err(format!("GGUF SentencePiece vocabulary: {e}")))?;
         let mut tokenizer = Tokenizer::new(bpe);
-        let prepend = if add_space_prefix {
-            PrependScheme::First
+        if gemma {
+            let spaces = Replace::new(" ", SPACE_MARK.to_string())
+                .map_err(|e| tok_err(format!("Gemma normalizer: {e}")))?;
+            tokenizer.with_normalizer(Some(spaces));
+            let split = Split::new(" ", SplitDelimiterBehavior::MergedWithPrevious, false)
+                .map_err(|e| tok_err(format!("Gemma pre-tokenizer: {e}")))?;
+            tokenizer.with_pre_tokenizer(Some(split));
         } else {
-            PrependScheme::Never
-        };
-        tokenizer.with_pre_tokenizer(Some(Metaspace::new(SPACE_MARK, prepend, false)));
+            let prepend = if add_space_prefix {
+                PrependScheme::First
+            } else {
+                PrependScheme::Never
+            };
+            tokenizer.with_pre_tokenizer(Some(Metaspace::new(SPACE_MARK, prepend, false)));
+        }
         tokenizer.with_decoder(Some(decoder(add_space_prefix)?));
         tokenizer.add_special_tokens(&self.spm_special_tokens(&tokens, &types));
         let user_defined: Vec<AddedToken> = tokens
@@ -143,6 +189,12 @@ impl GgufFile {
             .map(|(_, (&content, _))| AddedToken::from(content, true).normalized(false));
         control.collect()
     }
+}
+
+/// Python's `str.isspace` (Unicode white space, and the four ASCII separators U+001C..U+001F
+/// that Rust's `char::is_whitespace` leaves out): what transformers' Gemma respelling tests.
+fn python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// `▁` to space, `<0xNN>` pieces to bytes, fused into one string, and the prefix space (if one
@@ -368,11 +420,11 @@ mod tests {
         ));
         w.add_string_array(KEY_TOKENS, &["a", "b", "ab"]);
         assert!(tokenizer(&w).is_ok());
-        // Gemma's vocabularies need transformers' Gemma rules.
+        // Phi-3's vocabularies need transformers' Phi-3 rules, which are not reproduced.
         let mut w = vocab_writer();
-        w.add_string("general.architecture", "gemma2");
+        w.add_string("general.architecture", "phi3");
         assert!(
-            matches!(tokenizer(&w).unwrap_err(), ModelError::Unsupported(m) if m.contains("gemma2"))
+            matches!(tokenizer(&w).unwrap_err(), ModelError::Unsupported(m) if m.contains("phi3"))
         );
     }
 }
