@@ -163,6 +163,19 @@ impl Tokenizer {
             .map_err(|e| ModelError::Tokenizer(format!("cannot decode {ids:?}: {e}")))
     }
 
+    /// The id of the model's unknown token (what a word outside a word-level vocabulary, or a
+    /// character without a byte fallback, becomes), if the vocabulary has one.
+    pub fn unk_id(&self) -> Option<u32> {
+        use tokenizers::ModelWrapper;
+        let unk = match self.inner.get_model() {
+            ModelWrapper::WordLevel(m) => Some(m.unk_token.clone()),
+            ModelWrapper::WordPiece(m) => Some(m.unk_token.clone()),
+            ModelWrapper::BPE(m) => m.get_unk_token().clone(),
+            ModelWrapper::Unigram(_) => None,
+        }?;
+        self.inner.token_to_id(&unk)
+    }
+
     /// The vocabulary entry of one id.
     pub fn token_str(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

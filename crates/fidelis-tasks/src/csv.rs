@@ -128,7 +128,7 @@ pub fn load_csv(path: &Path, tok: &dyn TextTokenizer) -> Result<Vec<Example>, Ta
             return Err(TaskError::InFile {
                 path: path.to_owned(),
                 line: record.line,
-                source: Box::new(source),
+                error: Box::new(source),
             });
         }
         examples.push(example);

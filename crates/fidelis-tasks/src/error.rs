@@ -34,6 +34,18 @@ pub enum TaskError {
         /// What the tokenizer made of it.
         tokens: Vec<u32>,
     },
+    /// An answer given as text is not in the vocabulary: it encodes to the unknown token alone,
+    /// and would be scored as that token.
+    #[error(
+        "answer {answer:?} is not in the model's vocabulary (it encodes to the unknown token, id \
+         {id}); answers must be tokens of the vocabulary"
+    )]
+    UnknownAnswer {
+        /// The answer text, as written.
+        answer: String,
+        /// The unknown token's id.
+        id: u32,
+    },
     /// A clean prompt and its corrupted prompt encode to different numbers of tokens; edge
     /// attribution patches position by position, so they must match.
     #[error(
@@ -65,14 +77,15 @@ pub enum TaskError {
     },
     /// An error from a file, attached to the line where it happened (wraps
     /// [`TaskError::NotSingleToken`] and [`TaskError::UnequalLength`] from the loaders).
-    #[error("{}:{line}: {source}", path.display())]
+    #[error("{}:{line}: {error}", path.display())]
     InFile {
         /// The file being loaded.
         path: PathBuf,
         /// 1-based line number (for CSV, the line on which the record starts).
         line: usize,
-        /// The error at that line.
-        source: Box<TaskError>,
+        /// The error at that line (named `error`, not `source`, so that it is shown once: this
+        /// message already includes it).
+        error: Box<TaskError>,
     },
     /// The tokenizer failed.
     #[error("tokenizer error: {0}")]

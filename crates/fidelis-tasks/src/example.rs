@@ -11,6 +11,12 @@ use crate::TaskError;
 pub trait TextTokenizer {
     /// Encodes `text` to token ids (no BOS).
     fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
+
+    /// The id text outside the vocabulary encodes to, if there is one: an answer that encodes
+    /// to it alone is not a token of the vocabulary, and is refused rather than scored.
+    fn unknown_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl<F: Fn(&str) -> Result<Vec<u32>, String>> TextTokenizer for F {
@@ -50,11 +56,12 @@ pub(crate) fn encode(tok: &dyn TextTokenizer, text: &str) -> Result<Vec<u32>, Ta
         .map_err(|message| TaskError::Tokenizer(format!("{message} (while encoding {text:?})")))
 }
 
-/// The one token `text` encodes to, or `None` when it is not exactly one token.
+/// The one token `text` encodes to, or `None` when it is not exactly one token of the
+/// vocabulary (the unknown token does not count).
 pub(crate) fn single_token(tok: &dyn TextTokenizer, text: &str) -> Result<Option<u32>, TaskError> {
     let ids = encode(tok, text)?;
     Ok(match ids.as_slice() {
-        [id] => Some(*id),
+        [id] if Some(*id) != tok.unknown_id() => Some(*id),
         _ => None,
     })
 }
@@ -66,6 +73,10 @@ pub(crate) fn require_single_token(
 ) -> Result<u32, TaskError> {
     let tokens = encode(tok, answer)?;
     match tokens.as_slice() {
+        [id] if Some(*id) == tok.unknown_id() => Err(TaskError::UnknownAnswer {
+            answer: answer.to_owned(),
+            id: *id,
+        }),
         [id] => Ok(*id),
         _ => Err(TaskError::NotSingleToken {
             answer: answer.to_owned(),

@@ -37,7 +37,7 @@ pub fn load_jsonl(path: &Path, tok: &dyn TextTokenizer) -> Result<Vec<Example>, 
             LineError::Task(source) => TaskError::InFile {
                 path: path.to_owned(),
                 line: line_number,
-                source: Box::new(source),
+                error: Box::new(source),
             },
         })?;
         examples.push(example);

@@ -125,7 +125,9 @@ fn csv_rows_of_unequal_token_length_are_rejected_with_counts() {
     let message = error.to_string();
     match error {
         TaskError::InFile {
-            line: 3, source, ..
+            line: 3,
+            error: source,
+            ..
         } => {
             assert!(
                 matches!(
@@ -224,7 +226,9 @@ fn jsonl_multi_token_answer_names_line_and_answer() {
     let message = error.to_string();
     match error {
         TaskError::InFile {
-            line: 2, source, ..
+            line: 2,
+            error: source,
+            ..
         } => match *source {
             TaskError::NotSingleToken { answer, tokens } => {
                 assert_eq!(answer, " Zyx");
@@ -284,7 +288,9 @@ fn jsonl_unequal_lengths_are_rejected() {
     );
     match load_jsonl(&path, &WordTokenizer::new()) {
         Err(TaskError::InFile {
-            line: 1, source, ..
+            line: 1,
+            error: source,
+            ..
         }) => {
             assert!(matches!(
                 *source,
@@ -297,4 +303,52 @@ fn jsonl_unequal_lengths_are_rejected() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A word-level vocabulary maps every word it lacks to one unknown token: an answer outside
+/// the vocabulary is one token, but not the answer's, and must be refused, not scored.
+struct WithUnknown {
+    known: Vec<&'static str>,
+}
+
+impl TextTokenizer for WithUnknown {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        Ok(text
+            .split_inclusive(' ')
+            .map(|w| {
+                let w = w.trim();
+                self.known
+                    .iter()
+                    .position(|k| *k == w)
+                    .map_or(0, |i| i as u32 + 1)
+            })
+            .collect())
+    }
+
+    fn unknown_id(&self) -> Option<u32> {
+        Some(0)
+    }
+}
+
+#[test]
+fn an_answer_outside_the_vocabulary_is_refused_by_name() {
+    let path = write(
+        "unknown.jsonl",
+        "{\"clean\": \"a b\", \"corrupted\": \"a c\", \"answer\": \"x\", \"wrong\": \"Zorblax\"}\n",
+    );
+    let tok = WithUnknown {
+        known: vec!["a", "b", "c", "x"],
+    };
+    let message = load_jsonl(&path, &tok).unwrap_err().to_string();
+    assert!(
+        message.contains("unknown.jsonl:1")
+            && message.contains("\"Zorblax\" is not in the model's vocabulary"),
+        "{message}"
+    );
+    // Known answers load.
+    let path = write(
+        "known.jsonl",
+        "{\"clean\": \"a b\", \"corrupted\": \"a c\", \"answer\": \"x\", \"wrong\": \"b\"}\n",
+    );
+    assert_eq!(load_jsonl(&path, &tok).unwrap().len(), 1);
 }
