@@ -36,21 +36,7 @@ pub enum DataSource {
 
 /// The model's tokenizer as the tasks crate wants it.
 fn task_tokenizer(model: &Model) -> impl TextTokenizer + '_ {
-    ModelTokens(&model.tokenizer)
-}
-
-/// A model's tokenizer as the task crate sees it: encoding, and the unknown token's id so that
-/// answers outside the vocabulary are refused.
-struct ModelTokens<'a>(&'a fidelis_models::Tokenizer);
-
-impl TextTokenizer for ModelTokens<'_> {
-    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
-        self.0.encode(text).map_err(|e| e.to_string())
-    }
-
-    fn unknown_id(&self) -> Option<u32> {
-        self.0.unk_id()
-    }
+    fidelis::data::ModelTokens(&model.tokenizer)
 }
 
 /// Loads or generates the examples.
