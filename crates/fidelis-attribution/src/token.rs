@@ -45,17 +45,26 @@ fidelis_circuit::option_enum! {
         /// `p(t)`.
         Probability,
         /// `log p(t)`.
+        #[strum(to_string = "log-probability", serialize = "log_probability")]
         LogProbability,
         /// The logit `z_t`.
         Logit,
         /// Entropy of the next-token distribution, `−Σ p log p` (nats).
         Entropy,
-        /// `p(t) − q(c)`: q is the contrast distribution when given, else p itself.
+        /// `p(t) − q(c)`: q is the contrast distribution when given, else p itself (Inseq's
+        /// `contrast_prob_diff` is accepted too).
+        #[strum(to_string = "contrast-prob-diff", serialize = "contrast_prob_diff")]
         ContrastProbDiff,
-        /// `z_t − z'_c`: z' are the contrast logits when given, else z itself.
+        /// `z_t − z'_c`: z' are the contrast logits when given, else z itself (Inseq's
+        /// `contrast_logits_diff` is accepted too).
+        #[strum(
+            to_string = "contrast-logit-diff",
+            serialize = "contrast_logits_diff",
+            serialize = "contrast-logits-diff"
+        )]
         ContrastLogitDiff,
         /// `KL(p ‖ q)` to the (constant) contrast distribution q, in nats.
-        #[strum(serialize = "kl")]
+        #[strum(to_string = "kl", serialize = "kl_divergence", serialize = "kl-divergence")]
         KlDivergence,
         /// P-CXMI `log p(t) − log q(t)` with q the contrast distribution.
         Pcxmi,

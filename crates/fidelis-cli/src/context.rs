@@ -23,14 +23,16 @@ pub struct ContextArgs {
     /// The PECoRe parameters.
     #[command(flatten)]
     pub opts: ContextOptions,
-    /// Write a self-contained HTML view here.
-    #[arg(long)]
+    /// Write a self-contained HTML view here (Inseq: `--viz_path`).
+    #[arg(long, help_heading = "Output", visible_alias = "viz-path", aliases = ["viz_path"])]
     pub html: Option<PathBuf>,
-    /// Write the result as JSON (Inseq's attribute-context fields) here.
-    #[arg(long)]
+    /// Write the result as JSON (Inseq's attribute-context fields) here (Inseq: `--save_path`,
+    /// `-o`).
+    #[arg(long, short = 'o', help_heading = "Output", visible_alias = "save-path",
+          aliases = ["save_path"])]
     pub json: Option<PathBuf>,
     /// Plain terminal output (no colours).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub no_color: bool,
 }
 
@@ -103,4 +105,102 @@ pub fn run(args: &ContextArgs) -> Result<()> {
         start,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod inseq_names {
+    use clap::Parser;
+
+    use super::ContextArgs;
+
+    #[derive(Parser)]
+    #[command(no_binary_name = true)]
+    struct Command {
+        #[command(flatten)]
+        args: ContextArgs,
+    }
+
+    /// Inseq's `attribute-context` flag names (underscored, as Inseq writes them) parse to the
+    /// same options as Fidelis's own.
+    #[test]
+    fn inseq_flag_names_are_accepted() {
+        let parse = |argv: &[&str]| Command::try_parse_from(argv).unwrap().args;
+        let inseq = parse(&[
+            "--model_name_or_path",
+            "organism",
+            "--input_context_text",
+            "The key is in the box.",
+            "--input_current_text",
+            "Where is the key?",
+            "--output_current_text",
+            "In the box.",
+            "--input_template",
+            "{context} {current}",
+            "--context_sensitivity_metric",
+            "kl_divergence",
+            "--context_sensitivity_std_threshold",
+            "0",
+            "--context_sensitivity_topk",
+            "2",
+            "--attribution_method",
+            "ig",
+            "--attributed_fn",
+            "contrast_prob_diff",
+            "--attribution_std_threshold",
+            "0.5",
+            "--attribution_topk",
+            "3",
+            "--decoder_input_output_separator",
+            " ",
+            "--save_path",
+            "out.json",
+            "--viz_path",
+            "out.html",
+        ]);
+        let native = parse(&[
+            "--model",
+            "organism",
+            "--input-context",
+            "The key is in the box.",
+            "--input-current",
+            "Where is the key?",
+            "--output-current",
+            "In the box.",
+            "--cti-metric",
+            "kl",
+            "--cti-std",
+            "0",
+            "--cti-topk",
+            "2",
+            "--method",
+            "ig",
+            "--target",
+            "contrast-prob-diff",
+            "--cci-std",
+            "0.5",
+            "--cci-topk",
+            "3",
+            "--json",
+            "out.json",
+            "--html",
+            "out.html",
+        ]);
+        assert_eq!(inseq.opts, native.opts);
+        assert_eq!(inseq.model.model, native.model.model);
+        assert_eq!((inseq.json, inseq.html), (native.json, native.html));
+        assert_eq!(
+            parse(&[
+                "--input-context",
+                "a",
+                "--input-current",
+                "b",
+                "-o",
+                "x.json"
+            ])
+            .json
+            .unwrap()
+            .to_str(),
+            Some("x.json")
+        );
+    }
 }

@@ -17,7 +17,8 @@ pub struct ModelFlags {
     /// A Hugging Face model folder, a .gguf file, a hub id ORG/NAME in the Hugging Face cache
     /// (after `fidelis models fetch ORG/NAME`), `organism` (the small GPT-2 shipped in
     /// models/organism/) or `smollm2` (after `fidelis models fetch smollm2`).
-    #[arg(long, default_value = "organism")]
+    #[arg(long, default_value = "organism", visible_alias = "model-name-or-path",
+          aliases = ["model_name_or_path"])]
     pub model: String,
     /// Where to run: cpu, flex, ndarray, wgpu or cuda[:N].
     #[arg(long, default_value = "cpu")]

@@ -418,7 +418,8 @@ impl Default for GenerateOptions {
 #[serde(default)]
 pub struct TokenOptions {
     /// The attribution method.
-    #[arg(long, default_value_t = TokenMethod::Saliency, value_parser = variants::<TokenMethod>())]
+    #[arg(long, visible_alias = "attribution-method", aliases = ["attribution_method"],
+          default_value_t = TokenMethod::Saliency, value_parser = variants::<TokenMethod>())]
     pub method: TokenMethod,
     /// Integrated-gradient steps (with --method ig).
     #[arg(long, default_value_t = DEFAULT_IG_STEPS)]
@@ -539,61 +540,81 @@ impl Default for AttributeOptions {
 #[serde(default)]
 pub struct ContextOptions {
     /// The input context (e.g. a short fact).
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "input-context-text", aliases = ["input_context_text"])]
     pub input_context: String,
     /// The input current text (e.g. a question about the fact).
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "input-current-text", aliases = ["input_current_text"])]
     pub input_current: String,
     /// The output current text to explain; generated greedily with the context when absent.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "output-current-text", aliases = ["output_current_text"])]
     pub output_current: Option<String>,
     /// An output context forced before the output current text.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "output-context-text", aliases = ["output_context_text"])]
     pub output_context: Option<String>,
     /// How input context and current text are joined.
-    #[arg(long, default_value = "{context} {current}")]
+    #[arg(
+        long,
+        help_heading = "Inputs (PECoRe's texts and templates)",
+        alias = "input_template",
+        default_value = "{context} {current}"
+    )]
     pub input_template: String,
     /// How output context and current text are joined (default `{current}`, or
     /// `{context} {current}` with --output-context).
-    #[arg(long)]
+    #[arg(
+        long,
+        help_heading = "Inputs (PECoRe's texts and templates)",
+        alias = "output_template"
+    )]
     pub output_template: Option<String>,
     /// The contextless input.
-    #[arg(long, default_value = "{current}")]
+    #[arg(
+        long,
+        help_heading = "Inputs (PECoRe's texts and templates)",
+        alias = "contextless_input_template",
+        default_value = "{current}"
+    )]
     pub contextless_input_template: String,
     /// Separator between input and output.
-    #[arg(long, default_value = " ")]
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "decoder-input-output-separator", aliases = ["decoder_input_output_separator"], default_value = " ")]
     pub separator: String,
     /// Wrap the input in the model's chat template (ChatML or Llama 3), as a user turn.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)")]
     pub chat: bool,
     /// Do not prepend the BOS token.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)")]
     pub no_bos: bool,
     /// Limit of the generated output.
-    #[arg(long, default_value_t = 32)]
+    #[arg(
+        long,
+        help_heading = "Generation",
+        alias = "max_new_tokens",
+        default_value_t = 32
+    )]
     pub max_new_tokens: usize,
     /// Context-sensitivity metric.
-    #[arg(long, default_value_t = CtiMetric::Kl, value_parser = variants::<CtiMetric>())]
+    #[arg(long, help_heading = "Step 1: context-sensitive tokens (CTI)", visible_alias = "context-sensitivity-metric", aliases = ["context_sensitivity_metric"], default_value_t = CtiMetric::Kl, value_parser = variants::<CtiMetric>())]
     pub cti_metric: CtiMetric,
     /// λ of the CTI selector (|score| ≥ mean + λ·std); negative: no threshold.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Step 1: context-sensitive tokens (CTI)", visible_alias = "context-sensitivity-std-threshold", aliases = ["context_sensitivity_std_threshold"], default_value_t = 1.0, allow_negative_numbers = true)]
     pub cti_std: f32,
     /// At most this many context-sensitive tokens.
-    #[arg(long)]
+    #[arg(long, help_heading = "Step 1: context-sensitive tokens (CTI)", visible_alias = "context-sensitivity-topk", aliases = ["context_sensitivity_topk"])]
     pub cti_topk: Option<usize>,
     /// CCI attribution method and its settings.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Step 2: contextual cues (CCI)")]
     #[serde(flatten)]
     pub token: TokenOptions,
     /// CCI target.
-    #[arg(long, default_value_t = TargetFunction::ContrastProbDiff,
+    #[arg(long, help_heading = "Step 2: contextual cues (CCI)", visible_alias = "attributed-fn",
+          aliases = ["attributed_fn"], default_value_t = TargetFunction::ContrastProbDiff,
           value_parser = variants::<TargetFunction>())]
     pub target: TargetFunction,
     /// λ of the cue selector; negative: no threshold.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Step 2: contextual cues (CCI)", visible_alias = "attribution-std-threshold", aliases = ["attribution_std_threshold"], default_value_t = 1.0, allow_negative_numbers = true)]
     pub cci_std: f32,
     /// At most this many cues per token.
-    #[arg(long)]
+    #[arg(long, help_heading = "Step 2: contextual cues (CCI)", visible_alias = "attribution-topk", aliases = ["attribution_topk"])]
     pub cci_topk: Option<usize>,
 }
 
