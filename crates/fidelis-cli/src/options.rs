@@ -578,7 +578,8 @@ pub struct ContextOptions {
     /// Separator between input and output.
     #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "decoder-input-output-separator", aliases = ["decoder_input_output_separator"], default_value = " ")]
     pub separator: String,
-    /// Wrap the input in the model's chat template (ChatML or Llama 3), as a user turn.
+    /// Wrap the input in the model's own chat template (its Jinja `chat_template`), as a user
+    /// turn.
     #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)")]
     pub chat: bool,
     /// Do not prepend the BOS token.

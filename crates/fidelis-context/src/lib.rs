@@ -9,7 +9,8 @@
 //! 1. **Output.** The answer is generated greedily with the context, or given
 //!    ([`PecoreConfig::output_current`]). Texts are joined by templates (`{context} {current}`
 //!    for the input, as in Inseq), a separator between input and output, and optionally the
-//!    model's chat template ([`prompt::ChatTemplate`]: ChatML, Llama 3).
+//!    model's own chat template ([`prompt::ChatTemplate`], its Jinja `chat_template` rendered
+//!    with minijinja as transformers renders it).
 //! 2. **CTI** (context-sensitive token identification). The same output is force-decoded with
 //!    and without the context; each output token gets a score from the two next-token
 //!    distributions ([`CtiMetric`]: KL divergence by default, probability difference, P-CXMI).

@@ -382,14 +382,14 @@ fn check(cfg: &PecoreConfig) -> Result<()> {
 }
 
 /// The contextual and the contextless input text, each with where its user text went.
-fn wrap_input(cfg: &PecoreConfig, text: &str) -> (String, usize) {
-    match &cfg.chat {
+fn wrap_input(cfg: &PecoreConfig, text: &str) -> Result<(String, usize)> {
+    Ok(match &cfg.chat {
         Some(chat) => {
-            let (wrapped, range) = chat.wrap_user(text);
+            let (wrapped, range) = chat.wrap_user(text)?;
             (wrapped, range.start)
         }
         None => (text.to_string(), 0),
-    }
+    })
 }
 
 /// Joins a (wrapped) input and an output text; returns the text and where the output starts.
@@ -409,7 +409,7 @@ fn generate(model: &Model, cfg: &PecoreConfig, output_template: &str) -> Result<
         &cfg.input_current,
         Some(&cfg.input_context),
     )?;
-    let (wrapped, _) = wrap_input(cfg, &input.text);
+    let (wrapped, _) = wrap_input(cfg, &input.text)?;
     // The output context, when given, is forced before the generated current text.
     let prefix = match &cfg.output_context {
         Some(ctx) => {
@@ -448,9 +448,10 @@ fn generate(model: &Model, cfg: &PecoreConfig, output_template: &str) -> Result<
     Ok(model.tokenizer.decode(&out)?.trim().to_string())
 }
 
-/// Whether to prepend BOS: as asked, unless a chat template decides otherwise.
+/// Whether to prepend BOS: as asked, without a chat template; a chat template's text carries
+/// the BOS when the template writes one, as transformers' `apply_chat_template` does.
 fn add_bos(cfg: &PecoreConfig) -> bool {
-    cfg.add_bos && cfg.chat.as_ref().is_none_or(ChatTemplate::uses_bos)
+    cfg.add_bos && cfg.chat.is_none()
 }
 
 fn check_length(model: &Model, tokens: usize) -> Result<()> {
@@ -469,7 +470,7 @@ fn layout(model: &Model, cfg: &PecoreConfig, output_template: &str, current: &st
         Some(&cfg.input_context),
     )?;
     let output = format_template(output_template, current, cfg.output_context.as_deref())?;
-    let (wrapped, in_start) = wrap_input(cfg, &input.text);
+    let (wrapped, in_start) = wrap_input(cfg, &input.text)?;
     let (text, out_start) = join(cfg, &wrapped, &output.text);
     let contextual = Layout::new(tok, &text, add_bos(cfg))?;
     check_length(model, contextual.ids.len())?;
@@ -483,7 +484,7 @@ fn layout(model: &Model, cfg: &PecoreConfig, output_template: &str, current: &st
     let (current_ctx, straddle_ctx) = contextual.overlapping(&shift(&output.current, out_start));
 
     let less = format_template(&cfg.contextless_input_template, &cfg.input_current, None)?;
-    let (wrapped_less, _) = wrap_input(cfg, &less.text);
+    let (wrapped_less, _) = wrap_input(cfg, &less.text)?;
     let (text_less, less_start) = join(cfg, &wrapped_less, current);
     let contextless = Layout::new(tok, &text_less, add_bos(cfg))?;
     let (current_noctx, straddle_less) =

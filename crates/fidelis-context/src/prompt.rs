@@ -86,39 +86,93 @@ pub fn format_template(template: &str, current: &str, context: Option<&str>) -> 
     })
 }
 
-/// A chat template Fidelis can apply without a template engine, recognised from the model's
-/// own template (GGUF `tokenizer.chat_template` or `tokenizer_config.json`).
+/// A model's own chat template (the Jinja `chat_template` of its `tokenizer_config.json` or
+/// GGUF `tokenizer.chat_template`), rendered with `minijinja` and Python's string methods
+/// (`minijinja-contrib`'s pycompat), as transformers' `apply_chat_template` renders it: the
+/// `messages` as `{role, content}` maps, `add_generation_prompt`, `bos_token`, `eos_token`, and
+/// `raise_exception`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChatTemplate {
-    /// ChatML (`<|im_start|>role\n...<|im_end|>\n`), used by SmolLM2 and Qwen2, with the
-    /// template's default system message when it has one.
-    ChatMl {
-        /// The default system message.
-        system: Option<String>,
-    },
-    /// Llama 3 (`<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`).
-    Llama3,
+pub struct ChatTemplate {
+    source: String,
+    bos_token: String,
+    eos_token: String,
+    end_of_turn: String,
 }
 
+/// Stands for a message while the template is rendered, to find where the message goes.
+const SENTINEL: &str = "\u{E000}fidelis-message\u{E001}";
+
 impl ChatTemplate {
-    /// Recognises a Jinja chat template's format.
-    pub fn detect(source: &str) -> Result<Self> {
-        if source.contains("<|im_start|>") {
-            return Ok(Self::ChatMl {
-                system: default_system(source),
-            });
+    /// A template from its Jinja source and the model's BOS and EOS token texts. Errors when the
+    /// source does not compile or cannot render a user turn.
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let mut template = Self {
+            source: source.to_string(),
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+            end_of_turn: eos_token.to_string(),
+        };
+        // What closes an assistant turn: the first piece the template writes after one.
+        let closed = template.render(&[("user", "hi"), ("assistant", SENTINEL)], false)?;
+        if let Some(i) = closed.rfind(SENTINEL) {
+            let after = closed[i + SENTINEL.len()..].trim_start();
+            let end: String = after.chars().take_while(|c| !c.is_whitespace()).collect();
+            if !end.is_empty() {
+                template.end_of_turn = end;
+            }
         }
-        if source.contains("<|start_header_id|>") {
-            return Ok(Self::Llama3);
-        }
-        Err(ContextError::Options(
-            "the model's chat template is neither ChatML nor Llama 3, the formats supported".into(),
-        ))
+        template.wrap_user("hi")?;
+        Ok(template)
     }
 
-    /// The chat template stored with a model (a `.gguf` file or a Hugging Face folder).
+    /// Kept for callers of the format-recognising version: the template of `source` with no
+    /// BOS or EOS text.
+    pub fn detect(source: &str) -> Result<Self> {
+        Self::new(source, "", "")
+    }
+
+    /// Renders `messages` (`(role, content)` pairs), opening the assistant turn when
+    /// `add_generation_prompt` is set.
+    pub fn render(&self, messages: &[(&str, &str)], add_generation_prompt: bool) -> Result<String> {
+        let bad = |e: minijinja::Error| {
+            ContextError::Options(format!("the model's chat template: {e:#}"))
+        };
+        let mut env = minijinja::Environment::new();
+        // transformers compiles chat templates with both of these on.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |message: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    message,
+                ))
+            },
+        );
+        env.add_template("chat", &self.source).map_err(bad)?;
+        let messages: Vec<minijinja::Value> = messages
+            .iter()
+            .map(|(role, content)| minijinja::context! { role => role, content => content })
+            .collect();
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => &self.bos_token,
+                    eos_token => &self.eos_token,
+                })
+            })
+            .map_err(bad)
+    }
+
+    /// The chat template stored with a model (a `.gguf` file or a Hugging Face folder), with
+    /// its BOS and EOS token texts.
     pub fn from_model(path: &Path) -> Result<Self> {
-        let source = if path.is_dir() {
+        let missing = || ContextError::Options(format!("{} has no chat template", path.display()));
+        if path.is_dir() {
             let cfg = path.join("tokenizer_config.json");
             let text = std::fs::read_to_string(&cfg).map_err(|e| {
                 ContextError::Options(format!(
@@ -128,76 +182,72 @@ impl ChatTemplate {
             })?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| ContextError::Options(format!("{}: {e}", cfg.display())))?;
-            v.get("chat_template")
+            // A token is written as a string or as an object with its `content`.
+            let token = |key: &str| {
+                let t = v.get(key);
+                t.and_then(|t| t.as_str())
+                    .or_else(|| t.and_then(|t| t.get("content")).and_then(|c| c.as_str()))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let source = v
+                .get("chat_template")
                 .and_then(|t| t.as_str())
-                .map(str::to_string)
+                .ok_or_else(missing)?;
+            Self::new(source, &token("bos_token"), &token("eos_token"))
         } else {
             let file = GgufFile::open(path)?;
-            file.get_str("tokenizer.chat_template")
-                .ok()
-                .map(str::to_string)
-        };
-        let source = source.ok_or_else(|| {
-            ContextError::Options(format!("{} has no chat template", path.display()))
+            let source = file
+                .get_str("tokenizer.chat_template")
+                .map_err(|_| missing())?;
+            let tokens = file
+                .get_str_array("tokenizer.ggml.tokens")
+                .unwrap_or_default();
+            let special = file.special_tokens();
+            let text = |id: Option<u32>| {
+                id.and_then(|i| tokens.get(i as usize))
+                    .map_or_else(String::new, |t| t.to_string())
+            };
+            Self::new(source, &text(special.bos), &text(special.eos))
+        }
+    }
+
+    /// Wraps a user message as the template does and opens the assistant turn; returns the
+    /// text and where the message went. Errors when the template does not write the message
+    /// exactly once as given (one that edits the content cannot be mapped back).
+    pub fn wrap_user(&self, message: &str) -> Result<(String, Range<usize>)> {
+        let text = self.render(&[("user", SENTINEL)], true)?;
+        let start = text.find(SENTINEL).ok_or_else(|| {
+            ContextError::Options(
+                "the model's chat template does not write the user message as given".into(),
+            )
         })?;
-        Self::detect(&source)
-    }
-
-    /// Wraps a user message and opens the assistant turn; returns the text and where the
-    /// message went.
-    pub fn wrap_user(&self, message: &str) -> (String, Range<usize>) {
-        let (before, after) = match self {
-            Self::ChatMl { system } => {
-                let sys = system
-                    .as_ref()
-                    .map(|s| format!("<|im_start|>system\n{s}<|im_end|>\n"))
-                    .unwrap_or_default();
-                (
-                    format!("{sys}<|im_start|>user\n"),
-                    "<|im_end|>\n<|im_start|>assistant\n",
-                )
-            }
-            Self::Llama3 => (
-                "<|start_header_id|>user<|end_header_id|>\n\n".to_string(),
-                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-            ),
-        };
-        let start = before.len();
-        (
-            format!("{before}{message}{after}"),
+        let after = &text[start + SENTINEL.len()..];
+        if after.contains(SENTINEL) {
+            return Err(ContextError::Options(
+                "the model's chat template writes the user message more than once".into(),
+            ));
+        }
+        Ok((
+            format!("{}{message}{after}", &text[..start]),
             start..start + message.len(),
-        )
+        ))
     }
 
-    /// Whether the conversation starts with the model's BOS token (Llama 3's template writes
-    /// it; ChatML's does not, SmolLM2's BOS being `<|im_start|>` itself).
+    /// Whether the rendered conversation already starts with the BOS token's text (Llama 3's
+    /// template writes it), in which case no BOS id is prepended: the text carries it.
     pub fn uses_bos(&self) -> bool {
-        matches!(self, Self::Llama3)
+        !self.bos_token.is_empty()
+            && self
+                .render(&[("user", "hi")], true)
+                .is_ok_and(|t| t.starts_with(&self.bos_token))
     }
 
-    /// The token that ends an assistant turn.
-    pub fn end_of_turn(&self) -> &'static str {
-        match self {
-            Self::ChatMl { .. } => "<|im_end|>",
-            Self::Llama3 => "<|eot_id|>",
-        }
+    /// The token that ends an assistant turn (`<|im_end|>` for ChatML, `<|eot_id|>` for
+    /// Llama 3), read off the template; the EOS text when the template writes nothing there.
+    pub fn end_of_turn(&self) -> &str {
+        &self.end_of_turn
     }
-}
-
-/// The literal default system message of a ChatML template, when it has one.
-fn default_system(source: &str) -> Option<String> {
-    for marker in ["<|im_start|>system\\n", "<|im_start|>system\n"] {
-        if let Some(i) = source.find(marker) {
-            let rest = &source[i + marker.len()..];
-            let end = rest.find("<|im_end|>")?;
-            let msg = &rest[..end];
-            let literal = !msg.contains(['{', '}', '\'', '"', '+']);
-            if literal && !msg.is_empty() {
-                return Some(msg.to_string());
-            }
-        }
-    }
-    None
 }
 
 /// A text tokenized with the byte ranges of its parts mapped onto token positions.

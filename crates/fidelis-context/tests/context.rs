@@ -273,30 +273,46 @@ fn templates_and_chat_templates() {
     assert!(err("{current} {other}", None).contains("only {context} and {current}"));
 
     let smol = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}";
-    let chat = ChatTemplate::detect(smol).unwrap();
+    let chat = ChatTemplate::new(smol, "<|im_start|>", "<|im_end|>").unwrap();
+    let (text, range) = chat.wrap_user("Hi").unwrap();
     assert_eq!(
-        chat,
-        ChatTemplate::ChatMl {
-            system: Some(
-                "You are a helpful AI assistant named SmolLM, trained by Hugging Face".into()
-            )
-        }
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging \
+         Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
     );
-    let (text, range) = chat.wrap_user("Hi");
-    assert!(text.starts_with("<|im_start|>system\nYou are"));
-    assert!(text.ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
     assert_eq!(&text[range], "Hi");
-    let plain = ChatTemplate::detect("{{'<|im_start|>' + message['role'] + '\\n'}}").unwrap();
-    assert_eq!(plain, ChatTemplate::ChatMl { system: None });
+    assert_eq!(chat.end_of_turn(), "<|im_end|>");
+    // SmolLM2's BOS is `<|im_start|>` itself, which the template writes first.
+    assert!(chat.uses_bos());
+    // A Llama-3-style template written here: BOS text first, headers, `| trim`, a generation
+    // prompt.
+    let llama = "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}\
+                 <|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}\
+                 {% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\
+                 \n\n{% endif %}";
+    let chat = ChatTemplate::new(llama, "<|begin_of_text|>", "<|end_of_text|>").unwrap();
+    let (text, range) = chat.wrap_user("Hi").unwrap();
     assert_eq!(
-        ChatTemplate::detect("<|start_header_id|>").unwrap(),
-        ChatTemplate::Llama3
+        text,
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+    assert_eq!(&text[range], "Hi");
+    assert_eq!(chat.end_of_turn(), "<|eot_id|>");
+    assert!(chat.uses_bos());
+    // Python string methods and raise_exception, as transformers' templates use them.
+    let py = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}{% endif %}\
+              {{ messages[0]['content'].upper() }}";
+    let err = ChatTemplate::new(py, "", "").unwrap_err().to_string();
+    assert!(
+        err.contains("does not write the user message as given"),
+        "{err}"
     );
     assert!(
-        ChatTemplate::detect("[INST]")
+        ChatTemplate::new("{% for %}", "", "")
             .unwrap_err()
             .to_string()
-            .contains("ChatML")
+            .contains("chat template")
     );
 }
 
@@ -377,4 +393,47 @@ fn bad_input_gets_clear_errors() {
         "{e}"
     );
     assert!(e.to_string().contains("tokenizes differently"));
+}
+
+#[derive(serde::Deserialize)]
+struct ChatMessage {
+    role: String,
+    content: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatCase {
+    messages: Vec<ChatMessage>,
+    add_generation_prompt: bool,
+    text: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatFixture {
+    chat_template: String,
+    bos_token: String,
+    eos_token: String,
+    cases: Vec<ChatCase>,
+}
+
+/// SmolLM2's own chat template, read from its GGUF by the fixtures script, rendered by
+/// minijinja as transformers' `apply_chat_template` renders it (fixture
+/// `smollm2/chat_template.json`).
+#[test]
+fn smollm2_chat_template_renders_as_transformers() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fidelis-models/tests/fixtures/smollm2/chat_template.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let fx: ChatFixture = serde_json::from_str(&text).unwrap();
+    let chat = ChatTemplate::new(&fx.chat_template, &fx.bos_token, &fx.eos_token).unwrap();
+    for case in &fx.cases {
+        let messages: Vec<(&str, &str)> = case
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        let got = chat.render(&messages, case.add_generation_prompt).unwrap();
+        assert_eq!(got, case.text, "{:?}", case.messages.len());
+    }
+    assert_eq!(chat.end_of_turn(), "<|im_end|>");
 }

@@ -175,10 +175,8 @@ fn check_length(model: &Model, cfg: &fidelis_context::PecoreConfig) -> Result<()
     )
     .map_err(invalid)?;
     let (text, add_bos) = match &cfg.chat {
-        Some(chat) => (
-            chat.wrap_user(&input.text).0,
-            cfg.add_bos && chat.uses_bos(),
-        ),
+        // The template's text carries the BOS when it writes one.
+        Some(chat) => (chat.wrap_user(&input.text).map_err(invalid)?.0, false),
         None => (input.text, cfg.add_bos),
     };
     let count = |t: &str| {
