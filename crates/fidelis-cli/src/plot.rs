@@ -138,7 +138,7 @@ pub fn faithfulness_plot(lines: &[(&str, &Curve)], title: &str) -> Result<String
             .x_desc(X_LABEL)
             .y_desc(Y_LABEL)
             .x_label_formatter(&x_tick)
-            .y_label_formatter(&|v| format!("{v:.1}"))
+            .y_label_formatter(&|v| format!("{:.1}", if v.abs() < 0.05 { 0.0 } else { *v }))
             .label_style(("sans-serif", LABEL_PX))
             .axis_desc_style(("sans-serif", AXIS_PX))
             .draw()?;
@@ -158,7 +158,8 @@ pub fn faithfulness_plot(lines: &[(&str, &Curve)], title: &str) -> Result<String
         draw_lines(&mut chart, lines, x_empty)?;
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            // Upper left holds only the empty circuit's column, whose marker sits at 0.
+            .position(SeriesLabelPosition::UpperLeft)
             .label_font(("sans-serif", LABEL_PX))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
@@ -303,9 +304,11 @@ mod tests {
             "EAP-IG",
             "EAP-IG/signed",
             "gpt2 · ioi · EAP-IG",
+            "0.0",
         ] {
             assert!(texts.iter().any(|t| t == want), "{want:?} not in {texts:?}");
         }
+        assert!(!texts.iter().any(|t| t == "-0.0"), "{texts:?}");
         // No float noise such as 0.00009999999999999999 in any label.
         for t in &texts {
             let decimals = t
