@@ -103,6 +103,9 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A legend sample stroke: colour, width, dash attribute.
+type LegendSample = (&'static str, f32, &'static str);
+
 /// Lines of the legend: three headings and eight samples.
 const LEGEND_LINES: usize = 11;
 /// Sideways bow of an edge skipping one row, in node widths ...
@@ -250,7 +253,7 @@ impl Graph {
                 format!("|score| ≤ {}", format_score(thinnest)),
             ),
         ];
-        let lines: [(&str, Option<(&str, f32, &str)>); LEGEND_LINES] = [
+        let lines: [(&str, Option<LegendSample>); LEGEND_LINES] = [
             ("Edge colour: sign of score", None),
             ("positive", Some((POSITIVE, 2.0, ""))),
             ("negative", Some((NEGATIVE, 2.0, ""))),
