@@ -174,7 +174,7 @@ fn replot(dir: &Path) -> Result<()> {
     let lines: Vec<(&str, &Curve)> = curves.iter().map(|(l, c)| (l.as_str(), c)).collect();
     std::fs::write(
         dir.join("faithfulness.svg"),
-        faithfulness_plot(&lines, &title),
+        faithfulness_plot(&lines, &title)?,
     )?;
     println!("wrote {}", dir.join("faithfulness.svg").display());
     Ok(())
@@ -296,7 +296,7 @@ fn write_results(dir: &Path, o: &Options, runs: &[Run], n_pairs: usize) -> Resul
     let title = format!("{} · {}", o.model, o.task.name());
     std::fs::write(
         dir.join("faithfulness.svg"),
-        faithfulness_plot(&lines, &title),
+        faithfulness_plot(&lines, &title)?,
     )?;
     Ok(())
 }

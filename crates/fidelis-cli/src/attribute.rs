@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use fidelis_attribution::token::{
     AttentionSelection, Target, Word, aggregate_words, attribute_tokens, normalize,
 };
+use fidelis_graph::format_score;
 use fidelis_models::{GenerateConfig, Hooks, Model};
 use serde::Serialize;
 
@@ -270,14 +271,14 @@ pub fn terminal(r: &AttributeReport, color: bool) -> String {
                 };
                 let _ = write!(t, "\x1b[48;2;{rv};{gv};{bv}m\x1b[30m{tok}\x1b[0m");
             } else {
-                let _ = write!(t, "{tok}[{score:.3}]");
+                let _ = write!(t, "{tok}[{}]", format_score(score));
             }
         }
         let _ = writeln!(t);
         if let Some(words) = &s.words {
             let list: Vec<String> = words
                 .iter()
-                .map(|w| format!("{}={:.3}", w.word, w.score))
+                .map(|w| format!("{}={}", w.word, format_score(w.score)))
                 .collect();
             let _ = writeln!(t, "   words: {}", list.join(" "));
         }
@@ -309,18 +310,19 @@ pub fn html(r: &AttributeReport) -> String {
         let max = s.scores.iter().fold(0f32, |m, x| m.max(x.abs()));
         let _ = write!(
             rows,
-            "<tr><th>{} <small>({:.3})</small></th>",
+            "<tr><th>{} <small>({})</small></th>",
             escape(&s.token),
-            s.target_value
+            format_score(s.target_value)
         );
         for (i, _) in all.iter().enumerate() {
             match s.scores.get(i) {
                 Some(&v) => {
                     let a = if max > 0.0 { v.abs() / max } else { 0.0 };
-                    let rgb = if v >= 0.0 { "220,40,40" } else { "40,90,220" };
+                    let rgb = if v >= 0.0 { POSITIVE_RGB } else { NEGATIVE_RGB };
                     let _ = write!(
                         rows,
-                        "<td style=\"background:rgba({rgb},{a:.3})\" title=\"{v:.5}\">{v:.3}</td>"
+                        "<td style=\"background:rgba({rgb},{a:.3})\" title=\"{v}\">{}</td>",
+                        format_score(v)
                     );
                 }
                 None => rows.push_str("<td></td>"),
@@ -329,9 +331,67 @@ pub fn html(r: &AttributeReport) -> String {
         rows.push_str("</tr>");
     }
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Fidelis token attribution</title>\n<style>\nbody {{ font-family: system-ui, sans-serif; margin: 2em; }}\ntable {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }}\nth, td {{ border: 1px solid #ddd; padding: 3px 5px; white-space: pre; }}\nsmall {{ color: #666; }}\n</style></head><body>\n<h1>Token attribution</h1><p>method <b>{}</b> · target <b>{}</b> · prompt: {}</p>\n<table>{rows}</table>\n</body></html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Fidelis token attribution</title>\n<style>\nbody {{ font-family: system-ui, sans-serif; margin: 2em; }}\ntable {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }}\nth, td {{ border: 1px solid #ddd; padding: 3px 5px; white-space: pre; }}\nsmall {{ color: #666; }}\n.legend span {{ display: inline-block; padding: 2px 8px; margin-right: 4px; }}\n</style></head><body>\n<h1>Token attribution</h1><p>method <b>{}</b> · target <b>{}</b> · prompt: {}</p>\n{}\n<table>{rows}</table>\n{}</body></html>\n",
         escape(&r.method),
         escape(&r.target),
-        escape(&r.prompt)
+        escape(&r.prompt),
+        legend(),
+        words_table(r)
     )
+}
+
+/// Cell colour of a positive score (raises the target).
+const POSITIVE_RGB: &str = "220,40,40";
+/// Cell colour of a negative score (lowers the target).
+const NEGATIVE_RGB: &str = "40,90,220";
+
+/// The colour legend of [`html`]: hue is the sign, strength is |score| relative to the row's
+/// largest.
+fn legend() -> String {
+    let swatch = |rgb: &str, a: f32, text: &str| {
+        format!("<span style=\"background:rgba({rgb},{a})\">{text}</span>")
+    };
+    format!(
+        "<p class=\"legend\"><b>Legend:</b> {}{}{}{}{} · each row is an output token (its target \
+         value in brackets); shading is |score| relative to the largest in that row.</p>",
+        swatch(NEGATIVE_RGB, 1.0, "−max"),
+        swatch(NEGATIVE_RGB, 0.4, "negative"),
+        swatch("255,255,255", 1.0, "0"),
+        swatch(POSITIVE_RGB, 0.4, "positive"),
+        swatch(POSITIVE_RGB, 1.0, "+max"),
+    )
+}
+
+/// The `--words` table: per output step, the scores summed over each prompt word (empty when
+/// words were not asked for).
+fn words_table(r: &AttributeReport) -> String {
+    let mut out = String::new();
+    for s in &r.steps {
+        let Some(words) = &s.words else { continue };
+        if out.is_empty() {
+            out.push_str("<h2>Per word</h2>\n<table>");
+        }
+        let max = words.iter().fold(0f32, |m, w| m.max(w.score.abs()));
+        let _ = write!(out, "<tr><th>{}</th>", escape(&s.token));
+        for w in words {
+            let a = if max > 0.0 { w.score.abs() / max } else { 0.0 };
+            let rgb = if w.score >= 0.0 {
+                POSITIVE_RGB
+            } else {
+                NEGATIVE_RGB
+            };
+            let _ = write!(
+                out,
+                "<td style=\"background:rgba({rgb},{a:.3})\" title=\"{}\">{} <small>{}</small></td>",
+                w.score,
+                escape(&w.word),
+                format_score(w.score)
+            );
+        }
+        out.push_str("</tr>");
+    }
+    if !out.is_empty() {
+        out.push_str("</table>\n");
+    }
+    out
 }

@@ -14,7 +14,7 @@ use fidelis_graph::{Graph, GraphConfig, SvgOptions};
 use fidelis_models::Model;
 use fidelis_tasks::{Example, Task, TextTokenizer};
 
-use crate::options::{DiscoverJob, DiscoverOptions, EvaluateOptions};
+use crate::options::{DataOptions, DiscoverJob, DiscoverOptions, EvaluateOptions};
 use crate::progress::{self, Bar, count, items};
 
 /// Where the examples come from.
@@ -254,10 +254,29 @@ fn discover_curve(
     );
     crate::output::write(&csv, curve_csv(&curve))?;
     let name = job.method.to_string();
-    let plot = crate::plot::faithfulness_plot(&[(name.as_str(), &curve)], "discovered circuit");
+    let title = plot_title(model, &job.data, &name);
+    let plot = crate::plot::faithfulness_plot(&[(name.as_str(), &curve)], &title)?;
     crate::output::write(&svg, plot)?;
     println!("wrote {} and {}", csv.display(), svg.display());
     Ok(curve.points.len())
+}
+
+/// The title of a curve picture: `model · task · method` (the data file's name for `--data`).
+fn plot_title(model: &Model, data: &DataOptions, method: &str) -> String {
+    let task = match (&data.task, &data.data) {
+        (Some(task), _) => task.to_string(),
+        (None, Some(path)) => file_name(path),
+        (None, None) => "?".to_string(),
+    };
+    format!("{} · {task} · {method}", file_name(&model.source))
+}
+
+/// The last component of `path` (the whole path when it has none).
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// Prints a faithfulness curve as a table.
@@ -423,6 +442,13 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
         if let Some(csv) = &opts.csv {
             crate::output::write(csv, curve_csv(&curve))?;
             println!("wrote {}", csv.display());
+        }
+        if let Some(svg) = &opts.svg {
+            let label = format!("{} ({})", file_name(graph_path), eval.selection.name());
+            let title = plot_title(model, &opts.data, &label);
+            let plot = crate::plot::faithfulness_plot(&[(label.as_str(), &curve)], &title)?;
+            crate::output::write(svg, plot)?;
+            println!("wrote {}", svg.display());
         }
         progress::summary(
             &format!(

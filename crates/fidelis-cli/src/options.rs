@@ -352,6 +352,9 @@ pub struct EvaluateOptions {
     /// Write the result as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw the curve as an SVG picture (needs --sizes or --mib).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 impl Default for EvaluateOptions {
@@ -367,6 +370,7 @@ impl Default for EvaluateOptions {
             circuits_per_pass: EvalOptions::DEFAULT_CIRCUITS_PER_PASS,
             csv: None,
             json: None,
+            svg: None,
         }
     }
 }
@@ -762,6 +766,10 @@ impl EvaluateOptions {
         }
         in_range("batch_size", self.batch_size, 1, MAX_EXAMPLES)?;
         in_range("circuits_per_pass", self.circuits_per_pass, 1, MAX_PARALLEL)?;
+        anyhow::ensure!(
+            self.svg.is_none() || self.mib || !self.sizes.is_empty(),
+            "--svg draws a curve: give --sizes or --mib as well"
+        );
         Ok(())
     }
 }

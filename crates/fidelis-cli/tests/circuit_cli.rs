@@ -126,7 +126,11 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
         "{text}{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let (csv, json) = (dir.join("curve.csv"), dir.join("curve.json"));
+    let (csv, json, curve_svg) = (
+        dir.join("curve.csv"),
+        dir.join("curve.json"),
+        dir.join("curve.svg"),
+    );
     let run = fidelis(&[
         "circuit",
         "evaluate",
@@ -141,6 +145,8 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
         csv.to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
+        "--svg",
+        curve_svg.to_str().unwrap(),
     ]);
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(
@@ -164,6 +170,22 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(summary["cpr"].is_number() && summary["points"].as_array().unwrap().len() == 3);
+    // The picture of that curve: axis descriptions, exact ticks, the empty circuit apart, and a
+    // legend naming the graph file.
+    let picture = std::fs::read_to_string(&curve_svg).unwrap();
+    for want in [
+        "circuit size (% of edges)",
+        "normalized faithfulness",
+        "empty",
+        "100 %",
+        "graph.json (",
+    ] {
+        assert!(picture.contains(want), "{want:?} missing from {picture}");
+    }
+    assert!(
+        !picture.contains("0.0000") && !picture.contains("9999 %"),
+        "float noise in a label"
+    );
 
     let run = fidelis(&[
         "circuit",

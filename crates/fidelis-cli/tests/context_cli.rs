@@ -55,6 +55,11 @@ fn context_writes_json_and_html() {
     assert!(value.is_object(), "{value}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("<html") && !page.contains("http://") && !page.contains("https://"));
+    assert!(
+        page.contains("Legend:") && page.contains("CTI score"),
+        "{page}"
+    );
+    assert!(!page.contains("-0.000"), "{page}");
 }
 
 #[test]
@@ -83,6 +88,34 @@ fn attribute_writes_json_for_every_method() {
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert!(value.is_object(), "{method}: {value}");
     }
+    // The HTML view has a colour legend, scores for people and, with --words, a word table.
+    let html = dir.join("words.html");
+    let run = fidelis(&[
+        "attribute",
+        "--model",
+        &model,
+        "--prompt",
+        "the cat sat on the",
+        "--words",
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    for want in [
+        "Legend:",
+        "positive",
+        "negative",
+        "Per word",
+        ">cat <small>",
+    ] {
+        assert!(page.contains(want), "{want:?} missing: {page}");
+    }
+    assert!(!page.contains("-0.000"), "{page}");
 }
 
 #[test]

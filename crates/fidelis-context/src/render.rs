@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use fidelis_graph::format_score;
+
 use crate::pecore::ContextAttribution;
 
 const RED: &str = "\x1b[1;31m";
@@ -29,7 +31,7 @@ pub fn terminal(out: &ContextAttribution, color: bool) -> String {
     let mut line = String::new();
     for (j, tok) in out.output_current_tokens.iter().enumerate() {
         if out.cci_scores.iter().any(|c| c.cti_idx == j) {
-            let marked = format!("[{tok}]({:.3})", out.cti_scores[j]);
+            let marked = format!("[{tok}]({})", format_score(out.cti_scores[j]));
             line.push_str(&paint(&marked, RED));
         } else {
             line.push_str(tok);
@@ -65,7 +67,7 @@ pub fn terminal(out: &ContextAttribution, color: bool) -> String {
         for (i, tok) in out.input_context_tokens.iter().enumerate() {
             if c.input_context_cues.contains(&i) {
                 ctx.push_str(&paint(
-                    &format!("[{tok}]({:.3})", c.input_context_scores[i]),
+                    &format!("[{tok}]({})", format_score(c.input_context_scores[i])),
                     GREEN,
                 ));
             } else {
@@ -78,7 +80,10 @@ pub fn terminal(out: &ContextAttribution, color: bool) -> String {
             let mut octx = String::new();
             for (i, tok) in tokens.iter().enumerate() {
                 if c.output_context_cues.contains(&i) {
-                    octx.push_str(&paint(&format!("[{tok}]({:.3})", scores[i]), GREEN));
+                    octx.push_str(&paint(
+                        &format!("[{tok}]({})", format_score(scores[i])),
+                        GREEN,
+                    ));
                 } else {
                     octx.push_str(tok);
                 }
@@ -107,8 +112,9 @@ fn alpha(score: f32, max: f32) -> f32 {
 
 fn token_span(tok: &str, score: f32, max: f32, rgb: &str, class: &str, attrs: &str) -> String {
     format!(
-        "<span class=\"tok {class}\" style=\"background:rgba({rgb},{:.3})\" title=\"{score:.4}\"{attrs}>{}</span>",
+        "<span class=\"tok {class}\" style=\"background:rgba({rgb},{:.3})\" title=\"{}\"{attrs}>{}</span>",
         alpha(score, max),
+        format_score(score),
         escape(tok).replace(' ', "&nbsp;").replace('\n', "⏎")
     )
 }
@@ -137,9 +143,9 @@ pub fn html(out: &ContextAttribution) -> String {
     }
     let _ = write!(
         body,
-        "</p><p class=\"note\">CTI metric {} · threshold {:.4} · {} of {} tokens context-sensitive (outlined; click one)</p>",
+        "</p><p class=\"note\">CTI metric {} · threshold {} · {} of {} tokens context-sensitive (outlined; click one)</p>",
         out.info.cti_metric.name(),
-        out.cti_threshold,
+        format_score(out.cti_threshold),
         out.cci_scores.len(),
         out.output_current_tokens.len()
     );
@@ -151,14 +157,14 @@ pub fn html(out: &ContextAttribution) -> String {
             .fold(0f32, |m, s| m.max(s.abs()));
         let _ = write!(
             body,
-            "<div class=\"cci\" id=\"cci{}\"><h3>{} <small>(CTI {:.4}; contextless model: {}; {} = {:.4}; cue threshold {:.4})</small></h3><p class=\"seq\"><b>Input context:</b> ",
+            "<div class=\"cci\" id=\"cci{}\"><h3>{} <small>(CTI {}; contextless model: {}; {} = {}; cue threshold {})</small></h3><p class=\"seq\"><b>Input context:</b> ",
             c.cti_idx,
             escape(&c.cti_token),
-            c.cti_score,
+            format_score(c.cti_score),
             escape(&c.contrast_token),
             escape(&out.info.attributed_fn),
-            c.target_value,
-            c.cci_threshold
+            format_score(c.target_value),
+            format_score(c.cci_threshold)
         );
         for (i, tok) in out.input_context_tokens.iter().enumerate() {
             let class = if c.input_context_cues.contains(&i) {
@@ -208,6 +214,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 60em; margin: 2em auto; c
 <h1>Context attribution (PECoRe)</h1>
 <p><b>Input context:</b> {ctx}</p>
 <p><b>Contextless run:</b> <code>{cur}</code></p>
+<p class="legend"><b>Legend:</b> <span class="tok" style="background:rgba(220,40,40,0.6)">red</span> output token, shaded by its context sensitivity (CTI score, relative to the largest); <span class="tok sel">outlined</span> above the CTI threshold, click to see its cues · <span class="tok" style="background:rgba(40,90,220,0.6)">blue</span> context token, shaded by |CCI score| for the chosen output token (relative to the largest); <span class="tok cue">bold outlined</span> a selected cue. Hover a token for its score.</p>
 {body}
 <script>
 function show(j) {{

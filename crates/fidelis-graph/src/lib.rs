@@ -76,7 +76,7 @@ pub use dot::render_svg_with_dot;
 pub use error::GraphError;
 pub use graph::{Graph, GraphConfig, LayerColumns, limits};
 pub use node::{Edge, Node, Qkv, Reader, parse_node, parse_reader};
-pub use svg::SvgOptions;
+pub use svg::{SvgOptions, format_score};
 
 #[cfg(test)]
 mod tests;

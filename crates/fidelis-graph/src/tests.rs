@@ -580,10 +580,117 @@ fn svg_draws_circuit_nodes_and_edges() {
         y[..y.find('"').unwrap()].parse().unwrap()
     };
     assert!(y_of("input") > y_of("a0.h0") && y_of("a0.h0") > y_of("logits"));
+    // The legend explains colour, width (with the scores the widths stand for) and dash.
+    for want in [
+        "Edge colour: sign of score",
+        ">positive<",
+        ">negative<",
+        "Edge width ∝ |score|",
+        ">|score| 4<",
+        ">|score| 2<",
+        ">q (query)<",
+        ">k (key)<",
+        ">v (value)<",
+    ] {
+        assert!(svg.contains(want), "{want:?} missing: {svg}");
+    }
+    // The head marks its q, k and v entries; every text is at least 12 px.
+    assert!(
+        svg.contains(">q</text>") && svg.contains(">v</text>"),
+        "{svg}"
+    );
+    for size in svg.split("font-size=\"").skip(1) {
+        let px: f32 = size[..size.find('"').unwrap()].parse().unwrap();
+        assert!(px >= 12.0, "{px} px text");
+    }
+    // The picture is wider than its single column of nodes (it holds the legend).
+    let width: f32 = svg
+        .split("width=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(width >= 300.0, "{width}");
     // An empty circuit is still a valid document.
     g.clear();
     let empty = g.to_svg(&SvgOptions::default());
     assert!(empty.starts_with("<svg") && !empty.contains("<title>"));
+}
+
+#[test]
+fn svg_marks_head_inputs_by_dash_and_bows_long_edges() {
+    let mut g = tiny();
+    set(&mut g, "input->a0.h0<k>", 1.0);
+    set(&mut g, "input->a0.h0<v>", 1.0);
+    set(&mut g, "input->a0.h0<q>", 1.0);
+    set(&mut g, "a0.h0->logits", 1.0);
+    g.apply_topn(4, true).unwrap();
+    let svg = g.to_svg(&SvgOptions::default());
+    let edge = |name: &str| -> String {
+        let at = svg.find(&format!("<title>{name} ")).unwrap();
+        svg[svg[..at].rfind("<path").unwrap()..at].to_string()
+    };
+    assert!(!edge("input-&gt;a0.h0&lt;q&gt;").contains("dasharray"));
+    assert!(edge("input-&gt;a0.h0&lt;k&gt;").contains("stroke-dasharray=\"7 3\""));
+    assert!(edge("input-&gt;a0.h0&lt;v&gt;").contains("stroke-dasharray=\"2 3\""));
+    // m0 is not drawn, so its row is left out: a0.h0 -> logits skips no row and goes straight.
+    let d = edge("a0.h0-&gt;logits");
+    let nums: Vec<f32> = d
+        .split("d=\"M")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .split([' ', ',', 'C'])
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(nums[0], nums[2], "straight up: {d}");
+    // With m0 drawn between them, the same edge bows out beside m0's box.
+    set(&mut g, "a0.h0->m0", 1.0);
+    g.apply_topn(5, true).unwrap();
+    let svg = g.to_svg(&SvgOptions::default());
+    let at = svg.find("<title>a0.h0-&gt;logits ").unwrap();
+    let d = &svg[svg[..at].rfind("<path").unwrap()..at];
+    let nums: Vec<f32> = d
+        .split("d=\"M")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .split([' ', ',', 'C'])
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let opts = SvgOptions::default();
+    assert!(
+        (nums[2] - nums[0]).abs() > opts.node_width / 2.0,
+        "bows beside the box: {d}"
+    );
+}
+
+#[test]
+fn scores_are_formatted_for_people() {
+    let cases = [
+        (0.0, "0"),
+        (-0.0, "0"),
+        (-1e-9, "0"),
+        (1.0, "1"),
+        (2.5, "2.5"),
+        (-0.12345, "-0.123"),
+        (123.456, "123"),
+        (0.001234, "0.00123"),
+        (0.0001234, "1.23e-4"),
+        (f32::NAN, "NaN"),
+    ];
+    for (x, want) in cases {
+        assert_eq!(format_score(x), want, "{x}");
+    }
 }
 
 #[test]
