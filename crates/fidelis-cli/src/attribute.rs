@@ -321,7 +321,8 @@ pub fn html(r: &AttributeReport) -> String {
                     let rgb = if v >= 0.0 { POSITIVE_RGB } else { NEGATIVE_RGB };
                     let _ = write!(
                         rows,
-                        "<td style=\"background:rgba({rgb},{a:.3})\" title=\"{v}\">{}</td>",
+                        "<td style=\"{}\" title=\"{v}\">{}</td>",
+                        cell_style(rgb, a),
                         format_score(v)
                     );
                 }
@@ -331,7 +332,7 @@ pub fn html(r: &AttributeReport) -> String {
         rows.push_str("</tr>");
     }
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Fidelis token attribution</title>\n<style>\nbody {{ font-family: system-ui, sans-serif; margin: 2em; }}\ntable {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }}\nth, td {{ border: 1px solid #ddd; padding: 3px 5px; white-space: pre; }}\nsmall {{ color: #666; }}\n.legend span {{ display: inline-block; padding: 2px 8px; margin-right: 4px; }}\n</style></head><body>\n<h1>Token attribution</h1><p>method <b>{}</b> · target <b>{}</b> · prompt: {}</p>\n{}\n<table>{rows}</table>\n{}</body></html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Fidelis token attribution</title>\n<style>\nbody {{ font-family: system-ui, sans-serif; margin: 2em; }}\ntable {{ border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }}\nth, td {{ border: 1px solid #ddd; padding: 3px 5px; white-space: pre; }}\nsmall {{ color: inherit; opacity: 0.75; }}\n.scroll {{ overflow-x: auto; max-width: 100%; }}\n.legend span {{ display: inline-block; padding: 2px 8px; margin-right: 4px; }}\n</style></head><body>\n<h1>Token attribution</h1><p>method <b>{}</b> · target <b>{}</b> · prompt: {}</p>\n{}\n<div class=\"scroll\"><table>{rows}</table></div>\n{}</body></html>\n",
         escape(&r.method),
         escape(&r.target),
         escape(&r.prompt),
@@ -344,6 +345,13 @@ pub fn html(r: &AttributeReport) -> String {
 const POSITIVE_RGB: &str = "220,40,40";
 /// Cell colour of a negative score (lowers the target).
 const NEGATIVE_RGB: &str = "40,90,220";
+
+/// A score cell's shading, `a` its |score| relative to the row's largest; text turns white on
+/// the darkest cells so that it stays readable.
+fn cell_style(rgb: &str, a: f32) -> String {
+    let text = if a > 0.6 { "color:#fff;" } else { "" };
+    format!("background:rgba({rgb},{a:.3});{text}")
+}
 
 /// The colour legend of [`html`]: hue is the sign, strength is |score| relative to the row's
 /// largest.
@@ -369,7 +377,7 @@ fn words_table(r: &AttributeReport) -> String {
     for s in &r.steps {
         let Some(words) = &s.words else { continue };
         if out.is_empty() {
-            out.push_str("<h2>Per word</h2>\n<table>");
+            out.push_str("<h2>Per word</h2>\n<div class=\"scroll\"><table>");
         }
         let max = words.iter().fold(0f32, |m, w| m.max(w.score.abs()));
         let _ = write!(out, "<tr><th>{}</th>", escape(&s.token));
@@ -382,7 +390,8 @@ fn words_table(r: &AttributeReport) -> String {
             };
             let _ = write!(
                 out,
-                "<td style=\"background:rgba({rgb},{a:.3})\" title=\"{}\">{} <small>{}</small></td>",
+                "<td style=\"{}\" title=\"{}\">{} <small>{}</small></td>",
+                cell_style(rgb, a),
                 w.score,
                 escape(&w.word),
                 format_score(w.score)
@@ -391,7 +400,7 @@ fn words_table(r: &AttributeReport) -> String {
         out.push_str("</tr>");
     }
     if !out.is_empty() {
-        out.push_str("</table>\n");
+        out.push_str("</table></div>\n");
     }
     out
 }
