@@ -544,10 +544,10 @@ impl Default for AttributeOptions {
 #[serde(default)]
 pub struct ContextOptions {
     /// The input context (e.g. a short fact).
-    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "input-context-text", aliases = ["input_context_text"])]
+    #[arg(long, default_value = "", hide_default_value = true, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "input-context-text", aliases = ["input_context_text"])]
     pub input_context: String,
     /// The input current text (e.g. a question about the fact).
-    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "input-current-text", aliases = ["input_current_text"])]
+    #[arg(long, default_value = "", hide_default_value = true, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "input-current-text", aliases = ["input_current_text"])]
     pub input_current: String,
     /// The output current text to explain; generated greedily with the context when absent.
     #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", visible_alias = "output-current-text", aliases = ["output_current_text"])]

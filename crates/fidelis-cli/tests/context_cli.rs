@@ -153,3 +153,67 @@ fn bad_context_input_is_a_clear_error() {
         );
     }
 }
+
+/// `context --dataset`: every line run over the flags, one JSON object per line out; a line
+/// with an unknown field is refused by line and field before any model work.
+#[test]
+fn context_dataset_writes_one_result_per_line() {
+    let dir = scratch("dataset");
+    let data = dir.join("examples.jsonl");
+    std::fs::write(
+        &data,
+        "{\"input_context\": \"The coin is blue. The key is in the red box.\", \
+         \"input_current\": \"Question: Where is the key? Answer:\"}\n\n\
+         {\"input_context\": \"The cat is black.\", \"input_current\": \"Question: What colour is \
+         the cat? Answer:\", \"max_new_tokens\": 2}\n",
+    )
+    .unwrap();
+    let out = dir.join("results.jsonl");
+    let run = fidelis(&[
+        "context",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--json",
+        out.to_str().unwrap(),
+        "--input-template",
+        "Context: {context} {current}",
+        "--max-new-tokens",
+        "4",
+        "--cti-std",
+        "0",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        lines[0]["input_context"],
+        "The coin is blue. The key is in the red box."
+    );
+    assert!(lines[1]["output_current_tokens"].as_array().unwrap().len() <= 2);
+    std::fs::write(
+        &data,
+        "{\"input_current\": \"a\"}\n{\"input_current\": \"b\", \"bogus\": 1}\n",
+    )
+    .unwrap();
+    let bad = fidelis(&[
+        "context",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("examples.jsonl:2") && err.contains("unknown field `bogus`"),
+        "{err}"
+    );
+}
