@@ -474,7 +474,7 @@ impl TokenOptions {
 #[serde(default)]
 pub struct AttributeOptions {
     /// The prompt.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub prompt: String,
     /// A continuation to attribute token by token (forced); without it the model's own greedy
     /// continuation of --max-new-tokens tokens is used.

@@ -217,3 +217,52 @@ fn context_dataset_writes_one_result_per_line() {
         "{err}"
     );
 }
+
+/// `attribute --dataset` (Inseq's `attribute-dataset`): one report per line; a bad value is
+/// refused by line and field.
+#[test]
+fn attribute_dataset_writes_one_report_per_line() {
+    let dir = scratch("attr-dataset");
+    let data = dir.join("prompts.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"When Mary and John went to the store, John gave a drink to\"}\n\
+         {\"prompt\": \"The cat sat on the\", \"method\": \"ixg\", \"max_new_tokens\": 2}\n",
+    )
+    .unwrap();
+    let out = dir.join("reports.jsonl");
+    let run = fidelis(&[
+        "attribute",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let reports: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[1]["method"], "ixg");
+    assert_eq!(reports[1]["steps"].as_array().unwrap().len(), 2);
+    std::fs::write(&data, "{\"prompt\": \"a b\", \"max_new_tokens\": 0}\n").unwrap();
+    let bad = fidelis(&[
+        "attribute",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("prompts.jsonl:1") && err.contains("max_new_tokens"),
+        "{err}"
+    );
+}
