@@ -37,9 +37,6 @@ pub struct AttributeArgs {
     pub dataset: Option<PathBuf>,
 }
 
-/// The largest `--dataset` file read.
-const MAX_DATASET_BYTES: u64 = 64 << 20;
-
 /// The one input a run cannot do without.
 fn check_prompt(opts: &AttributeOptions) -> Result<()> {
     anyhow::ensure!(
@@ -55,58 +52,14 @@ fn run_dataset(
     dataset: &std::path::Path,
     out_path: &std::path::Path,
 ) -> Result<()> {
-    let size = std::fs::metadata(dataset)
-        .with_context(|| format!("reading {}", dataset.display()))?
-        .len();
-    anyhow::ensure!(
-        size <= MAX_DATASET_BYTES,
-        "{} is {size} bytes; --dataset reads at most {MAX_DATASET_BYTES}",
-        dataset.display()
-    );
-    let text = std::fs::read_to_string(dataset)
-        .with_context(|| format!("reading {}", dataset.display()))?;
-    let mut examples = Vec::new();
-    for (i, json) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let at = |e: anyhow::Error| e.context(format!("{}:{}", dataset.display(), i + 1));
-        let patch: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(json).map_err(|e| at(e.into()))?;
-        let opts = crate::options::overlay(&args.opts, &patch).map_err(at)?;
-        opts.validate().map_err(at)?;
-        check_prompt(&opts).map_err(at)?;
-        examples.push((i + 1, opts));
-    }
-    anyhow::ensure!(
-        !examples.is_empty(),
-        "{} has no examples",
-        dataset.display()
-    );
+    let examples = crate::dataset::examples(dataset, &args.opts, |opts| {
+        opts.validate()?;
+        check_prompt(opts)
+    })?;
     let model = args.model.load()?;
-    let start = std::time::Instant::now();
-    let mut bar = crate::progress::Bar::new("attribute dataset");
-    let mut out = String::new();
-    for (done, (line, opts)) in examples.iter().enumerate() {
-        let _ = crate::progress::Progress::tick(&mut bar, "examples", done, examples.len());
-        let report =
-            attribute(&model, opts).with_context(|| format!("{}:{line}", dataset.display()))?;
-        out.push_str(&serde_json::to_string(&report)?);
-        out.push('\n');
-    }
-    let _ = crate::progress::Progress::tick(&mut bar, "examples", examples.len(), examples.len());
-    bar.finish();
-    crate::output::write(out_path, out)?;
-    eprintln!("wrote {}", out_path.display());
-    crate::progress::summary(
-        &format!(
-            "attributed {}",
-            crate::progress::items(examples.len(), "example")
-        ),
-        start,
-    );
-    Ok(())
+    crate::dataset::run("attribute dataset", dataset, &examples, out_path, |opts| {
+        attribute(&model, opts)
+    })
 }
 
 /// The attribution of every output step, as written to JSON.

@@ -58,26 +58,12 @@ pub fn load_examples(model: &Model, data: &DataSource) -> Result<Vec<Example>> {
     })
 }
 
-/// Tokenizes examples into prompt pairs (BOS prepended when `add_bos` and the model has one).
+/// Tokenizes examples into prompt pairs (BOS prepended when `add_bos` and the model has one):
+/// [`fidelis::data::pairs_from_examples`].
 pub fn tokenize(model: &Model, examples: &[Example], add_bos: bool) -> Result<Vec<PromptPair>> {
-    examples
-        .iter()
-        .enumerate()
-        .map(|(i, ex)| {
-            let enc = |text: &str| {
-                model
-                    .tokenizer
-                    .encode_prompt(text, add_bos)
-                    .with_context(|| format!("example {i}: tokenizing {text:?}"))
-            };
-            Ok(PromptPair {
-                clean: enc(&ex.clean)?,
-                corrupted: enc(&ex.corrupted)?,
-                correct: ex.correct.clone(),
-                incorrect: ex.incorrect.clone(),
-            })
-        })
-        .collect()
+    Ok(fidelis::data::pairs_from_examples(
+        model, examples, add_bos,
+    )?)
 }
 
 /// The graph of `model`'s shape.

@@ -1,7 +1,7 @@
 //! `fidelis context`: PECoRe context attribution (which answer tokens used the context, and
 //! which context tokens they used).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -52,68 +52,17 @@ fn check_input(opts: &ContextOptions) -> Result<()> {
     Ok(())
 }
 
-/// The largest `--dataset` file read (a dataset of PECoRe examples is text, far below this).
-const MAX_DATASET_BYTES: u64 = 64 << 20;
-
 /// Runs `fidelis context --dataset`: one PECoRe attribution per line, written as JSONL.
-fn run_dataset(
-    args: &ContextArgs,
-    dataset: &std::path::Path,
-    out_path: &std::path::Path,
-) -> Result<()> {
-    use anyhow::Context as _;
-    let size = std::fs::metadata(dataset)
-        .with_context(|| format!("reading {}", dataset.display()))?
-        .len();
-    anyhow::ensure!(
-        size <= MAX_DATASET_BYTES,
-        "{} is {size} bytes; --dataset reads at most {MAX_DATASET_BYTES}",
-        dataset.display()
-    );
-    let text = std::fs::read_to_string(dataset)
-        .with_context(|| format!("reading {}", dataset.display()))?;
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, l))
-        .collect();
-    anyhow::ensure!(!lines.is_empty(), "{} has no examples", dataset.display());
-    // Every line is checked before the model is loaded.
-    let mut examples = Vec::with_capacity(lines.len());
-    for &(line, json) in &lines {
-        let at = |e: anyhow::Error| e.context(format!("{}:{line}", dataset.display()));
-        let patch: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(json).map_err(|e| at(e.into()))?;
-        let opts = crate::options::overlay(&args.opts, &patch).map_err(at)?;
-        opts.validate().map_err(at)?;
-        check_input(&opts).map_err(at)?;
-        examples.push((line, opts));
-    }
+fn run_dataset(args: &ContextArgs, dataset: &Path, out_path: &Path) -> Result<()> {
+    let examples = crate::dataset::examples(dataset, &args.opts, |opts| {
+        opts.validate()?;
+        check_input(opts)
+    })?;
     let model = args.model.load()?;
-    let start = Instant::now();
-    let mut bar = crate::progress::Bar::new("context dataset");
-    let mut out = String::new();
-    for (done, (line, opts)) in examples.iter().enumerate() {
-        let _ = crate::progress::Progress::tick(&mut bar, "examples", done, examples.len());
+    crate::dataset::run("context dataset", dataset, &examples, out_path, |opts| {
         let cfg = config(&model, opts)?;
-        let result = fidelis_context::attribute_context(&model, &cfg)
-            .with_context(|| format!("{}:{line}", dataset.display()))?;
-        out.push_str(&serde_json::to_string(&result)?);
-        out.push('\n');
-    }
-    let _ = crate::progress::Progress::tick(&mut bar, "examples", examples.len(), examples.len());
-    bar.finish();
-    crate::output::write(out_path, out)?;
-    eprintln!("wrote {}", out_path.display());
-    crate::progress::summary(
-        &format!(
-            "context attribution of {}",
-            items(examples.len(), "example")
-        ),
-        start,
-    );
-    Ok(())
+        Ok(fidelis_context::attribute_context(&model, &cfg)?)
+    })
 }
 
 /// The PECoRe configuration the arguments describe, for a loaded model.

@@ -9,6 +9,7 @@
 pub mod attribute;
 pub mod circuit;
 pub mod context;
+pub mod dataset;
 pub mod device;
 pub mod inspect;
 pub mod model_args;

@@ -125,12 +125,6 @@ impl ChatTemplate {
         Ok(template)
     }
 
-    /// Kept for callers of the format-recognising version: the template of `source` with no
-    /// BOS or EOS text.
-    pub fn detect(source: &str) -> Result<Self> {
-        Self::new(source, "", "")
-    }
-
     /// Renders `messages` (`(role, content)` pairs), opening the assistant turn when
     /// `add_generation_prompt` is set.
     pub fn render(&self, messages: &[(&str, &str)], add_generation_prompt: bool) -> Result<String> {
