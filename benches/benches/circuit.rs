@@ -6,7 +6,7 @@
 #![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
+use fidelis_attribution::{EdgeAttribution, Method, attribute_edges_with_progress};
 use fidelis_benches::{bench_model, devices, ioi_sized_pairs};
 use fidelis_circuit::metric::last_position_logits;
 use fidelis_circuit::{BuiltinMetric, Metric, NodeMap, PairBatch, Silent};
@@ -54,8 +54,15 @@ fn circuit_benches(c: &mut Criterion) {
                         cfg.n_heads,
                         cfg.parallel_attn_mlp,
                     ));
-                    attribute_edges(&model, &mut graph, &pairs, &metric, &opts, &mut Silent)
-                        .unwrap()[0]
+                    attribute_edges_with_progress(
+                        &model,
+                        &mut graph,
+                        &pairs,
+                        &metric,
+                        &opts,
+                        &mut Silent,
+                    )
+                    .unwrap()[0]
                 })
             });
         }

@@ -15,7 +15,8 @@ use fidelis_cli::options::DiscoverJob;
 use fidelis_cli::plot::faithfulness_plot;
 use fidelis_cli::progress::Bar;
 use fidelis_faithfulness::{
-    Curve, CurvePoint, EvalOptions, Selection, evaluate::STAGE, faithfulness_curve, mib_sizes,
+    Curve, CurvePoint, EvalOptions, Selection, evaluate::STAGE, faithfulness_curve_with_progress,
+    mib_sizes,
 };
 use fidelis_models::Model;
 use fidelis_models::fetch::resolve_model_name;
@@ -217,7 +218,7 @@ fn faithfulness(o: &Options) -> Result<()> {
             eval.selection = selection;
             let start = Instant::now();
             let mut bar = Bar::new(STAGE);
-            let curve = faithfulness_curve(
+            let curve = faithfulness_curve_with_progress(
                 &model.transformer,
                 &graph,
                 &pairs,

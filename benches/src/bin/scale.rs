@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
+use fidelis_attribution::{EdgeAttribution, Method, attribute_edges_with_progress};
 use fidelis_benches::{bench_model, devices, ioi_sized_pairs};
 use fidelis_circuit::{BuiltinMetric, Silent};
 use fidelis_graph::{Graph, GraphConfig};
@@ -81,7 +81,7 @@ fn run() -> Result<(), String> {
         cfg.parallel_attn_mlp,
     ));
     let start = Instant::now();
-    let scores = attribute_edges(
+    let scores = attribute_edges_with_progress(
         &model,
         &mut graph,
         &data,

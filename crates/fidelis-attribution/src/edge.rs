@@ -31,7 +31,7 @@ use fidelis_circuit::contract::flatten_rows;
 use fidelis_circuit::data::{PairBatch, PromptPair, batches, check_pairs, repeat_tokens};
 use fidelis_circuit::progress::report;
 use fidelis_circuit::runs::{CleanRun, PassContext, Start, clean_run};
-use fidelis_circuit::{Ablation, Metric, NodeMap, Progress, to_vec};
+use fidelis_circuit::{Ablation, Metric, NodeMap, Progress, Silent, to_vec};
 use fidelis_graph::Graph;
 use fidelis_models::{Activation, Hooks, Transformer};
 
@@ -125,11 +125,23 @@ impl EdgeAttribution {
     }
 }
 
+/// Scores every edge of `graph` with `opts.method` on `pairs`, without progress reports: see
+/// [`attribute_edges_with_progress`].
+pub fn attribute_edges(
+    model: &Transformer,
+    graph: &mut Graph,
+    pairs: &[PromptPair],
+    metric: &dyn Metric,
+    opts: &EdgeAttribution,
+) -> Result<Vec<f32>> {
+    attribute_edges_with_progress(model, graph, pairs, metric, opts, &mut Silent)
+}
+
 /// Scores every edge of `graph` with `opts.method` on `pairs` and stores the scores in the
 /// graph (invalid positions stay 0). Returns the `[n_forward, n_backward]` score matrix.
 /// Ticks `progress` after every forward/backward pass (stage [`STAGE`]); a `Break` from it
 /// stops the work with [`AttributionError::is_cancelled`].
-pub fn attribute_edges(
+pub fn attribute_edges_with_progress(
     model: &Transformer,
     graph: &mut Graph,
     pairs: &[PromptPair],

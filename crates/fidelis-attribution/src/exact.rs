@@ -10,7 +10,7 @@ use fidelis_circuit::contract::mix_rows;
 use fidelis_circuit::data::{PromptPair, batches, check_pairs, repeat_tokens};
 use fidelis_circuit::progress::report;
 use fidelis_circuit::runs::{PassContext, clean_run};
-use fidelis_circuit::{Ablation, Metric, NodeMap, Progress, loss_per_example, to_vec};
+use fidelis_circuit::{Ablation, Metric, NodeMap, Progress, Silent, loss_per_example, to_vec};
 use fidelis_graph::Graph;
 use fidelis_models::{Activation, Batch, Hooks, Transformer};
 
@@ -61,10 +61,22 @@ fn edge_list(graph: &Graph, opts: &ExactPatching) -> Vec<(usize, usize)> {
     edges
 }
 
+/// Exact scores of every edge of `graph` (or `opts.subset`), without progress reports: see
+/// [`exact_edges_with_progress`].
+pub fn exact_edges(
+    model: &Transformer,
+    graph: &mut Graph,
+    pairs: &[PromptPair],
+    metric: &dyn Metric,
+    opts: &ExactPatching,
+) -> Result<Vec<f32>> {
+    exact_edges_with_progress(model, graph, pairs, metric, opts, &mut Silent)
+}
+
 /// Exact scores (mean loss change over the examples) of every edge of `graph`, or of
 /// `opts.subset`, stored in the graph and returned as a row-major `[n_forward, n_backward]`
 /// matrix. Ticks `progress` after every forward (stage [`STAGE`]).
-pub fn exact_edges(
+pub fn exact_edges_with_progress(
     model: &Transformer,
     graph: &mut Graph,
     pairs: &[PromptPair],

@@ -27,7 +27,7 @@
 //! ```no_run
 //! use burn::prelude::*;
 //! use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
-//! use fidelis_circuit::{BuiltinMetric, PromptPair, Silent};
+//! use fidelis_circuit::{BuiltinMetric, PromptPair};
 //! use fidelis_graph::{Graph, GraphConfig};
 //! use fidelis_models::Model;
 //!
@@ -35,9 +35,16 @@
 //! let model = Model::load("models/organism".as_ref(), &Device::default())?;
 //! let cfg = model.config();
 //! let mut graph = Graph::new(GraphConfig::new(cfg.n_layers, cfg.n_heads, cfg.parallel_attn_mlp));
-//! let pairs: Vec<PromptPair> = vec![/* clean/corrupted token ids and answers */];
+//! // One IOI pair: BOS prepended; the answers are single tokens read at the last position.
+//! let tok = &model.tokenizer;
+//! let pairs = vec![PromptPair {
+//!     clean: tok.encode_prompt("When Mary and John went to the store, John gave a drink to", true)?,
+//!     corrupted: tok.encode_prompt("When Mary and John went to the store, Anna gave a drink to", true)?,
+//!     correct: vec![tok.single_token(" Mary")?],
+//!     incorrect: vec![tok.single_token(" John")?],
+//! }];
 //! let opts = EdgeAttribution::new(Method::EapIgInputs);
-//! attribute_edges(&model.transformer, &mut graph, &pairs, &BuiltinMetric::LogitDiff, &opts, &mut Silent)?;
+//! attribute_edges(&model.transformer, &mut graph, &pairs, &BuiltinMetric::LogitDiff, &opts)?;
 //! graph.apply_topn(200, true)?;
 //! std::fs::write("graph.json", graph.to_json_string())?;
 //! # Ok(()) }
@@ -49,9 +56,11 @@ pub mod exact;
 pub mod plan;
 pub mod token;
 
-pub use edge::{Aggregation, EdgeAttribution, Method, attribute_edges};
+pub use edge::{
+    Aggregation, EdgeAttribution, Method, attribute_edges, attribute_edges_with_progress,
+};
 pub use error::{AttributionError, Result};
-pub use exact::{ExactPatching, exact_edges};
+pub use exact::{ExactPatching, exact_edges, exact_edges_with_progress};
 
 fidelis_circuit::option_enum! {
     "method",

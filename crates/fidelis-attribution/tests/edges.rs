@@ -9,7 +9,8 @@ use burn::prelude::*;
 use common::*;
 use fidelis_attribution::exact::patch_edges;
 use fidelis_attribution::{
-    AttributionError, EdgeAttribution, ExactPatching, Method, attribute_edges, exact_edges,
+    AttributionError, EdgeAttribution, ExactPatching, Method, attribute_edges_with_progress,
+    exact_edges_with_progress,
 };
 use fidelis_circuit::ablation::node_outputs;
 use fidelis_circuit::contract::contract;
@@ -26,7 +27,8 @@ const METRIC: BuiltinMetric = BuiltinMetric::LogitDiff;
 
 fn scores(model: &Transformer, pairs: &[PromptPair], opts: &EdgeAttribution) -> (Graph, Vec<f32>) {
     let mut graph = graph_of(model);
-    let s = attribute_edges(model, &mut graph, pairs, &METRIC, opts, &mut Silent).unwrap();
+    let s = attribute_edges_with_progress(model, &mut graph, pairs, &METRIC, opts, &mut Silent)
+        .unwrap();
     (graph, s)
 }
 
@@ -423,7 +425,7 @@ fn parallel_workers_give_the_sequential_scores() {
     opts.workers = 3;
     let mut ticks = Vec::new();
     let mut graph = graph_of(&model);
-    let parallel = attribute_edges(
+    let parallel = attribute_edges_with_progress(
         &model,
         &mut graph,
         &pairs,
@@ -502,7 +504,7 @@ fn kl_has_zero_eap_gradient_at_the_clean_point_but_not_eap_ig() {
     let run = |method| {
         let mut graph = graph_of(&model);
         let opts = EdgeAttribution::new(method);
-        attribute_edges(
+        attribute_edges_with_progress(
             &model,
             &mut graph,
             &pairs,
@@ -534,7 +536,8 @@ fn exact_equals_single_edge_ablation(model: &Transformer) {
         edges_per_pass: 5,
         ..ExactPatching::default()
     };
-    let s = exact_edges(model, &mut graph, &pairs, &METRIC, &opts, &mut Silent).unwrap();
+    let s =
+        exact_edges_with_progress(model, &mut graph, &pairs, &METRIC, &opts, &mut Silent).unwrap();
     let base = evaluate_baseline(model, &pairs, &METRIC, 8).unwrap();
     let clean_loss: f64 =
         -base.clean.iter().map(|&x| f64::from(x)).sum::<f64>() / pairs.len() as f64;
@@ -640,7 +643,7 @@ fn a_parallel_attention_mlp_layout_is_followed_by_every_consumer() {
         c.n_layers, c.n_heads, false,
     ));
     let mut g = sequential.clone();
-    let err = attribute_edges(
+    let err = attribute_edges_with_progress(
         &model,
         &mut g,
         &random_pairs(2, 300, 1),
@@ -659,12 +662,14 @@ fn bad_options_and_data_are_named() {
     let mut graph = graph_of(&model);
     let mut opts = EdgeAttribution::new(Method::EapIgInputs);
     opts.ablation = Ablation::Zero;
-    let err = attribute_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut Silent).unwrap_err();
+    let err =
+        attribute_edges_with_progress(&model, &mut graph, &pairs, &METRIC, &opts, &mut Silent)
+            .unwrap_err();
     assert!(matches!(err, AttributionError::Options(_)), "{err}");
     assert!(err.to_string().contains("eap-ig-inputs"), "{err}");
     let eap_error = |pairs: &[PromptPair], graph: &mut Graph| {
         let opts = EdgeAttribution::new(Method::Eap);
-        attribute_edges(&model, graph, pairs, &METRIC, &opts, &mut Silent)
+        attribute_edges_with_progress(&model, graph, pairs, &METRIC, &opts, &mut Silent)
             .unwrap_err()
             .to_string()
     };
@@ -700,7 +705,7 @@ fn a_progress_that_breaks_stops_the_work_with_a_cancellation() {
             }
         };
         let mut graph = graph_of(&model);
-        let err = attribute_edges(
+        let err = attribute_edges_with_progress(
             &model,
             &mut graph,
             &pairs,
@@ -719,6 +724,7 @@ fn a_progress_that_breaks_stops_the_work_with_a_cancellation() {
     let mut graph = graph_of(&model);
     let opts = ExactPatching::default();
     let mut stop = |_: &str, _: usize, _: usize| std::ops::ControlFlow::Break(());
-    let err = exact_edges(&model, &mut graph, &pairs, &METRIC, &opts, &mut stop).unwrap_err();
+    let err = exact_edges_with_progress(&model, &mut graph, &pairs, &METRIC, &opts, &mut stop)
+        .unwrap_err();
     assert!(err.is_cancelled(), "{err}");
 }

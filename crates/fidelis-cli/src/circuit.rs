@@ -6,10 +6,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use fidelis_attribution::{
-    Aggregation, EdgeAttribution, EdgeMethod, ExactPatching, attribute_edges, exact_edges,
+    Aggregation, EdgeAttribution, EdgeMethod, ExactPatching, attribute_edges_with_progress,
+    exact_edges_with_progress,
 };
 use fidelis_circuit::{Ablation, Progress, PromptPair};
-use fidelis_faithfulness::{EvalOptions, completeness, faithfulness_curve, mib_sizes};
+use fidelis_faithfulness::{
+    EvalOptions, completeness_with_progress, faithfulness_curve_with_progress, mib_sizes,
+};
 use fidelis_graph::{Graph, GraphConfig, SvgOptions};
 use fidelis_models::Model;
 use fidelis_tasks::{Example, Task, TextTokenizer};
@@ -125,7 +128,7 @@ pub fn score_edges(
             if job.mean_aggregation {
                 opts.aggregation = Aggregation::Mean;
             }
-            attribute_edges(t, &mut graph, pairs, &job.loss, &opts, progress)?;
+            attribute_edges_with_progress(t, &mut graph, pairs, &job.loss, &opts, progress)?;
         }
         None => {
             let opts = ExactPatching {
@@ -134,7 +137,7 @@ pub fn score_edges(
                 edges_per_pass: job.exact_per_pass,
                 subset,
             };
-            exact_edges(t, &mut graph, pairs, &job.loss, &opts, progress)?;
+            exact_edges_with_progress(t, &mut graph, pairs, &job.loss, &opts, progress)?;
         }
     }
     Ok(Scored { graph, ablation })
@@ -223,7 +226,7 @@ fn discover_curve(
     eval.batch_size = job.batch_size;
     let sizes = mib_sizes(graph.n_edges());
     let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
-    let curve = faithfulness_curve(
+    let curve = faithfulness_curve_with_progress(
         &model.transformer,
         graph,
         pairs,
@@ -382,7 +385,14 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
             graph_path.display()
         );
         let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
-        let c = completeness(&model.transformer, &graph, &pairs, metric, &eval, &mut bar)?;
+        let c = completeness_with_progress(
+            &model.transformer,
+            &graph,
+            &pairs,
+            metric,
+            &eval,
+            &mut bar,
+        )?;
         bar.finish();
         println!(
             "circuit of {} edges ({} ablation)",
@@ -408,7 +418,7 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
         serde_json::to_value(&c)?
     } else {
         let mut bar = Bar::new(fidelis_faithfulness::evaluate::STAGE);
-        let curve = faithfulness_curve(
+        let curve = faithfulness_curve_with_progress(
             &model.transformer,
             &graph,
             &pairs,

@@ -47,10 +47,10 @@ fn organism_tokenizer_poses_the_circuit_tasks() {
 
 #[test]
 fn eap_ig_finds_a_faithful_ioi_circuit_in_under_ten_percent_of_edges() {
-    use fidelis_attribution::{EdgeAttribution, Method, attribute_edges};
+    use fidelis_attribution::{EdgeAttribution, Method, attribute_edges_with_progress};
     use fidelis_circuit::{Ablation, BuiltinMetric, Silent};
     use fidelis_cli::circuit::{DataSource, graph_for, load_examples, tokenize};
-    use fidelis_faithfulness::{EvalOptions, faithfulness_curve, mib_sizes};
+    use fidelis_faithfulness::{EvalOptions, faithfulness_curve_with_progress, mib_sizes};
     let model = organism();
     let data = DataSource::Task {
         task: Task::Ioi,
@@ -61,7 +61,7 @@ fn eap_ig_finds_a_faithful_ioi_circuit_in_under_ten_percent_of_edges() {
     let mut graph = graph_for(&model);
     let metric = BuiltinMetric::LogitDiff;
     let opts = EdgeAttribution::new(Method::EapIgInputs);
-    attribute_edges(
+    attribute_edges_with_progress(
         &model.transformer,
         &mut graph,
         &pairs,
@@ -77,7 +77,7 @@ fn eap_ig_finds_a_faithful_ioi_circuit_in_under_ten_percent_of_edges() {
         selection: Default::default(),
     };
     let sizes = mib_sizes(graph.n_edges());
-    let curve = faithfulness_curve(
+    let curve = faithfulness_curve_with_progress(
         &model.transformer,
         &graph,
         &pairs,

@@ -14,9 +14,9 @@ use fidelis_graph::Graph;
 use fidelis_models::Transformer;
 use serde::Serialize;
 
-use fidelis_circuit::{Ablation, CircuitError, Metric, Progress, PromptPair, Result};
+use fidelis_circuit::{Ablation, CircuitError, Metric, Progress, PromptPair, Result, Silent};
 
-use crate::evaluate::{evaluate_baseline, evaluate_circuits, mean};
+use crate::evaluate::{evaluate_baseline, evaluate_circuits_with_progress, mean};
 
 /// The edge fractions at which MIB evaluates circuits: 0.1 % … 100 %.
 pub const MIB_FRACTIONS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
@@ -135,8 +135,21 @@ impl EvalOptions {
     }
 }
 
-/// The faithfulness curve of `scored` at the given sizes.
+/// The faithfulness curve of `scored` at the given sizes, without progress reports: see
+/// [`faithfulness_curve_with_progress`].
 pub fn faithfulness_curve(
+    model: &Transformer,
+    scored: &Graph,
+    pairs: &[PromptPair],
+    metric: &dyn Metric,
+    sizes: &[usize],
+    opts: &EvalOptions,
+) -> Result<Curve> {
+    faithfulness_curve_with_progress(model, scored, pairs, metric, sizes, opts, &mut Silent)
+}
+
+/// The faithfulness curve of `scored` at the given sizes.
+pub fn faithfulness_curve_with_progress(
     model: &Transformer,
     scored: &Graph,
     pairs: &[PromptPair],
@@ -158,7 +171,8 @@ pub fn faithfulness_curve(
         .collect::<Result<_>>()?;
     let mut masks: Vec<Vec<bool>> = circuits.iter().map(|g| g.in_graph().to_vec()).collect();
     masks.push(vec![false; masks[0].len()]);
-    let values = evaluate_circuits(model, scored, &masks, pairs, metric, opts, progress)?;
+    let values =
+        evaluate_circuits_with_progress(model, scored, &masks, pairs, metric, opts, progress)?;
     let clean = mean(&evaluate_baseline(model, pairs, metric, opts.batch_size)?.clean);
     let empty = mean(&values[sizes.len()]);
     let points: Vec<CurvePoint> = sizes
@@ -216,8 +230,20 @@ pub struct Completeness {
     pub complement_faithfulness: f32,
 }
 
-/// Evaluates a circuit (`circuit.in_graph()`) and its complement in one stacked pass.
+/// Evaluates a circuit and its complement, without progress reports: see
+/// [`completeness_with_progress`].
 pub fn completeness(
+    model: &Transformer,
+    circuit: &Graph,
+    pairs: &[PromptPair],
+    metric: &dyn Metric,
+    opts: &EvalOptions,
+) -> Result<Completeness> {
+    completeness_with_progress(model, circuit, pairs, metric, opts, &mut Silent)
+}
+
+/// Evaluates a circuit (`circuit.in_graph()`) and its complement in one stacked pass.
+pub fn completeness_with_progress(
     model: &Transformer,
     circuit: &Graph,
     pairs: &[PromptPair],
@@ -234,7 +260,7 @@ pub fn completeness(
         .collect();
     let empty = vec![false; inside.len()];
     let masks = [inside, complement, empty];
-    let v = evaluate_circuits(model, circuit, &masks, pairs, metric, opts, progress)?;
+    let v = evaluate_circuits_with_progress(model, circuit, &masks, pairs, metric, opts, progress)?;
     let clean = mean(&evaluate_baseline(model, pairs, metric, opts.batch_size)?.clean);
     let (c, k, e) = (mean(&v[0]), mean(&v[1]), mean(&v[2]));
     Ok(Completeness {

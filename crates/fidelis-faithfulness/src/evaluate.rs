@@ -375,10 +375,31 @@ pub fn evaluate_graph(
         selection: Default::default(),
     };
     let circuit = graph.in_graph().to_vec();
-    let out = evaluate_circuits(model, graph, &[circuit], pairs, metric, &opts, &mut Silent)?;
+    let out = evaluate_circuits_with_progress(
+        model,
+        graph,
+        &[circuit],
+        pairs,
+        metric,
+        &opts,
+        &mut Silent,
+    )?;
     out.into_iter()
         .next()
         .ok_or_else(|| CircuitError::Data("the evaluation returned no circuit".into()))
+}
+
+/// Evaluates several circuits of one graph, without progress reports: see
+/// [`evaluate_circuits_with_progress`]. Returns `[circuit][example]`.
+pub fn evaluate_circuits(
+    model: &Transformer,
+    graph: &Graph,
+    circuits: &[Vec<bool>],
+    pairs: &[PromptPair],
+    metric: &dyn Metric,
+    opts: &EvalOptions,
+) -> Result<Vec<Vec<f32>>> {
+    evaluate_circuits_with_progress(model, graph, circuits, pairs, metric, opts, &mut Silent)
 }
 
 /// The metric per example for each circuit (an `in_graph` mask over `graph`'s
@@ -390,7 +411,7 @@ pub fn evaluate_graph(
 /// A curve of k circuit sizes therefore costs about `k / circuits_per_pass` forwards of
 /// `circuits_per_pass × batch` rows per batch, plus one clean and one corrupted forward — not k
 /// independent evaluations. Returns `[circuit][example]`.
-pub fn evaluate_circuits(
+pub fn evaluate_circuits_with_progress(
     model: &Transformer,
     graph: &Graph,
     circuits: &[Vec<bool>],

@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! use burn::prelude::*;
-//! use fidelis_circuit::{Ablation, BuiltinMetric, PromptPair, Silent};
+//! use fidelis_circuit::{Ablation, BuiltinMetric, PromptPair};
 //! use fidelis_faithfulness::{EvalOptions, evaluate_baseline, evaluate_graph, faithfulness_curve, mib_sizes};
 //! use fidelis_graph::{Graph, GraphConfig};
 //! use fidelis_models::Model;
@@ -23,11 +23,18 @@
 //! let model = Model::load("models/organism".as_ref(), &device)?;
 //! let cfg = model.config();
 //! let mut graph = Graph::new(GraphConfig::new(cfg.n_layers, cfg.n_heads, cfg.parallel_attn_mlp));
-//! let pairs: Vec<PromptPair> = vec![/* clean/corrupted token ids and answers */];
+//! let tok = &model.tokenizer;
+//! let pairs = vec![PromptPair {
+//!     clean: tok.encode_prompt("When Mary and John went to the store, John gave a drink to", true)?,
+//!     corrupted: tok.encode_prompt("When Mary and John went to the store, Anna gave a drink to", true)?,
+//!     correct: vec![tok.single_token(" Mary")?],
+//!     incorrect: vec![tok.single_token(" John")?],
+//! }];
+//! // Score the edges first (fidelis-attribution), or load a scored graph from its JSON.
 //! let metric = BuiltinMetric::LogitDiff;
 //! let sizes = mib_sizes(graph.n_edges());
 //! let opts = EvalOptions::new(Ablation::Patching);
-//! let curve = faithfulness_curve(&model.transformer, &graph, &pairs, &metric, &sizes, &opts, &mut Silent)?;
+//! let curve = faithfulness_curve(&model.transformer, &graph, &pairs, &metric, &sizes, &opts)?;
 //! graph.apply_topn(100, true)?;
 //! let circuit = evaluate_graph(&model.transformer, &graph, &pairs, &metric, &Ablation::Patching, 16)?;
 //! let base = evaluate_baseline(&model.transformer, &pairs, &metric, 16)?;
@@ -39,8 +46,10 @@ pub mod evaluate;
 
 pub use curve::{
     Completeness, Curve, CurvePoint, EvalOptions, MIB_FRACTIONS, Overlap, Selection, completeness,
-    faithfulness_curve, mib_sizes, overlap, select_circuit,
+    completeness_with_progress, faithfulness_curve, faithfulness_curve_with_progress, mib_sizes,
+    overlap, select_circuit,
 };
 pub use evaluate::{
-    Baseline, evaluate_baseline, evaluate_circuits, evaluate_graph, normalized_faithfulness,
+    Baseline, evaluate_baseline, evaluate_circuits, evaluate_circuits_with_progress,
+    evaluate_graph, normalized_faithfulness,
 };

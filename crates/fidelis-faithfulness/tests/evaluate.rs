@@ -7,8 +7,8 @@ use burn::prelude::*;
 use fidelis_circuit::data::synthetic_pairs;
 use fidelis_circuit::{Ablation, BuiltinMetric, NodeMeans, PromptPair, Silent};
 use fidelis_faithfulness::{
-    EvalOptions, completeness, evaluate_baseline, evaluate_circuits, evaluate_graph,
-    faithfulness_curve, mib_sizes, overlap,
+    EvalOptions, completeness_with_progress, evaluate_baseline, evaluate_circuits_with_progress,
+    evaluate_graph, faithfulness_curve_with_progress, mib_sizes, overlap,
 };
 use fidelis_graph::{Graph, GraphConfig};
 use fidelis_models::{Activation, Batch, Hooks, Model, Transformer, point};
@@ -225,7 +225,7 @@ fn stacked_circuits_equal_one_by_one_and_runs_repeat_exactly() {
     let pairs = synthetic_pairs(4, 300, 12);
     let graph = graph_of(&model);
     let circuits: Vec<Vec<bool>> = (0..5).map(|s| random_circuit(&graph, s)).collect();
-    let stacked = evaluate_circuits(
+    let stacked = evaluate_circuits_with_progress(
         &model,
         &graph,
         &circuits,
@@ -235,7 +235,7 @@ fn stacked_circuits_equal_one_by_one_and_runs_repeat_exactly() {
         &mut Silent,
     )
     .unwrap();
-    let again = evaluate_circuits(
+    let again = evaluate_circuits_with_progress(
         &model,
         &graph,
         &circuits,
@@ -250,7 +250,7 @@ fn stacked_circuits_equal_one_by_one_and_runs_repeat_exactly() {
         "evaluating twice must give identical values"
     );
     for (k, c) in circuits.iter().enumerate() {
-        let one = evaluate_circuits(
+        let one = evaluate_circuits_with_progress(
             &model,
             &graph,
             std::slice::from_ref(c),
@@ -285,7 +285,7 @@ fn curve_ends_at_one_and_completeness_of_the_full_circuit_is_zero() {
         circuits_per_pass: 4,
         selection: Default::default(),
     };
-    let curve = faithfulness_curve(
+    let curve = faithfulness_curve_with_progress(
         &model,
         &scored,
         &pairs,
@@ -302,7 +302,8 @@ fn curve_ends_at_one_and_completeness_of_the_full_circuit_is_zero() {
     assert_eq!((last.edges, last.fraction), (n, 1.0));
     assert!((last.faithfulness - 1.0).abs() < 1e-3, "{last:?}");
     assert!(curve.points.windows(2).all(|w| w[0].edges <= w[1].edges));
-    let c = completeness(&model, &full(&scored), &pairs, &METRIC, &opts, &mut Silent).unwrap();
+    let c = completeness_with_progress(&model, &full(&scored), &pairs, &METRIC, &opts, &mut Silent)
+        .unwrap();
     assert!(
         (c.circuit_faithfulness - 1.0).abs() < 1e-3 && c.complement_faithfulness.abs() < 1e-3,
         "{c:?}"

@@ -20,14 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     let opts = EdgeAttribution::new(Method::EapIgInputs);
     let metric = BuiltinMetric::LogitDiff;
-    attribute_edges(
-        &model.transformer,
-        &mut graph,
-        &pairs,
-        &metric,
-        &opts,
-        &mut Silent,
-    )?;
+    attribute_edges(&model.transformer, &mut graph, &pairs, &metric, &opts)?;
 
     let mut edges: Vec<_> = graph.edges().collect();
     edges.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));

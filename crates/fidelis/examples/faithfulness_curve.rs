@@ -21,26 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     let metric = BuiltinMetric::LogitDiff;
     let opts = EdgeAttribution::new(Method::Eap);
-    attribute_edges(
-        &model.transformer,
-        &mut graph,
-        &pairs,
-        &metric,
-        &opts,
-        &mut Silent,
-    )?;
+    attribute_edges(&model.transformer, &mut graph, &pairs, &metric, &opts)?;
 
     let sizes = mib_sizes(graph.n_edges());
     let eval = EvalOptions::new(Ablation::Patching);
-    let curve = faithfulness_curve(
-        &model.transformer,
-        &graph,
-        &pairs,
-        &metric,
-        &sizes,
-        &eval,
-        &mut Silent,
-    )?;
+    let curve = faithfulness_curve(&model.transformer, &graph, &pairs, &metric, &sizes, &eval)?;
     println!(
         "clean metric {:.3}, all edges ablated {:.3}",
         curve.clean, curve.empty

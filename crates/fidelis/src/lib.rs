@@ -24,7 +24,7 @@
 //! let cfg = model.config();
 //! let mut graph = Graph::new(GraphConfig::new(cfg.n_layers, cfg.n_heads, cfg.parallel_attn_mlp));
 //! let opts = EdgeAttribution::new(Method::EapIgInputs);
-//! attribute_edges(&model.transformer, &mut graph, &pairs, &BuiltinMetric::LogitDiff, &opts, &mut Silent)?;
+//! attribute_edges(&model.transformer, &mut graph, &pairs, &BuiltinMetric::LogitDiff, &opts)?;
 //! # Ok(())
 //! # }
 //! ```
@@ -56,10 +56,14 @@ pub fn cpu() -> burn::prelude::Device {
 /// What most programs use, in one import.
 pub mod prelude {
     pub use burn::prelude::Device;
-    pub use fidelis_attribution::{EdgeAttribution, EdgeMethod, Method, attribute_edges};
+    pub use fidelis_attribution::{
+        EdgeAttribution, EdgeMethod, Method, attribute_edges, attribute_edges_with_progress,
+    };
     pub use fidelis_circuit::{Ablation, BuiltinMetric, Metric, PromptPair};
     pub use fidelis_context::{PecoreConfig, attribute_context};
-    pub use fidelis_faithfulness::{EvalOptions, faithfulness_curve, mib_sizes};
+    pub use fidelis_faithfulness::{
+        EvalOptions, faithfulness_curve, faithfulness_curve_with_progress, mib_sizes,
+    };
     pub use fidelis_graph::{Graph, GraphConfig};
     pub use fidelis_models::{Dtype, Hooks, Model, Progress, Silent, Transformer, point};
     pub use fidelis_tasks::{Example, Task};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fidelis_faithfulness::{EvalOptions, faithfulness_curve, mib_sizes};
+use fidelis_faithfulness::{EvalOptions, faithfulness_curve_with_progress, mib_sizes};
 use fidelis_graph::Graph;
 use fidelis_models::Model;
 use fidelis_tasks::Task;
@@ -151,7 +151,7 @@ pub fn run(job: &Job, p: PreparedCircuit) -> Result<serde_json::Value, String> {
     let sizes = curve_sizes(graph.n_edges());
     let mut eval = EvalOptions::new(ablation);
     eval.batch_size = p.job.batch_size;
-    let curve = faithfulness_curve(
+    let curve = faithfulness_curve_with_progress(
         &p.model.transformer,
         &graph,
         &pairs,
