@@ -179,78 +179,114 @@ pub(crate) fn parse_ids(cell: &str) -> Result<Vec<u32>, String> {
     Ok(ids)
 }
 
-/// Splits CSV text into records (RFC 4180 quoting), skipping blank lines.
+/// Splits CSV text into records (RFC 4180 quoting, read by the `csv` crate), skipping blank
+/// lines. The `csv` crate reads malformed quoting leniently (a stray `"` becomes text, an
+/// unclosed quote runs to the end of the file); a file with either is refused here with its
+/// line, since it is almost always a cell that was meant to be quoted.
 fn parse_records(text: &str, path: &Path) -> Result<Vec<Record>, TaskError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut records = Vec::new();
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let (mut line, mut record_line) = (1, 1);
-    let (mut in_quotes, mut quoted) = (false, false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if in_quotes {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => in_quotes = false,
-                _ => {
-                    line += usize::from(c == '\n');
-                    field.push(c);
-                }
-            }
-            continue;
-        }
-        match c {
-            '"' if field.is_empty() && !quoted => (in_quotes, quoted) = (true, true),
-            '"' => {
-                let message =
-                    "stray `\"` in a field; quote the whole field and write `\"\"`".into();
-                return Err(parse_error(path, line, message));
-            }
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                quoted = false;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' | '\r' => {
-                let is_blank = fields.is_empty() && field.is_empty() && !quoted;
-                fields.push(std::mem::take(&mut field));
-                quoted = false;
-                let fields = std::mem::take(&mut fields);
-                if !is_blank {
-                    records.push(Record {
-                        line: record_line,
-                        fields,
-                    });
-                }
-                line += 1;
-                record_line = line;
-            }
-            _ if quoted => {
-                let message = "text after a closing `\"`; write a literal quote as `\"\"`".into();
-                return Err(parse_error(path, line, message));
-            }
-            _ => field.push(c),
-        }
-    }
-    if in_quotes {
-        return Err(parse_error(
-            path,
-            record_line,
-            "quoted field is never closed".into(),
-        ));
-    }
-    if !field.is_empty() || !fields.is_empty() || quoted {
-        fields.push(field);
+    let mut starts = Vec::new();
+    for row in reader.records() {
+        let row = row.map_err(|e| {
+            let line = e.position().map_or(1, |p| p.line() as usize);
+            parse_error(path, line, e.to_string())
+        })?;
+        let byte = row.position().map_or(0, |p| p.byte() as usize);
+        // The record starts after any line break left before it (the reader's own line count
+        // is one short after `\r\n`, so lines are counted here).
+        let byte = byte + text[byte..].len() - text[byte..].trim_start_matches(['\r', '\n']).len();
+        starts.push(byte);
         records.push(Record {
-            line: record_line,
-            fields,
+            line: 0,
+            fields: row.iter().map(str::to_owned).collect(),
         });
     }
+    let mut line_breaks = LineCounter::default();
+    for (record, &byte) in records.iter_mut().zip(&starts) {
+        record.line = line_breaks.line_at(text, byte);
+    }
+    for (i, (&byte, record)) in starts.iter().zip(&records).enumerate() {
+        let (end, line) = (
+            starts.get(i + 1).copied().unwrap_or(text.len()),
+            record.line,
+        );
+        check_quoting(&text[byte..end])
+            .map_err(|(offset, message)| parse_error(path, line + offset, message.into()))?;
+    }
     Ok(records)
+}
+
+/// Counts lines (`\n`, `\r\n` or a lone `\r` ends one) up to increasing byte offsets.
+#[derive(Default)]
+struct LineCounter {
+    byte: usize,
+    breaks: usize,
+}
+
+impl LineCounter {
+    /// The 1-based line of `byte`, which must not be before the previous call's.
+    fn line_at(&mut self, text: &str, byte: usize) -> usize {
+        let bytes = text.as_bytes();
+        for i in self.byte..byte {
+            let lone_cr = bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+            self.breaks += usize::from(bytes[i] == b'\n' || lone_cr);
+        }
+        self.byte = byte;
+        self.breaks + 1
+    }
+}
+
+/// Checks the quoting of one record's raw text: a field is either unquoted without any `"`,
+/// or wholly quoted with `""` for a literal quote. Returns the line offset of the first error.
+fn check_quoting(raw: &str) -> Result<(), (usize, &'static str)> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        AfterQuote,
+    }
+    let mut state = State::FieldStart;
+    let mut line = 0;
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        state = match (state, c) {
+            (State::Quoted, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                State::Quoted
+            }
+            (State::Quoted, '"') => State::AfterQuote,
+            (State::Quoted, c) => {
+                line += usize::from(c == '\n');
+                State::Quoted
+            }
+            (State::FieldStart, '"') => State::Quoted,
+            (_, ',') => State::FieldStart,
+            (_, '\r' | '\n') => break,
+            (State::AfterQuote, _) => {
+                return Err((
+                    line,
+                    "text after a closing `\"`; write a literal quote as `\"\"`",
+                ));
+            }
+            (_, '"') => {
+                return Err((
+                    line,
+                    "stray `\"` in a field; quote the whole field and write `\"\"`",
+                ));
+            }
+            _ => State::Unquoted,
+        };
+    }
+    if state == State::Quoted {
+        return Err((0, "quoted field is never closed"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
