@@ -237,16 +237,23 @@ fn discover_curve(
     )?;
     bar.finish();
     print_curve(&curve);
-    let (csv, svg) = (
+    let (csv, svg, png) = (
         opts.out.with_extension("curve.csv"),
         opts.out.with_extension("curve.svg"),
+        opts.out.with_extension("curve.png"),
     );
     crate::output::write(&csv, curve_csv(&curve))?;
     let name = job.method.to_string();
     let title = plot_title(model, &job.data, &name);
     let plot = crate::plot::faithfulness_plot(&[(name.as_str(), &curve)], &title)?;
-    crate::output::write(&svg, plot)?;
-    println!("wrote {} and {}", csv.display(), svg.display());
+    crate::output::write_picture(&svg, &plot)?;
+    crate::output::write_picture(&png, &plot)?;
+    println!(
+        "wrote {}, {} and {}",
+        csv.display(),
+        svg.display(),
+        png.display()
+    );
     Ok(curve.points.len())
 }
 
@@ -304,7 +311,8 @@ pub fn print_top(graph: &Graph, n: usize) {
 }
 
 /// Runs `fidelis circuit show`.
-pub fn show(path: &Path, top: usize, svg: Option<&Path>) -> Result<()> {
+/// `pictures` are the `--svg` and `--png` paths (each optional).
+pub fn show(path: &Path, top: usize, pictures: &[Option<PathBuf>]) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let graph =
@@ -321,7 +329,8 @@ pub fn show(path: &Path, top: usize, svg: Option<&Path>) -> Result<()> {
         graph.nodes_in_graph().iter().filter(|n| **n).count()
     );
     print_top(&graph, top);
-    if let Some(out) = svg {
+    let pictures: Vec<&PathBuf> = pictures.iter().flatten().collect();
+    if !pictures.is_empty() {
         let picture = if graph.n_edges_in_graph() == 0 {
             let mut shown = graph.clone();
             shown.apply_topn(top.min(shown.n_edges()), true)?;
@@ -331,8 +340,10 @@ pub fn show(path: &Path, top: usize, svg: Option<&Path>) -> Result<()> {
         } else {
             graph.to_svg(&SvgOptions::default())
         };
-        crate::output::write(out, picture)?;
-        println!("wrote {}", out.display());
+        for out in pictures {
+            crate::output::write_picture(out, &picture)?;
+            println!("wrote {}", out.display());
+        }
     }
     Ok(())
 }
@@ -439,12 +450,15 @@ pub fn evaluate(model: &Model, graph_path: &Path, opts: &EvaluateOptions) -> Res
             crate::output::write(csv, curve_csv(&curve))?;
             println!("wrote {}", csv.display());
         }
-        if let Some(svg) = &opts.svg {
+        let pictures: Vec<&PathBuf> = [&opts.svg, &opts.png].into_iter().flatten().collect();
+        if !pictures.is_empty() {
             let label = format!("{} ({})", file_name(graph_path), eval.selection.name());
             let title = plot_title(model, &opts.data, &label);
             let plot = crate::plot::faithfulness_plot(&[(label.as_str(), &curve)], &title)?;
-            crate::output::write(svg, plot)?;
-            println!("wrote {}", svg.display());
+            for out in pictures {
+                crate::output::write_picture(out, &plot)?;
+                println!("wrote {}", out.display());
+            }
         }
         progress::summary(
             &format!(

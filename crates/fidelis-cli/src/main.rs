@@ -161,6 +161,9 @@ enum CircuitAction {
         /// Write an SVG picture of the circuit (or of the top edges when none is marked).
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// Write the same picture as a PNG (twice the SVG's size, fonts embedded).
+        #[arg(long)]
+        png: Option<PathBuf>,
     },
     /// Run the model with edges ablated: a faithfulness curve over circuit sizes (--sizes,
     /// --mib), or the file's own circuit with its completeness.
@@ -328,7 +331,12 @@ fn run(cli: Cli) -> Result<()> {
                 let loaded = load(&args.model)?;
                 circuit::discover(&loaded, &args.model.device, &args.opts)?;
             }
-            CircuitAction::Show { graph, top, svg } => circuit::show(&graph, top, svg.as_deref())?,
+            CircuitAction::Show {
+                graph,
+                top,
+                svg,
+                png,
+            } => circuit::show(&graph, top, &[svg, png])?,
             CircuitAction::Evaluate(args) => {
                 let loaded = load(&args.model)?;
                 circuit::evaluate(&loaded, &args.graph, &args.opts)?;

@@ -213,7 +213,7 @@ pub struct DiscoverOptions {
     #[arg(long, default_value_t = 20)]
     pub print_top: usize,
     /// Also evaluate the faithfulness curve at the MIB sizes (0.1 % … 100 % of edges): print
-    /// it, and write it next to --out as .curve.csv and .curve.svg.
+    /// it, and write it next to --out as .curve.csv, .curve.svg and .curve.png.
     #[arg(long)]
     pub curve: bool,
     /// Store node-level scores (each node's summed outgoing edge scores) in the graph JSON.
@@ -355,6 +355,9 @@ pub struct EvaluateOptions {
     /// Draw the curve as an SVG picture (needs --sizes or --mib).
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Draw the curve as a PNG picture (needs --sizes or --mib; twice the SVG's size).
+    #[arg(long)]
+    pub png: Option<PathBuf>,
 }
 
 impl Default for EvaluateOptions {
@@ -371,6 +374,7 @@ impl Default for EvaluateOptions {
             csv: None,
             json: None,
             svg: None,
+            png: None,
         }
     }
 }
@@ -767,8 +771,8 @@ impl EvaluateOptions {
         in_range("batch_size", self.batch_size, 1, MAX_EXAMPLES)?;
         in_range("circuits_per_pass", self.circuits_per_pass, 1, MAX_PARALLEL)?;
         anyhow::ensure!(
-            self.svg.is_none() || self.mib || !self.sizes.is_empty(),
-            "--svg draws a curve: give --sizes or --mib as well"
+            (self.svg.is_none() && self.png.is_none()) || self.mib || !self.sizes.is_empty(),
+            "--svg and --png draw a curve: give --sizes or --mib as well"
         );
         Ok(())
     }

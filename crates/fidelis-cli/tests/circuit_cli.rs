@@ -86,7 +86,7 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
         let nodes = graph.node_scores().expect("node scores were asked for");
         assert_eq!(nodes.len(), graph.n_forward());
     }
-    let svg = dir.join("graph.svg");
+    let (svg, png) = (dir.join("graph.svg"), dir.join("graph.png"));
     let show = fidelis(&[
         "circuit",
         "show",
@@ -95,6 +95,8 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
         "5",
         "--svg",
         svg.to_str().unwrap(),
+        "--png",
+        png.to_str().unwrap(),
     ]);
     assert!(
         show.status.success(),
@@ -107,6 +109,7 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
         "{text}"
     );
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG\r\n"));
 
     // The last discover marked a 20-edge circuit: evaluate it (with completeness), then a curve.
     let m = model.to_str().unwrap();
@@ -126,10 +129,11 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
         "{text}{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let (csv, json, curve_svg) = (
+    let (csv, json, curve_svg, curve_png) = (
         dir.join("curve.csv"),
         dir.join("curve.json"),
         dir.join("curve.svg"),
+        dir.join("curve.png"),
     );
     let run = fidelis(&[
         "circuit",
@@ -147,6 +151,8 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
         json.to_str().unwrap(),
         "--svg",
         curve_svg.to_str().unwrap(),
+        "--png",
+        curve_png.to_str().unwrap(),
     ]);
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(
@@ -173,6 +179,12 @@ fn discover_writes_a_scored_graph_and_show_draws_it() {
     // The picture of that curve: axis descriptions, exact ticks, the empty circuit apart, and a
     // legend naming the graph file.
     let picture = std::fs::read_to_string(&curve_svg).unwrap();
+    let png = std::fs::read(&curve_png).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n") && png.len() > 10_000,
+        "{}",
+        png.len()
+    );
     for want in [
         "circuit size (% of edges)",
         "normalized faithfulness",

@@ -253,7 +253,13 @@ fn the_readme_organism_commands_run_as_written() {
         .collect();
     written.sort();
     assert_eq!(written, ["fidelis-out"]);
-    for file in ["graph.json", "graph.curve.svg", "eap.json", "context.html"] {
+    for file in [
+        "graph.json",
+        "graph.curve.svg",
+        "graph.curve.png",
+        "eap.json",
+        "context.html",
+    ] {
         assert!(dir.join("fidelis-out").join(file).is_file(), "{file}");
     }
     let _ = std::fs::remove_dir_all(&dir);

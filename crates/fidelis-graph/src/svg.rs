@@ -46,7 +46,7 @@ impl Default for SvgOptions {
             max_edge_width: 6.0,
             min_edge_width: 0.5,
             font_size: 13.0,
-            legend_width: 210.0,
+            legend_width: 230.0,
         }
     }
 }
