@@ -63,6 +63,9 @@ function compareJson(a, b, where = "$") {
 }
 
 async function contextTab(page) {
+  // What the tab shows is explained, with the paper cited, and the colours have a legend.
+  const about = await page.textContent("#ctx-about");
+  for (const want of ["PECoRe", "Sarti", "ICLR 2024", "CTI", "CCI", "Inseq"]) assert.ok(about.includes(want), `the context tab's explanation names ${want}`);
   const preset = await page.inputValue("#ctx-preset");
   assert.equal(preset, "organism-qa", "the first organism preset is selected on load");
   // Parameters are editable; λ = 0 keeps every answer token above the mean CTI score, so the
@@ -82,6 +85,8 @@ async function contextTab(page) {
   assert.ok(scored > 0, "hovering a sensitive token scores the context tokens");
   const cues = await page.locator("#ctx-context .tok.cue").count();
   const answer = await page.textContent("#ctx-output");
+  assert.equal(await page.locator("#ctx-legend .swatch").count(), 4, "the token colours have a legend");
+  assert.match(await page.textContent("#ctx-legend"), /context-sensitive.*cue/s);
 
   const href = await page.getAttribute("#ctx-download", "href");
   const download = await page.evaluate(async (h) => (await fetch(h)).text(), href);
@@ -134,8 +139,38 @@ async function circuitTab(page) {
   assert.match(await page.textContent("#circ-hover"), /->.*score/);
   const command = await page.textContent("#circ-export-cli");
   assert.ok(command.startsWith("fidelis circuit discover --model organism --task ioi"), command);
-  console.log(`  circuit: ${points} curve points, ${edges} edges drawn at "${label}"; run ${runMs} ms`);
+  const about = await page.textContent("#circ-about");
+  for (const want of ["EAP-IG", "2403.17806", "2310.10348", "MIB", "CPR", "CMD"]) assert.ok(about.includes(want), `the circuit tab's explanation names ${want}`);
+  assert.match(await page.textContent("#curve-svg .legend"), /full model/, "the curve has a legend");
+  assert.match(await page.textContent("#graph-svg .legend"), /positive score.*negative score.*\|score\|.*attention head/s, "the graph has a legend");
+  const saved = await saveFigures(page);
+  console.log(`  circuit: ${points} curve points, ${edges} edges drawn at "${label}"; run ${runMs} ms; saved ${saved.join(", ")}`);
   if (shots) await page.screenshot({ path: path.join(shots, "serve-circuit.png"), fullPage: true });
+}
+
+// Clicks each figure's SVG and PNG buttons and checks the downloaded files: standalone SVG
+// documents that keep their legend (and, for the graph, its edges), and PNGs at three times the
+// figure's size. Returns what was saved.
+async function saveFigures(page) {
+  const saved = [];
+  for (const [figure, size, mustHave] of [["curve", 460, "full model"], ["graph", 560, 'class="edge"']]) {
+    for (const format of ["svg", "png"]) {
+      const [download] = await Promise.all([page.waitForEvent("download", { timeout: 30_000 }), page.click(`#${figure}-save-${format}`)]);
+      const bytes = readFileSync(await download.path());
+      const name = download.suggestedFilename();
+      assert.ok(name.endsWith(`.${format}`), name);
+      if (format === "svg") {
+        const text = bytes.toString("utf8");
+        assert.ok(text.startsWith("<?xml") && text.includes('xmlns="http://www.w3.org/2000/svg"'), `${name} is a standalone SVG`);
+        assert.ok(text.includes('class="legend"') && text.includes(mustHave), `${name} keeps its legend and content`);
+      } else {
+        assert.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `${name} is a PNG`);
+        assert.equal(bytes.readUInt32BE(16), 3 * size, `${name} is three times the figure's width`);
+      }
+      saved.push(`${name} (${bytes.length} bytes)`);
+    }
+  }
+  return saved;
 }
 
 // A server with a token: the printed address sets the cookie and the page works; a browser

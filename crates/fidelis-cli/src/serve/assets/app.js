@@ -252,24 +252,31 @@ function showSize() {
 function drawCurve(curve, selected) {
   const [w, h, left, right, top, bottom] = [460, 300, 48, 14, 14, 40];
   const svg = el("svg:svg", { viewBox: `0 0 ${w} ${h}`, id: "curve-svg" });
-  // Circuits pruned to no edge sit at the left end of the log axis.
+  // Circuits pruned to no edge have no place on a log axis: they are drawn apart, left of a
+  // dashed break, and not joined to the measured line (as the CLI's pictures do).
   const fr = curve.points.map((p) => p.fraction).filter((f) => f > 0);
+  const hasEmpty = curve.points.some((p) => !(p.fraction > 0));
+  const axis0 = hasEmpty ? left + 56 : left;
   const lo = Math.floor(Math.log10(Math.min(...fr, 1))), hi = Math.max(0, Math.ceil(Math.log10(Math.max(...fr, 1e-6))));
   const ys = curve.points.map((p) => p.faithfulness);
   const y0 = Math.min(0, ...ys), y1 = Math.max(1.05, ...ys);
-  const x = (f) => left + (Math.log10(Math.max(f, 10 ** lo)) - lo) / Math.max(hi - lo, 1) * (w - left - right);
+  const x = (f) => f > 0 ? axis0 + (Math.log10(Math.max(f, 10 ** lo)) - lo) / Math.max(hi - lo, 1) * (w - axis0 - right) : left + 18;
   const y = (v) => top + (y1 - v) / (y1 - y0) * (h - top - bottom);
   for (let e = lo; e <= hi; e++) {
     svg.appendChild(el("svg:line", { x1: x(10 ** e), x2: x(10 ** e), y1: top, y2: h - bottom, stroke: "#eee" }));
-    svg.appendChild(el("svg:text", { x: x(10 ** e), y: h - bottom + 14, "text-anchor": "middle", "font-size": 10 }, `${+(100 * 10 ** e).toPrecision(3)}%`));
+    svg.appendChild(el("svg:text", { x: x(10 ** e), y: h - bottom + 14, "text-anchor": "middle", "font-size": 10 }, `${+(100 * 10 ** e).toPrecision(3)} %`));
+  }
+  if (hasEmpty) {
+    svg.appendChild(el("svg:line", { x1: left + 38, x2: left + 38, y1: top, y2: h - bottom, stroke: "#999", "stroke-dasharray": "3 3" }));
+    svg.appendChild(el("svg:text", { x: x(0), y: h - bottom + 14, "text-anchor": "middle", "font-size": 10 }, "empty"));
   }
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
-    svg.appendChild(el("svg:line", { x1: left, x2: w - right, y1: y(v), y2: y(v), stroke: v === 1 ? "#bbb" : "#eee" }));
+    svg.appendChild(el("svg:line", { x1: left, x2: w - right, y1: y(v), y2: y(v), stroke: v === 1 ? "#bbb" : "#eee", "stroke-dasharray": v === 1 ? "5 3" : "none" }));
     svg.appendChild(el("svg:text", { x: left - 5, y: y(v) + 3, "text-anchor": "end", "font-size": 10 }, v.toFixed(2)));
   }
-  svg.appendChild(el("svg:text", { x: (left + w - right) / 2, y: h - 6, "text-anchor": "middle", "font-size": 11 }, "edges in circuit (fraction, log scale)"));
-  svg.appendChild(el("svg:text", { x: 12, y: (top + h - bottom) / 2, "text-anchor": "middle", "font-size": 11, transform: `rotate(-90 12 ${(top + h - bottom) / 2})` }, "faithfulness"));
-  const pts = curve.points.map((p) => `${x(p.fraction).toFixed(1)},${y(p.faithfulness).toFixed(1)}`).join(" ");
+  svg.appendChild(el("svg:text", { x: (left + w - right) / 2, y: h - 6, "text-anchor": "middle", "font-size": 11 }, "circuit size (% of edges, log scale)"));
+  svg.appendChild(el("svg:text", { x: 12, y: (top + h - bottom) / 2, "text-anchor": "middle", "font-size": 11, transform: `rotate(-90 12 ${(top + h - bottom) / 2})` }, "normalized faithfulness"));
+  const pts = curve.points.filter((p) => p.fraction > 0).map((p) => `${x(p.fraction).toFixed(1)},${y(p.faithfulness).toFixed(1)}`).join(" ");
   svg.appendChild(el("svg:polyline", { points: pts, fill: "none", stroke: "#2457c5", "stroke-width": 2, class: "curve-line" }));
   curve.points.forEach((p, i) => {
     const dot = el("svg:circle", { cx: x(p.fraction), cy: y(p.faithfulness), r: i === selected ? 5 : 2.5, fill: i === selected ? "#d62728" : "#2457c5" });
@@ -277,6 +284,17 @@ function drawCurve(curve, selected) {
     dot.addEventListener("click", () => { $("circ-slider").value = String(i); showSize(); });
     svg.appendChild(dot);
   });
+  // Legend (inside the figure, so that an exported picture keeps it), lower right.
+  const legend = el("svg:g", { class: "legend", "font-size": 10 });
+  const lx = w - right - 184, ly = h - bottom - 52;
+  legend.appendChild(el("svg:rect", { x: lx - 6, y: ly - 10, width: 184, height: 50, fill: "#fff", stroke: "#ddd" }));
+  legend.appendChild(el("svg:line", { x1: lx, x2: lx + 18, y1: ly, y2: ly, stroke: "#2457c5", "stroke-width": 2 }));
+  legend.appendChild(el("svg:text", { x: lx + 24, y: ly + 3 }, "circuit at each size"));
+  legend.appendChild(el("svg:circle", { cx: lx + 9, cy: ly + 14, r: 4, fill: "#d62728" }));
+  legend.appendChild(el("svg:text", { x: lx + 24, y: ly + 17 }, "size shown in the graph"));
+  legend.appendChild(el("svg:line", { x1: lx, x2: lx + 18, y1: ly + 28, y2: ly + 28, stroke: "#bbb", "stroke-dasharray": "5 3" }));
+  legend.appendChild(el("svg:text", { x: lx + 24, y: ly + 31 }, "full model (1)"));
+  svg.appendChild(legend);
   $("circ-curve").replaceChildren(svg);
 }
 
@@ -300,7 +318,8 @@ function drawGraph(r, sizeIndex) {
     return m ? 1 + 2 * Number(m[2]) + (m[1] === "m" ? 1 : 0) : 0;
   };
   const rows = 2 * L + 2;
-  const w = 560, rowH = Math.max(22, Math.min(60, 560 / rows)), h = rows * rowH + 20;
+  const legendH = 40;
+  const w = 560, rowH = Math.max(22, Math.min(60, 560 / rows)), h = rows * rowH + 20 + legendH;
   const pos = {};
   for (const n of g.nodes) {
     const hm = /^a\d+\.h(\d+)$/.exec(n.name);
@@ -347,8 +366,70 @@ function drawGraph(r, sizeIndex) {
   for (let l = 0; l < L; l++) {
     svg.appendChild(el("svg:text", { x: 4, y: h - 10 - (1 + 2 * l + 0.5) * rowH + 3, "font-size": 9, fill: "#888" }, `L${l}`));
   }
-  if (note) svg.appendChild(el("svg:text", { x: w / 2, y: 12, "text-anchor": "middle", "font-size": 10, fill: "#a00" }, note));
+  if (note) svg.appendChild(el("svg:text", { x: w / 2, y: legendH + 12, "text-anchor": "middle", "font-size": 10, fill: "#a00" }, note));
+  svg.appendChild(graphLegend(maxS));
   $("circ-graph").replaceChildren(svg);
+}
+
+// The circuit picture's legend, a band across the top: colour is the score's sign, width its
+// magnitude; heads are circles, other nodes boxes.
+function graphLegend(maxScore) {
+  const g = el("svg:g", { class: "legend", "font-size": 10 });
+  const item = (x, y, mark, text) => { g.appendChild(mark); g.appendChild(el("svg:text", { x: x + 24, y: y + 3 }, text)); };
+  item(8, 10, el("svg:line", { x1: 8, x2: 26, y1: 10, y2: 10, stroke: "#2457c5", "stroke-width": 2 }), "positive score");
+  item(140, 10, el("svg:line", { x1: 140, x2: 158, y1: 10, y2: 10, stroke: "#d62728", "stroke-width": 2 }), "negative score");
+  item(280, 10, el("svg:line", { x1: 280, x2: 298, y1: 10, y2: 10, stroke: "#555", "stroke-width": 5.6 }), `width ∝ |score| (widest ${maxScore.toPrecision(3)})`);
+  item(8, 28, el("svg:circle", { cx: 17, cy: 28, r: 6, fill: "#f59e0b" }), "attention head");
+  item(140, 28, el("svg:rect", { x: 140, y: 21, width: 18, height: 14, rx: 3, fill: "#6b7280" }), "MLP, input or logits");
+  item(280, 28, el("svg:circle", { cx: 289, cy: 28, r: 3.5, fill: "#e5e7eb" }), "not in the circuit");
+  return g;
+}
+
+// ---------------------------------------------------------------- figure export
+
+// A figure as a standalone SVG document: its own size, a white background and fonts named,
+// so that it opens alike in a browser, Inkscape or a LaTeX toolchain.
+function svgDocument(svg) {
+  const copy = svg.cloneNode(true);
+  const [, , w, h] = svg.getAttribute("viewBox").split(/\s+/).map(Number);
+  copy.setAttribute("xmlns", SVG_NS);
+  copy.setAttribute("width", String(w));
+  copy.setAttribute("height", String(h));
+  copy.setAttribute("font-family", "DejaVu Sans, Helvetica, Arial, sans-serif");
+  copy.insertBefore(el("svg:rect", { x: 0, y: 0, width: w, height: h, fill: "#fff" }), copy.firstChild);
+  return { text: '<?xml version="1.0" encoding="UTF-8"?>\n' + new XMLSerializer().serializeToString(copy), w, h };
+}
+
+function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = el("a", { href: url, download: name });
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+// PNG pixels per SVG unit: 3 gives about 300 dpi for a figure printed at its on-screen size.
+const PNG_SCALE = 3;
+
+async function saveFigure(id, name, format) {
+  const svg = $(id);
+  if (!svg) return;
+  const doc = svgDocument(svg);
+  if (format === "svg") { saveBlob(new Blob([doc.text], { type: "image/svg+xml" }), `${name}.svg`); return; }
+  const url = URL.createObjectURL(new Blob([doc.text], { type: "image/svg+xml" }));
+  try {
+    const img = new Image();
+    await new Promise((resolve, reject) => { img.onload = resolve; img.onerror = () => reject(new Error("the browser could not draw the SVG")); img.src = url; });
+    const canvas = el("canvas", { width: String(doc.w * PNG_SCALE), height: String(doc.h * PNG_SCALE) });
+    const c2d = canvas.getContext("2d");
+    c2d.scale(PNG_SCALE, PNG_SCALE);
+    c2d.drawImage(img, 0, 0, doc.w, doc.h);
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    saveBlob(blob, `${name}.png`);
+  } finally {
+    URL.revokeObjectURL(url);
+  }
 }
 
 // ---------------------------------------------------------------- start
@@ -377,6 +458,10 @@ async function init() {
   $("ctx-cancel").addEventListener("click", () => cancel("ctx"));
   $("circ-cancel").addEventListener("click", () => cancel("circ"));
   $("circ-slider").addEventListener("input", showSize);
+  for (const [button, id, name, format] of [
+    ["curve-save-svg", "curve-svg", "faithfulness-curve", "svg"], ["curve-save-png", "curve-svg", "faithfulness-curve", "png"],
+    ["graph-save-svg", "graph-svg", "circuit", "svg"], ["graph-save-png", "graph-svg", "circuit", "png"],
+  ]) $(button).addEventListener("click", () => saveFigure(id, name, format).catch((e) => showError($("circ-error"), e.message)));
   document.body.dataset.ready = "true";
 }
 
