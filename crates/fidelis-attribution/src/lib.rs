@@ -95,3 +95,8 @@ impl EdgeMethod {
         }
     }
 }
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -29,7 +29,13 @@
 //! let cfg = model.config();
 //! let graph = Graph::new(GraphConfig::new(cfg.n_layers, cfg.n_heads, cfg.parallel_attn_mlp));
 //! let map = NodeMap::new(cfg, &graph)?;
-//! let pairs: Vec<PromptPair> = vec![/* clean/corrupted token ids and answers */];
+//! let tok = &model.tokenizer;
+//! let pairs = vec![PromptPair {
+//!     clean: tok.encode_prompt("When Mary and John went to the store, John gave a drink to", true)?,
+//!     corrupted: tok.encode_prompt("When Mary and John went to the store, Anna gave a drink to", true)?,
+//!     correct: vec![tok.single_token(" Mary")?],
+//!     incorrect: vec![tok.single_token(" John")?],
+//! }];
 //! let batch = PairBatch::new(&model.transformer, &pairs)?;
 //! // [batch, pos, n_forward, d_model]: every writer's output, in graph row order.
 //! let outputs = clean_run(&model.transformer, &map, &batch.clean, false)?.outputs;
@@ -55,3 +61,8 @@ pub use node_map::{NodeMap, ReaderGroup, ReaderKind, WriterGroup};
 pub use progress::{Progress, Silent, report};
 pub use runs::{CleanRun, PassContext, Start, clean_run};
 pub use tensor::to_vec;
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

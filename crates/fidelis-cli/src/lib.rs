@@ -20,3 +20,8 @@ pub mod plan;
 pub mod plot;
 pub mod progress;
 pub mod serve;
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -58,3 +58,8 @@ pub use pecore::{
     attribute_context, attribute_context_with_progress,
 };
 pub use select::{Selection, select};
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

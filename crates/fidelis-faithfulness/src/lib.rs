@@ -53,3 +53,8 @@ pub use evaluate::{
     Baseline, evaluate_baseline, evaluate_circuits, evaluate_circuits_with_progress,
     evaluate_graph, normalized_faithfulness,
 };
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

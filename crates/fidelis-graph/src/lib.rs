@@ -80,3 +80,8 @@ pub use svg::{SvgOptions, format_score};
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -66,3 +66,8 @@ pub use precision::Dtype;
 pub use progress::{Progress, Silent};
 pub use tokenizer::{Encoding, Tokenizer};
 pub use transformer::{Batch, KvCache, Transformer};
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

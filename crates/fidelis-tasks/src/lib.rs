@@ -177,3 +177,8 @@ pub fn generate(
         Task::Hypernymy => hypernymy::generate(tok, n, seed),
     }
 }
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -176,3 +176,8 @@ pub mod data {
         pairs_from_examples(model, &examples, add_bos)
     }
 }
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
