@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bart;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -53,6 +54,8 @@ mod loader;
 pub mod model;
 pub mod precision;
 pub mod progress;
+pub mod seq2seq;
+pub mod t5;
 pub mod tokenizer;
 pub mod transformer;
 pub mod weights;
@@ -64,5 +67,6 @@ pub use hooks::{Activation, Hooks, point};
 pub use model::Model;
 pub use precision::Dtype;
 pub use progress::{Progress, Silent};
+pub use seq2seq::{EncoderOutput, Seq2Seq, Seq2SeqCache, Seq2SeqConfig, Seq2SeqModel};
 pub use tokenizer::{Encoding, Tokenizer};
 pub use transformer::{Batch, KvCache, Transformer};

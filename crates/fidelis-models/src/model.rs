@@ -82,13 +82,13 @@ impl Model {
     }
 }
 
-fn build_with_progress(
+pub(crate) fn build_with_progress<T>(
     src: &dyn WeightSource,
     device: &Device,
     total: u64,
     progress: LoadProgress<'_>,
-    build: impl FnOnce(&Loader<'_>) -> Result<Transformer>,
-) -> Result<Transformer> {
+    build: impl FnOnce(&Loader<'_>) -> Result<T>,
+) -> Result<T> {
     let done = Cell::new(0u64);
     let progress = RefCell::new(progress);
     // `total` is an estimate from the config (biases and position tables aside): the count
