@@ -149,6 +149,13 @@ pub fn config_from_file(config_path: &Path) -> Result<TransformerConfig> {
                 .map_err(bad)?
                 .to_transformer()?
         }
+        other if crate::seq2seq::is_seq2seq_model_type(other) => {
+            return Err(ModelError::Unsupported(format!(
+                "`{other}` is an encoder-decoder model: load it with Seq2SeqModel::load \
+                 (decoder-only architectures: {})",
+                SUPPORTED_MODEL_TYPES.join(", ")
+            )));
+        }
         other => {
             return Err(ModelError::Unsupported(format!(
                 "architecture `{other}` (supported: {})",

@@ -17,8 +17,10 @@
 //! `…hook_result`, `decoder.blocks.{l}.hook_cross_attn_out`, `hook_resid_mid_cross`) and the
 //! encoder output as each cross-attention reads it (`decoder.blocks.{l}.cross_attn.hook_kv_input`,
 //! the point to probe for ∂loss/∂source representation). [`points::all`] lists them in forward
-//! order. Per-head results are computed only when a hook asks for them; the split per-head
-//! q/k/v inputs of the decoder-only forward are not offered here.
+//! order. Per-head results and split per-head q/k/v inputs (`hook_q_input`, ... on every
+//! self-attention; `cross_attn.hook_q_input` for the decoder residual and
+//! `cross_attn.hook_k_input` / `hook_v_input` for the encoder output on cross-attention) are
+//! computed only when a hook asks for them, as in the decoder-only forward.
 //!
 //! Weights are stored `[in, out]`, as in [`crate::Transformer`], and the norm, attention and
 //! MLP weight structs are that forward's.
@@ -39,7 +41,9 @@ use crate::hooks::{Hooks, point};
 use crate::precision::to_f32;
 use crate::progress::Silent;
 use crate::tokenizer::Tokenizer;
-use crate::transformer::{AttentionWeights, Batch, MlpWeights, Norm, attention_mask};
+use crate::transformer::{
+    AttentionWeights, Batch, MlpWeights, Norm, attention_mask, project_per_head,
+};
 use crate::weights::{SafetensorsSource, read_text};
 use crate::{bart, t5};
 
@@ -67,6 +71,20 @@ pub mod points {
     /// The encoder output after its final norm, what every cross-attention reads
     /// `[batch, src_pos, d_model]`.
     pub const ENCODER_OUT: &str = "encoder.hook_out";
+    /// Per-head query input of cross-attention `l`, the residual before its norm
+    /// `[batch, tgt_pos, head, d_model]` (opt-in).
+    pub fn cross_q_input(l: usize) -> String {
+        format!("decoder.blocks.{l}.cross_attn.hook_q_input")
+    }
+    /// Per-head key input of cross-attention `l`, the encoder output `[batch, src_pos, head,
+    /// d_model]` (opt-in).
+    pub fn cross_k_input(l: usize) -> String {
+        format!("decoder.blocks.{l}.cross_attn.hook_k_input")
+    }
+    /// Per-head value input of cross-attention `l` `[batch, src_pos, head, d_model]` (opt-in).
+    pub fn cross_v_input(l: usize) -> String {
+        format!("decoder.blocks.{l}.cross_attn.hook_v_input")
+    }
     /// Cross-attention queries `[batch, tgt_pos, head, d_head]`.
     pub fn cross_q(l: usize) -> String {
         format!("decoder.blocks.{l}.cross_attn.hook_q")
@@ -116,6 +134,9 @@ pub mod points {
     fn block(prefix: fn(&str) -> String, l: usize, cross: Vec<String>) -> Vec<String> {
         let mut out: Vec<String> = [
             point::resid_pre(l),
+            point::q_input(l),
+            point::k_input(l),
+            point::v_input(l),
             point::q(l),
             point::k(l),
             point::v(l),
@@ -161,6 +182,9 @@ pub mod points {
                 let cross = if is_decoder {
                     vec![
                         cross_kv_input(l),
+                        cross_q_input(l),
+                        cross_k_input(l),
+                        cross_v_input(l),
                         cross_q(l),
                         cross_k(l),
                         cross_v(l),
@@ -447,6 +471,9 @@ impl Side {
 
 /// The hook points of one attention.
 struct AttnPoints {
+    q_input: String,
+    k_input: String,
+    v_input: String,
     q: String,
     k: String,
     v: String,
@@ -459,6 +486,9 @@ struct AttnPoints {
 impl AttnPoints {
     fn self_attn(side: Side, l: usize) -> Self {
         Self {
+            q_input: side.name(&point::q_input(l)),
+            k_input: side.name(&point::k_input(l)),
+            v_input: side.name(&point::v_input(l)),
             q: side.name(&point::q(l)),
             k: side.name(&point::k(l)),
             v: side.name(&point::v(l)),
@@ -471,6 +501,9 @@ impl AttnPoints {
 
     fn cross(l: usize) -> Self {
         Self {
+            q_input: points::cross_q_input(l),
+            k_input: points::cross_k_input(l),
+            v_input: points::cross_v_input(l),
             q: points::cross_q(l),
             k: points::cross_k(l),
             v: points::cross_v(l),
@@ -484,10 +517,13 @@ impl AttnPoints {
 
 /// Where an attention's keys and values come from.
 enum KeysValues<'a> {
-    /// Projected here from this `[batch, kv_pos, d_model]` input (recorded at the k/v hooks).
-    Input(Tensor<3>),
-    /// Projected from the new positions' input and appended to a self-attention cache slot.
-    Cached(Tensor<3>, &'a mut Option<Kv>),
+    /// Self-attention: projected from the queries' own input (through the same norm).
+    Own,
+    /// Cross-attention: projected from this `[batch, kv_pos, d_model]` input, not normalised.
+    Input(&'a Tensor<3>),
+    /// Self-attention during generation: projected from the new positions' input and appended
+    /// to a cache slot.
+    Cached(&'a mut Option<Kv>),
     /// Taken as they are (cross-attention during generation).
     Given(&'a Kv),
 }
@@ -496,8 +532,10 @@ enum KeysValues<'a> {
 struct AttnInput<'a> {
     w: &'a AttentionWeights,
     points: AttnPoints,
-    /// `[batch, q_pos, d_model]`, normalised already in pre-norm models.
+    /// `[batch, q_pos, d_model]`, the residual stream the queries read.
     q_in: Tensor<3>,
+    /// The norm applied to it before the projections (pre-norm models), or none.
+    norm: Option<&'a Norm>,
     kv: KeysValues<'a>,
     /// `[batch, 1, q_pos, kv_pos]`, true where a query may not attend.
     mask: Option<Tensor<4, Bool>>,
@@ -860,13 +898,13 @@ impl Seq2Seq {
         hooks: &mut Hooks,
     ) -> Result<Tensor<3>> {
         let resid = hooks.apply3(side.name(&point::resid_pre(l)), x)?;
-        let q_in = self.pre(&block.ln_attn, resid.clone());
         let attn = self.attention(
             AttnInput {
                 w: &block.attn,
                 points: AttnPoints::self_attn(side, l),
-                kv: KeysValues::Input(q_in.clone()),
-                q_in,
+                q_in: resid.clone(),
+                norm: self.pre_norm(&block.ln_attn),
+                kv: KeysValues::Own,
                 mask,
                 bias,
             },
@@ -918,16 +956,16 @@ impl Seq2Seq {
             cache,
         } = inputs;
         let resid = hooks.apply3(side.name(&point::resid_pre(l)), x)?;
-        let q_in = self.pre(&block.ln_attn, resid.clone());
         let kv = match cache {
-            Some(slot) => KeysValues::Cached(q_in.clone(), slot),
-            None => KeysValues::Input(q_in.clone()),
+            Some(slot) => KeysValues::Cached(slot),
+            None => KeysValues::Own,
         };
         let attn = self.attention(
             AttnInput {
                 w: &block.attn,
                 points: AttnPoints::self_attn(side, l),
-                q_in,
+                q_in: resid.clone(),
+                norm: self.pre_norm(&block.ln_attn),
                 kv,
                 mask: self_mask,
                 bias,
@@ -940,9 +978,11 @@ impl Seq2Seq {
         let (ln_cross, w_cross) = block.cross.as_ref().ok_or_else(|| {
             ModelError::InvalidInput(format!("decoder block {l} has no cross-attention"))
         })?;
+        let kv_in;
         let kv = match cross {
             CrossSource::Encoder(hidden) => {
-                KeysValues::Input(hooks.apply3(points::cross_kv_input(l), hidden.clone())?)
+                kv_in = hooks.apply3(points::cross_kv_input(l), hidden.clone())?;
+                KeysValues::Input(&kv_in)
             }
             CrossSource::Cached(kv) => KeysValues::Given(kv),
         };
@@ -950,7 +990,8 @@ impl Seq2Seq {
             AttnInput {
                 w: w_cross,
                 points: AttnPoints::cross(l),
-                q_in: self.pre(ln_cross, resid.clone()),
+                q_in: resid.clone(),
+                norm: self.pre_norm(ln_cross),
                 kv,
                 mask: cross_mask,
                 bias: None,
@@ -965,11 +1006,16 @@ impl Seq2Seq {
 
     /// `norm(x)` in pre-norm models, `x` in post-norm ones.
     fn pre(&self, norm: &Norm, x: Tensor<3>) -> Tensor<3> {
-        if self.config.pre_norm {
-            norm.forward(x)
-        } else {
-            x
+        match self.pre_norm(norm) {
+            Some(norm) => norm.forward(x),
+            None => x,
         }
+    }
+
+    /// The norm a sublayer applies to its input: `norm` in pre-norm models, none in post-norm
+    /// ones.
+    fn pre_norm<'a>(&self, norm: &'a Norm) -> Option<&'a Norm> {
+        self.config.pre_norm.then_some(norm)
     }
 
     /// `norm(x)` in post-norm models, `x` in pre-norm ones.
@@ -1023,7 +1069,9 @@ impl Seq2Seq {
         (k.swap_dims(1, 2), v.swap_dims(1, 2))
     }
 
-    /// Multi-head attention (self or cross).
+    /// Multi-head attention (self or cross). The split per-head inputs (`hook_q_input`, ...)
+    /// are made only when a hook asks for one: each head then projects its own copy of the
+    /// input (normalised per copy in pre-norm models), as in the decoder-only forward.
     ///
     /// # Shapes
     /// - `input.q_in`: `[batch, q_pos, d_model]`; returns `[batch, q_pos, d_model]`
@@ -1032,31 +1080,72 @@ impl Seq2Seq {
             w,
             points: p,
             q_in,
+            norm,
             kv,
             mask,
             bias,
         } = input;
         let [batch, seq, d] = q_in.dims();
         let (h, dh) = (self.config.n_heads, self.config.d_head);
-        let q = linear(q_in, &w.w_q, w.b_q.as_ref()).reshape([batch, seq, h, dh]);
-        let q = hooks.apply4(&p.q, q)?.swap_dims(1, 2);
-        let (k, v) = match kv {
-            KeysValues::Given((k, v)) => (k.clone(), v.clone()),
-            KeysValues::Input(x) => {
+        let normalise = |x: Tensor<4>| match norm {
+            Some(n) => n.forward(x),
+            None => x,
+        };
+        let split = hooks.wants(&p.q_input) || hooks.wants(&p.k_input) || hooks.wants(&p.v_input);
+        let (q, k, v) = if split {
+            let per_head = |x: Tensor<3>| {
+                let [b, s, _] = x.dims();
+                x.unsqueeze_dim::<4>(2).expand([b, s, h, d])
+            };
+            let (kv_in, kv_normed) = match kv {
+                KeysValues::Own => (q_in.clone(), true),
+                KeysValues::Input(x) => (x.clone(), false),
+                KeysValues::Cached(_) | KeysValues::Given(_) => {
+                    return Err(ModelError::Hook {
+                        point: p.q_input.clone(),
+                        message: "split q/k/v inputs cannot be used with a cache".into(),
+                    });
+                }
+            };
+            let project = |x: Tensor<4>, normed: bool, w: &Tensor<2>, b: &Option<Tensor<1>>| {
+                let x = if normed { normalise(x) } else { x };
+                project_per_head(x, w, b.as_ref(), h, 1, dh)
+            };
+            let q_heads = hooks.apply4(&p.q_input, per_head(q_in))?;
+            let k_heads = hooks.apply4(&p.k_input, per_head(kv_in.clone()))?;
+            let v_heads = hooks.apply4(&p.v_input, per_head(kv_in))?;
+            let q = hooks.apply4(&p.q, project(q_heads, true, &w.w_q, &w.b_q))?;
+            let k = hooks.apply4(&p.k, project(k_heads, kv_normed, &w.w_k, &w.b_k))?;
+            let v = hooks.apply4(&p.v, project(v_heads, kv_normed, &w.w_v, &w.b_v))?;
+            (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2))
+        } else {
+            let normed = match norm {
+                Some(n) => n.forward(q_in),
+                None => q_in,
+            };
+            let q = linear(normed.clone(), &w.w_q, w.b_q.as_ref()).reshape([batch, seq, h, dh]);
+            let q = hooks.apply4(&p.q, q)?.swap_dims(1, 2);
+            let mut hooked = |x: Tensor<3>| -> Result<Kv> {
                 let (k, v) = self.project_kv(w, x);
                 let k = hooks.apply4(&p.k, k.swap_dims(1, 2))?.swap_dims(1, 2);
                 let v = hooks.apply4(&p.v, v.swap_dims(1, 2))?.swap_dims(1, 2);
-                (k, v)
-            }
-            KeysValues::Cached(x, slot) => {
-                let (mut k, mut v) = self.project_kv(w, x);
-                if let Some((k_past, v_past)) = slot.take() {
-                    k = Tensor::cat(vec![k_past, k], 2);
-                    v = Tensor::cat(vec![v_past, v], 2);
+                Ok((k, v))
+            };
+            let (k, v) = match kv {
+                KeysValues::Own => hooked(normed)?,
+                KeysValues::Input(x) => hooked(x.clone())?,
+                KeysValues::Given((k, v)) => (k.clone(), v.clone()),
+                KeysValues::Cached(slot) => {
+                    let (mut k, mut v) = self.project_kv(w, normed);
+                    if let Some((k_past, v_past)) = slot.take() {
+                        k = Tensor::cat(vec![k_past, k], 2);
+                        v = Tensor::cat(vec![v_past, v], 2);
+                    }
+                    *slot = Some((k.clone(), v.clone()));
+                    (k, v)
                 }
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
-            }
+            };
+            (q, k, v)
         };
         let scores = q.matmul(k.swap_dims(2, 3));
         let scores = if self.config.scale_scores {

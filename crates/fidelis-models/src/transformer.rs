@@ -877,7 +877,7 @@ fn linear(x: Tensor<3>, w: &Tensor<2>, b: Option<&Tensor<1>>) -> Tensor<3> {
 ///
 /// # Shapes
 /// - `x`: `[batch, pos, heads, d_model]`; returns `[batch, pos, heads, d_head]`
-fn project_per_head(
+pub(crate) fn project_per_head(
     x: Tensor<4>,
     w: &Tensor<2>,
     b: Option<&Tensor<1>>,

@@ -193,10 +193,23 @@ fn every_listed_hook_point_fires_and_records_all_sees_them() {
         let (src, tgt) = (id_lists(&b["source_ids"]), id_lists(&b["target_ids"]));
         let mut hooks = Hooks::new();
         hooks.record_all();
-        model
+        let (src_batch, tgt_batch) = (batch(&model, &src), batch(&model, &tgt));
+        let all = model
             .model
-            .forward(&batch(&model, &src), &batch(&model, &tgt), &mut hooks)
+            .forward(&src_batch, &tgt_batch, &mut hooks)
             .expect("forward");
+        // Recording everything runs the split per-head q/k/v inputs and per-head results of
+        // every attention; the logits stay those of the plain forward, up to the summation
+        // order of the per-head products (1.7e-5 on tiny-t5, whose unscaled scores amplify it).
+        let plain = model
+            .model
+            .forward(&src_batch, &tgt_batch, &mut Hooks::new())
+            .expect("forward");
+        let diff = max_abs_diff(&values(all), &values(plain));
+        assert!(
+            diff < TOLERANCE,
+            "{name}: split forward differs by {diff:.2e}"
+        );
         let listed = points::all(model.model.config());
         for p in &listed {
             assert!(hooks.recorded(p).is_some(), "{name}: {p} did not fire");
@@ -216,6 +229,9 @@ fn every_listed_hook_point_fires_and_records_all_sees_them() {
         let shape = |p: &str| recorded[p].dims();
         assert_eq!(shape(&points::cross_pattern(0)), [3, h, t, s]);
         assert_eq!(shape(&points::cross_kv_input(1)), [3, s, d]);
+        assert_eq!(shape(&points::cross_q_input(1)), [3, t, h, d]);
+        assert_eq!(shape(&points::cross_v_input(0)), [3, s, h, d]);
+        assert_eq!(shape(&points::encoder(&point::k_input(0))), [3, s, h, d]);
         assert_eq!(shape(&points::cross_result(1)), [3, t, h, d]);
         assert_eq!(shape(&points::decoder(&point::q(0))), [3, t, h, dh]);
         assert_eq!(shape(&points::encoder(&point::pattern(1))), [3, h, s, s]);
@@ -324,7 +340,7 @@ fn check_probe(model: &Seq2SeqModel, src: &Batch, tgt: &Batch, targets: &[Vec<u3
         Activation::Rank3(t) => values(t),
         Activation::Rank4(t) => values(t),
     };
-    let act = probe.recorded(p).unwrap().rank3().expect("a rank-3 point");
+    let act = probe.recorded(p).unwrap().clone();
     // Along the gradient (its largest entry scaled to 1) plus noise: a direction the metric
     // changes along measurably in f32, yet not the gradient alone. The step is 1e-4 of the
     // activation's own size: T5's unscaled scores make the random tiny models' attention
@@ -341,12 +357,19 @@ fn check_probe(model: &Seq2SeqModel, src: &Batch, tgt: &Batch, targets: &[Vec<u3
         .zip(&direction)
         .map(|(g, v)| f64::from(g * v))
         .sum();
-    let a = values(act.clone());
+    let a = match &act {
+        Activation::Rank3(t) => values(t.clone()),
+        Activation::Rank4(t) => values(t.clone()),
+    };
     let rms = (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
     let eps = 1e-4 * rms;
     let shifted = |sign: f32| {
         let delta: Vec<f32> = direction.iter().map(|v| sign * eps * v).collect();
-        let delta = Tensor::<3>::from_data(TensorData::new(delta, act.dims()), &device());
+        let delta = TensorData::new(delta, act.dims());
+        let delta: Activation = match &act {
+            Activation::Rank3(_) => Tensor::<3>::from_data(delta, &device()).into(),
+            Activation::Rank4(_) => Tensor::<4>::from_data(delta, &device()).into(),
+        };
         let mut hooks = Hooks::new();
         hooks.add(p, delta);
         let logits = model.model.forward(src, tgt, &mut hooks).expect("forward");
@@ -381,6 +404,9 @@ fn gradient_probes_match_finite_differences() {
             points::decoder(&point::resid_pre(1)),
             points::resid_mid_cross(0),
             points::decoder(point::EMBED),
+            points::cross_k_input(1),
+            points::cross_q_input(0),
+            points::decoder(&point::v_input(1)),
         ] {
             check_probe(&model, &src_batch, &tgt_batch, &tgt, &p);
         }
@@ -389,6 +415,8 @@ fn gradient_probes_match_finite_differences() {
 
 #[test]
 fn bad_folders_and_inputs_are_errors() {
+    let err = fidelis_models::Model::load(&fixture("tiny-marian"), &device()).unwrap_err();
+    assert!(err.to_string().contains("Seq2SeqModel::load"), "{err}");
     let model = load("tiny-marian");
     let v = model.model.config().d_vocab as u32;
     let good = batch(&model, &[vec![5, 6, 2]]);
@@ -445,4 +473,40 @@ fn bad_folders_and_inputs_are_errors() {
         Err(ModelError::Config { .. })
     ));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The encoder output reaches cross-attention `l` only through its keys and values, so the
+/// gradient at `cross_attn.hook_kv_input` is the sum over heads of the gradients at the split
+/// per-head key and value inputs, in one pass.
+#[test]
+fn split_cross_attention_input_gradients_sum_to_the_kv_input_gradient() {
+    for name in ["tiny-mbart", "tiny-t5"] {
+        let model = load(name);
+        let exp = expected(name);
+        let b = &exp["batch"];
+        let (src, tgt) = (id_lists(&b["source_ids"]), id_lists(&b["target_ids"]));
+        let mut hooks = Hooks::new();
+        let l = 1;
+        hooks
+            .probe(points::cross_kv_input(l))
+            .probe(points::cross_k_input(l))
+            .probe(points::cross_v_input(l));
+        let logits = model
+            .model
+            .forward(&batch(&model, &src), &batch(&model, &tgt), &mut hooks)
+            .expect("forward");
+        let grads = metric(logits, &tgt).backward();
+        let grad = |p: &str| hooks.probe_grad(p, &grads).expect("a probe gradient");
+        let whole = values(grad(&points::cross_kv_input(l)).rank3().unwrap());
+        let k = grad(&points::cross_k_input(l)).rank4().unwrap();
+        let v = grad(&points::cross_v_input(l)).rank4().unwrap();
+        let [bs, s, _, d] = k.dims();
+        let parts = values((k + v).sum_dim(2).reshape([bs, s, d]));
+        let scale = whole.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = max_abs_diff(&whole, &parts);
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "{name}: {diff:.2e} of {scale:.2e}"
+        );
+    }
 }
