@@ -39,7 +39,7 @@ use crate::error::{ModelError, Result};
 use crate::generate::{GenerateConfig, pick_token};
 use crate::hooks::{Hooks, point};
 use crate::precision::to_f32;
-use crate::progress::Silent;
+use crate::progress::{Progress, Silent};
 use crate::tokenizer::Tokenizer;
 use crate::transformer::{
     AttentionWeights, Batch, MlpWeights, Norm, attention_mask, project_per_head,
@@ -735,21 +735,37 @@ impl Seq2Seq {
         &self,
         source: &[u32],
         cfg: &GenerateConfig,
+        on_token: impl FnMut(u32),
+    ) -> Result<Vec<u32>> {
+        let forced: Vec<u32> = self.config.forced_bos_token_id.into_iter().collect();
+        self.generate_forced(source, &forced, cfg, on_token)
+    }
+
+    /// [`Seq2Seq::generate`] with the first new tokens given (`forced`, e.g. another target
+    /// language than the config's) instead of the config's `forced_bos_token_id`; they count
+    /// towards `cfg.max_new_tokens` and are returned and passed to `on_token` like the others.
+    pub fn generate_forced(
+        &self,
+        source: &[u32],
+        forced: &[u32],
+        cfg: &GenerateConfig,
         mut on_token: impl FnMut(u32),
     ) -> Result<Vec<u32>> {
         cfg.validate()?;
+        self.check_host_ids(forced)?;
         let batch =
             Batch::from_sequences(&[source.to_vec()], self.config.pad_token_id, &self.device)?;
         let encoder = self.encode(&batch, &mut Hooks::new())?;
         let mut cache = self.new_cache(&encoder);
         let mut rng = StdRng::seed_from_u64(cfg.seed);
-        let steps = cfg.max_new_tokens.min(self.config.n_ctx.saturating_sub(1));
+        // The decoder inputs (start token and every new token but the last) fit the context.
+        let steps = cfg.max_new_tokens.min(self.config.n_ctx);
         let mut input = vec![self.config.decoder_start_token_id];
         let mut out = Vec::with_capacity(steps);
         for step in 0..steps {
-            let next = match self.config.forced_bos_token_id {
-                Some(forced) if step == 0 => forced,
-                _ => {
+            let next = match forced.get(step) {
+                Some(&token) => token,
+                None => {
                     let logits = self.decode_cached(&encoder, &input, &mut cache)?;
                     let [_, seq, vocab] = logits.dims();
                     let last = logits
@@ -1333,6 +1349,17 @@ impl Seq2SeqModel {
     /// shards, `tokenizer.json`, and `generation_config.json` when present, whose
     /// `decoder_start_token_id`, `forced_bos_token_id` and `eos_token_id` take precedence).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_with_progress(path, device, &mut Silent)
+    }
+
+    /// Like [`Seq2SeqModel::load`], ticking `progress` (stage [`crate::model::LOADING`], counts
+    /// in weight elements) after every tensor; a `Break` stops loading with
+    /// [`ModelError::Cancelled`].
+    pub fn load_with_progress(
+        path: &Path,
+        device: &Device,
+        progress: &mut dyn Progress,
+    ) -> Result<Self> {
         if !path.is_dir() {
             return Err(ModelError::MissingFile {
                 path: path.to_path_buf(),
@@ -1342,12 +1369,14 @@ impl Seq2SeqModel {
         let cfg = seq2seq_config_at(path)?;
         let tokenizer = Tokenizer::from_file(&path.join("tokenizer.json"), None, cfg.eos_token_id)?;
         let src = SafetensorsSource::open_folder(path)?;
-        let model = crate::model::build_with_progress(&src, device, 0, &mut Silent, |w| match cfg
-            .family
-        {
-            Seq2SeqFamily::T5 => t5::build(cfg, w),
-            _ => bart::build(cfg, w),
-        })?;
+        let total = estimate_elements(&cfg);
+        let model =
+            crate::model::build_with_progress(&src, device, total, progress, |w| {
+                match cfg.family {
+                    Seq2SeqFamily::T5 => t5::build(cfg, w),
+                    _ => bart::build(cfg, w),
+                }
+            })?;
         Ok(Self {
             model,
             tokenizer,
@@ -1355,14 +1384,66 @@ impl Seq2SeqModel {
         })
     }
 
-    /// The source ids of `text` as Marian and T5 frame them: the tokens, then EOS. (mBART-50
-    /// appends the source language after EOS and M2M100 / NLLB put it first; build those ids
-    /// from [`Tokenizer::encode`] and the language token's id.)
-    pub fn encode_source(&self, text: &str) -> Result<Vec<u32>> {
+    /// The source ids of `text` framed as the family's tokenizer frames them: Marian and T5
+    /// `tokens + [eos]`; mBART-50 `tokens + [eos, lang]`; M2M100 / NLLB `[lang] + tokens +
+    /// [eos]`, with `lang` the id of the source-language token `source_lang` (`"en_XX"`,
+    /// `"__en__"`, `"eng_Latn"`), which those families need and the others refuse.
+    pub fn encode_source(&self, text: &str, source_lang: Option<&str>) -> Result<Vec<u32>> {
+        let cfg = &self.model.config;
         let mut ids = self.tokenizer.encode(text)?;
-        ids.extend(self.model.config.eos_token_id);
-        Ok(ids)
+        let eos = cfg.eos_token_id.ok_or_else(|| {
+            ModelError::InvalidInput("the model has no EOS token to end the source with".into())
+        })?;
+        let lang = match (cfg.family, source_lang) {
+            (Seq2SeqFamily::MBart | Seq2SeqFamily::M2M100, Some(lang)) => self.token_id(lang)?,
+            (Seq2SeqFamily::MBart | Seq2SeqFamily::M2M100, None) => {
+                return Err(ModelError::InvalidInput(format!(
+                    "{} sources carry a source-language token: pass its name",
+                    cfg.model_type
+                )));
+            }
+            (_, None) => {
+                ids.push(eos);
+                return Ok(ids);
+            }
+            (_, Some(lang)) => {
+                return Err(ModelError::InvalidInput(format!(
+                    "{} sources carry no language token (got {lang:?})",
+                    cfg.model_type
+                )));
+            }
+        };
+        Ok(match cfg.family {
+            Seq2SeqFamily::M2M100 => [vec![lang], ids, vec![eos]].concat(),
+            _ => [ids, vec![eos, lang]].concat(),
+        })
     }
+
+    /// The id of a token given by name (a language code, a special token), or an error naming
+    /// it.
+    pub fn token_id(&self, token: &str) -> Result<u32> {
+        self.tokenizer
+            .inner()
+            .token_to_id(token)
+            .ok_or_else(|| ModelError::InvalidInput(format!("{token:?} is not in the vocabulary")))
+    }
+}
+
+/// The number of weight elements a config implies (embeddings, attention, MLPs and norms of
+/// both stacks, and an untied head counted as one more embedding): the total that loading
+/// reports progress against.
+pub fn estimate_elements(cfg: &Seq2SeqConfig) -> u64 {
+    let d = cfg.d_model as u64;
+    let inner = (cfg.n_heads * cfg.d_head) as u64;
+    let attn = 4 * d * inner;
+    let mlp = if cfg.gated_mlp { 3 } else { 2 } * d * cfg.d_mlp as u64;
+    let norm = match cfg.norm {
+        NormKind::LayerNorm => 2 * d,
+        NormKind::RmsNorm => d,
+    };
+    let encoder = cfg.n_encoder_layers as u64 * (attn + mlp + 2 * norm);
+    let decoder = cfg.n_decoder_layers as u64 * (2 * attn + mlp + 3 * norm);
+    encoder + decoder + 2 * cfg.d_vocab as u64 * d
 }
 
 /// Whether a Hugging Face `model_type` is an encoder-decoder family Fidelis reads.

@@ -510,3 +510,77 @@ fn split_cross_attention_input_gradients_sum_to_the_kv_input_gradient() {
         );
     }
 }
+
+/// Sources framed per family as the fixtures' script framed them, and an explicit forced
+/// prefix overriding the config's target language.
+#[test]
+fn sources_are_framed_per_family_and_forced_prefixes_override_the_config() {
+    for (name, lang) in [
+        ("tiny-marian", None),
+        ("tiny-mbart", Some("en_XX")),
+        ("tiny-m2m100", Some("en_XX")),
+        ("tiny-t5", None),
+    ] {
+        let model = load(name);
+        let exp = expected(name);
+        let single = &exp["single"];
+        let text = single["source"].as_str().unwrap();
+        let framed = model.encode_source(text, lang).expect("encode");
+        assert_eq!(framed, ids(&single["source_ids"]), "{name}");
+        let wrong = if lang.is_some() { None } else { Some("en_XX") };
+        assert!(model.encode_source(text, wrong).is_err(), "{name}");
+    }
+    let model = load("tiny-mbart");
+    assert!(model.token_id("xx_YY").is_err());
+    let src = ids(&expected("tiny-mbart")["greedy"]["source_ids"]);
+    let cfg = GenerateConfig {
+        max_new_tokens: 4,
+        ..GenerateConfig::default()
+    };
+    let de = model.token_id("de_DE").unwrap();
+    let en = model.token_id("en_XX").unwrap();
+    let by_config = model.model.generate(&src, &cfg, |_| {}).unwrap();
+    let explicit = model
+        .model
+        .generate_forced(&src, &[de], &cfg, |_| {})
+        .unwrap();
+    assert_eq!(by_config, explicit);
+    let other = model
+        .model
+        .generate_forced(&src, &[en], &cfg, |_| {})
+        .unwrap();
+    assert_eq!(other[0], en);
+    assert_eq!(other.len(), 4);
+    assert!(
+        model
+            .model
+            .generate_forced(&src, &[100_000], &cfg, |_| {})
+            .is_err()
+    );
+}
+
+/// Loading reports every tensor against the config's estimate, ends at done == total, and a
+/// `Break` cancels it.
+#[test]
+fn loading_reports_progress_and_can_be_cancelled() {
+    use std::ops::ControlFlow;
+    for name in ["tiny-m2m100", "tiny-t5"] {
+        let mut ticks: Vec<(usize, usize)> = Vec::new();
+        let mut record = |_: &str, done: usize, total: usize| {
+            ticks.push((done, total));
+            ControlFlow::Continue(())
+        };
+        Seq2SeqModel::load_with_progress(&fixture(name), &device(), &mut record).expect("load");
+        let &(done, total) = ticks.last().expect("ticks");
+        assert_eq!(done, total, "{name}");
+        assert!(
+            ticks.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{name}: monotone"
+        );
+        let mut cancel = |_: &str, _: usize, _: usize| ControlFlow::Break(());
+        assert!(matches!(
+            Seq2SeqModel::load_with_progress(&fixture(name), &device(), &mut cancel),
+            Err(ModelError::Cancelled)
+        ));
+    }
+}
