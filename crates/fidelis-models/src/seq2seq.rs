@@ -349,9 +349,10 @@ impl Seq2SeqConfig {
         } = self.positions
         {
             check_count("relative_attention_num_buckets", num_buckets, 1 << 16)?;
-            // Each direction's half has exact buckets below `num_buckets / 4` and log buckets
-            // up to max_distance; the log needs max_distance past the exact range.
-            if num_buckets < 4 || max_distance <= num_buckets / 4 {
+            // Exact buckets cover distances below `num_buckets / 2` in the causal decoder
+            // (`/ 4` per direction in the encoder) and log buckets the rest up to
+            // max_distance, which must lie past the exact range.
+            if num_buckets < 4 || max_distance <= num_buckets / 2 {
                 return Err(ModelError::Unsupported(format!(
                     "relative attention with {num_buckets} buckets up to distance \
                      {max_distance} (at least 4 buckets and a distance past the exact ones)"

@@ -584,3 +584,41 @@ fn loading_reports_progress_and_can_be_cancelled() {
         ));
     }
 }
+
+/// Activation patching across the encoder: running a corrupted source (one token changed)
+/// with the clean encoder output put back at `encoder.hook_out` gives the clean logits, and
+/// without it different ones.
+#[test]
+fn replacing_the_encoder_output_patches_the_decoder() {
+    for name in ["tiny-marian", "tiny-t5-relu"] {
+        let model = load(name);
+        let exp = expected(name);
+        let single = &exp["single"];
+        let (clean, tgt) = (ids(&single["source_ids"]), ids(&single["target_ids"]));
+        let mut corrupted = clean.clone();
+        corrupted[1] = if corrupted[1] == 7 { 8 } else { 7 };
+        let (clean, corrupted, tgt) = (
+            batch(&model, &[clean]),
+            batch(&model, &[corrupted]),
+            batch(&model, &[tgt]),
+        );
+        let mut record = Hooks::new();
+        record.record(points::ENCODER_OUT);
+        let want = values(model.model.forward(&clean, &tgt, &mut record).unwrap());
+        let clean_out = record.recorded(points::ENCODER_OUT).unwrap().clone();
+        let mut patch = Hooks::new();
+        patch.replace(points::ENCODER_OUT, clean_out);
+        let patched = values(model.model.forward(&corrupted, &tgt, &mut patch).unwrap());
+        let plain = values(
+            model
+                .model
+                .forward(&corrupted, &tgt, &mut Hooks::new())
+                .unwrap(),
+        );
+        assert!(max_abs_diff(&patched, &want) < 1e-6, "{name}");
+        assert!(
+            max_abs_diff(&plain, &want) > 1e-3,
+            "{name}: the corruption matters"
+        );
+    }
+}
