@@ -168,46 +168,50 @@ pub mod points {
     /// Every hook point the forward of a model with config `cfg` offers, in forward order
     /// (opt-in per-head results included).
     pub fn all(cfg: &Seq2SeqConfig) -> Vec<String> {
-        let mut out = Vec::new();
-        for (prefix, layers) in [
-            (encoder as fn(&str) -> String, cfg.n_encoder_layers),
-            (decoder, cfg.n_decoder_layers),
-        ] {
-            out.push(prefix(point::EMBED));
-            if !matches!(cfg.positions, Positions::Relative { .. }) {
-                out.push(prefix(point::POS_EMBED));
-            }
-            let is_decoder = prefix("") == decoder("");
-            for l in 0..layers {
-                let cross = if is_decoder {
-                    vec![
-                        cross_kv_input(l),
-                        cross_q_input(l),
-                        cross_k_input(l),
-                        cross_v_input(l),
-                        cross_q(l),
-                        cross_k(l),
-                        cross_v(l),
-                        cross_scores(l),
-                        cross_pattern(l),
-                        cross_z(l),
-                        cross_result(l),
-                        cross_attn_out(l),
-                        resid_mid_cross(l),
-                    ]
-                } else {
-                    Vec::new()
-                };
-                out.extend(block(prefix, l, cross));
-            }
-            if cfg.final_norms {
-                out.push(prefix(point::LN_FINAL));
-            }
-            if !is_decoder {
-                out.push(ENCODER_OUT.to_string());
-            }
+        let mut out = stack_start(encoder, cfg);
+        for l in 0..cfg.n_encoder_layers {
+            out.extend(block(encoder, l, Vec::new()));
+        }
+        if cfg.final_norms {
+            out.push(encoder(point::LN_FINAL));
+        }
+        out.push(ENCODER_OUT.to_string());
+        out.extend(stack_start(decoder, cfg));
+        for l in 0..cfg.n_decoder_layers {
+            out.extend(block(decoder, l, cross_attention(l)));
+        }
+        if cfg.final_norms {
+            out.push(decoder(point::LN_FINAL));
         }
         out
+    }
+
+    /// The embedding points of one stack.
+    fn stack_start(prefix: fn(&str) -> String, cfg: &Seq2SeqConfig) -> Vec<String> {
+        let mut out = vec![prefix(point::EMBED)];
+        if !matches!(cfg.positions, Positions::Relative { .. }) {
+            out.push(prefix(point::POS_EMBED));
+        }
+        out
+    }
+
+    /// The cross-attention points of decoder block `l`, in forward order.
+    fn cross_attention(l: usize) -> Vec<String> {
+        vec![
+            cross_kv_input(l),
+            cross_q_input(l),
+            cross_k_input(l),
+            cross_v_input(l),
+            cross_q(l),
+            cross_k(l),
+            cross_v(l),
+            cross_scores(l),
+            cross_pattern(l),
+            cross_z(l),
+            cross_result(l),
+            cross_attn_out(l),
+            resid_mid_cross(l),
+        ]
     }
 }
 
@@ -342,6 +346,18 @@ impl Seq2SeqConfig {
                     limits::MAX_MATRIX_ELEMENTS
                 )));
             }
+        }
+        // Sinusoid tables are computed on the host at load time: bounded like rotary tables.
+        let computed_table = matches!(self.family, Seq2SeqFamily::Marian | Seq2SeqFamily::M2M100);
+        let table = self.n_ctx.checked_mul(self.d_model);
+        if computed_table && table.is_none_or(|t| t > limits::MAX_ROTARY_TABLE_ELEMENTS) {
+            return Err(ModelError::Unsupported(format!(
+                "config with max_position_embeddings = {} and d_model = {}: the sinusoid table \
+                 would hold more than {} elements (limits::MAX_ROTARY_TABLE_ELEMENTS)",
+                self.n_ctx,
+                self.d_model,
+                limits::MAX_ROTARY_TABLE_ELEMENTS
+            )));
         }
         if let Positions::Relative {
             num_buckets,
@@ -562,10 +578,9 @@ impl Seq2Seq {
     pub fn encode(&self, source: &Batch, hooks: &mut Hooks) -> Result<EncoderOutput> {
         let [batch, seq] = source.tokens.dims();
         self.check_batch(source, "source")?;
-        let x = self.embed(Side::Encoder, source.tokens.clone(), 0, hooks)?;
+        let mut x = self.embed(Side::Encoder, source.tokens.clone(), 0, hooks)?;
         let mask = padding_mask(batch, seq, seq, &source.lengths, &self.device);
         let bias = self.relative_bias(Side::Encoder, seq, 0, seq);
-        let mut x = x;
         for (l, block) in self.encoder.blocks.iter().enumerate() {
             x = self.block(
                 Side::Encoder,
@@ -606,11 +621,10 @@ impl Seq2Seq {
                 "a target batch of {batch} over an encoder output of {enc_batch}"
             )));
         }
-        let x = self.embed(Side::Decoder, target.tokens.clone(), 0, hooks)?;
+        let mut x = self.embed(Side::Decoder, target.tokens.clone(), 0, hooks)?;
         let self_mask = attention_mask(batch, seq, 0, Some(&target.lengths), None, &self.device);
         let cross_mask = padding_mask(batch, seq, src, &encoder.lengths, &self.device);
         let bias = self.relative_bias(Side::Decoder, seq, 0, seq);
-        let mut x = x;
         for (l, block) in self.decoder.blocks.iter().enumerate() {
             let inputs = DecoderInputs {
                 self_mask: self_mask.clone(),
@@ -671,8 +685,9 @@ impl Seq2Seq {
         }
     }
 
-    /// Runs new decoder inputs of one example after those in `cache`, appending their
-    /// self-attention keys and values to it. No hooks run.
+    /// Runs new decoder inputs of one example after those in `cache` (made by
+    /// [`Seq2Seq::new_cache`] for the same `encoder` output), appending their self-attention
+    /// keys and values to it. No hooks run.
     ///
     /// # Shapes
     /// - `encoder.hidden`: `[1, src_pos, d_model]`; returns logits `[1, ids.len(), d_vocab]`
@@ -692,6 +707,13 @@ impl Seq2Seq {
             return Err(ModelError::InvalidInput("no decoder input ids".into()));
         }
         self.check_host_ids(ids)?;
+        let layers = self.config.n_decoder_layers;
+        if cache.self_kv.len() != layers || cache.cross_kv.len() != layers {
+            return Err(ModelError::InvalidInput(format!(
+                "a cache of {} layers for a decoder of {layers}",
+                cache.cross_kv.len()
+            )));
+        }
         let start = cache.len;
         let total = start + ids.len();
         if total > self.config.n_ctx {
@@ -704,11 +726,10 @@ impl Seq2Seq {
         let ids_i64: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
         let tokens = Tensor::from_data(TensorData::new(ids_i64, [1, seq]), &self.device);
         let mut hooks = Hooks::new();
-        let x = self.embed(Side::Decoder, tokens, start, &mut hooks)?;
+        let mut x = self.embed(Side::Decoder, tokens, start, &mut hooks)?;
         let self_mask = attention_mask(1, seq, start, None, None, &self.device);
         let cross_mask = padding_mask(1, seq, src, &encoder.lengths, &self.device);
         let bias = self.relative_bias(Side::Decoder, seq, start, total);
-        let mut x = x;
         let Seq2SeqCache {
             self_kv, cross_kv, ..
         } = cache;

@@ -465,6 +465,9 @@ fn bad_folders_and_inputs_are_errors() {
         seq2seq_config_at(&dir),
         Err(ModelError::Unsupported(_))
     ));
+    write(&|c| c["max_position_embeddings"] = (1u64 << 24).into());
+    let err = seq2seq_config_at(&dir).unwrap_err().to_string();
+    assert!(err.contains("sinusoid table"), "{err}");
     write(&|c| c["decoder_start_token_id"] = 100_000.into());
     assert!(seq2seq_config_at(&dir).is_err());
     std::fs::write(dir.join("config.json"), "{not json").unwrap();
