@@ -37,7 +37,7 @@ impl Default for GenerateConfig {
 }
 
 impl GenerateConfig {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(ModelError::InvalidInput(format!(
                 "temperature must be finite and >= 0, got {}",

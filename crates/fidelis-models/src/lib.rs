@@ -1,6 +1,6 @@
 //! # fidelis-models
 //!
-//! Loads decoder-only transformer language models into [Burn](https://burn.dev) and runs them
+//! Loads transformer language models (decoder-only and encoder-decoder) into [Burn](https://burn.dev) and runs them
 //! with hook points, so that interpretability code can read, replace and differentiate every
 //! activation the literature names.
 //!
@@ -17,6 +17,11 @@
 //!   config offers, in forward order; [`Hooks::record_all`] records them all.
 //! - **Batches and generation**: right-padded [`Batch`]es with per-example lengths; greedy and
 //!   sampled [`GenerateConfig`] generation with a KV cache.
+//! - **Encoder-decoders** ([`Seq2SeqModel::load`], [`Seq2Seq`]): MarianMT, mBART / mBART-50 and
+//!   M2M100 / NLLB ([`bart`]) and T5 / mT5 / Flan-T5 ([`t5`]) through one hooked forward
+//!   ([`seq2seq`]): `encode`, `decode`, forced decoding, and generation with a decoder cache and
+//!   the target language forced. Hook points carry the names above under `encoder.` /
+//!   `decoder.`, plus the cross-attention's ([`seq2seq::points`]).
 //!
 //! The crate never names a backend: the caller passes a Burn `Device`. It knows nothing of
 //! graphs or attribution, and it reaches the network only in [`fetch::fetch_smollm2`], which
@@ -39,6 +44,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bart;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -53,6 +59,8 @@ mod loader;
 pub mod model;
 pub mod precision;
 pub mod progress;
+pub mod seq2seq;
+pub mod t5;
 pub mod tokenizer;
 pub mod transformer;
 pub mod weights;
@@ -64,6 +72,7 @@ pub use hooks::{Activation, Hooks, point};
 pub use model::Model;
 pub use precision::Dtype;
 pub use progress::{Progress, Silent};
+pub use seq2seq::{EncoderOutput, Seq2Seq, Seq2SeqCache, Seq2SeqConfig, Seq2SeqModel};
 pub use tokenizer::{Encoding, Tokenizer};
 pub use transformer::{Batch, KvCache, Transformer};
 

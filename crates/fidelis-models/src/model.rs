@@ -82,13 +82,13 @@ impl Model {
     }
 }
 
-fn build_with_progress(
+pub(crate) fn build_with_progress<T>(
     src: &dyn WeightSource,
     device: &Device,
     total: u64,
     progress: LoadProgress<'_>,
-    build: impl FnOnce(&Loader<'_>) -> Result<Transformer>,
-) -> Result<Transformer> {
+    build: impl FnOnce(&Loader<'_>) -> Result<T>,
+) -> Result<T> {
     let done = Cell::new(0u64);
     let progress = RefCell::new(progress);
     // `total` is an estimate from the config (biases and position tables aside): the count
@@ -148,6 +148,13 @@ pub fn config_from_file(config_path: &Path) -> Result<TransformerConfig> {
             serde_json::from_str::<LlamaConfig>(&text)
                 .map_err(bad)?
                 .to_transformer()?
+        }
+        other if crate::seq2seq::is_seq2seq_model_type(other) => {
+            return Err(ModelError::Unsupported(format!(
+                "`{other}` is an encoder-decoder model: load it with Seq2SeqModel::load \
+                 (decoder-only architectures: {})",
+                SUPPORTED_MODEL_TYPES.join(", ")
+            )));
         }
         other => {
             return Err(ModelError::Unsupported(format!(

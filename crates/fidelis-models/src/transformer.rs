@@ -790,7 +790,7 @@ impl Transformer {
 ///
 /// # Shapes
 /// - returns `[batch, 1, seq, start + seq]`
-fn attention_mask(
+pub(crate) fn attention_mask(
     batch: usize,
     seq: usize,
     start: usize,
@@ -877,7 +877,7 @@ fn linear(x: Tensor<3>, w: &Tensor<2>, b: Option<&Tensor<1>>) -> Tensor<3> {
 ///
 /// # Shapes
 /// - `x`: `[batch, pos, heads, d_model]`; returns `[batch, pos, heads, d_head]`
-fn project_per_head(
+pub(crate) fn project_per_head(
     x: Tensor<4>,
     w: &Tensor<2>,
     b: Option<&Tensor<1>>,
@@ -1089,7 +1089,7 @@ fn softcap<const D: usize>(x: Tensor<D>, c: f64) -> Tensor<D> {
 /// from Burn's `gelu`: on some backends (ndarray) that one's backward is the tanh
 /// approximation's derivative, off by up to 8.7e-4 (`tests/hooks.rs` checks the gradient
 /// against finite differences of this forward on every backend it runs on).
-fn gelu_erf(x: Tensor<3>) -> Tensor<3> {
+pub(crate) fn gelu_erf(x: Tensor<3>) -> Tensor<3> {
     let cdf = (x.clone() * std::f64::consts::FRAC_1_SQRT_2)
         .erf()
         .add_scalar(1.0)
