@@ -94,6 +94,7 @@ async function contextTab(page) {
   assert.ok(command.startsWith("fidelis context --model organism"), command);
   assert.ok(command.includes("--cti-std 0"), command);
   assert.match(await page.textContent("#ctx-export-rust"), /attribute_context\(&model, &cfg\)/);
+  const inseq = await checkInseqExport(page);
   const dir = mkdtempSync(path.join(tmpdir(), "fidelis-e2e-"));
   const env = { ...process.env, PATH: `${path.dirname(binary)}:${process.env.PATH}` };
   const t1 = Date.now();
@@ -104,8 +105,52 @@ async function contextTab(page) {
   const identical = download === readFileSync(path.join(dir, "context.json"), "utf8");
   console.log(`  answer ${JSON.stringify(answer)}: ${nSensitive} sensitive token(s), ${cues} cue(s); preset ${presetMs} ms in the page, exported command ${shellMs} ms; JSON ${identical ? "byte-identical" : "equal within 1e-5"}`);
   console.log(`  command: ${command}`);
+  console.log(`  inseq: ${inseq}`);
   await page.mouse.move(0, 0);
   if (shots) await page.screenshot({ path: path.join(shots, "serve-context.png"), fullPage: true });
+}
+
+// Splits a POSIX shell line of bare and single-quoted words (what the page exports).
+function shellWords(line) {
+  const words = [];
+  let word = "", quoted = false, inWord = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === "'") { quoted = !quoted; inWord = true; }
+    else if (c === "\\" && !quoted) { word += line[++i] ?? ""; inWord = true; }
+    else if (c === " " && !quoted) { if (inWord) words.push(word); word = ""; inWord = false; }
+    else { word += c; inWord = true; }
+  }
+  assert.ok(!quoted, "quotes are balanced");
+  if (inWord) words.push(word);
+  return words;
+}
+
+// The exported Inseq command is well-formed: `inseq attribute-context`, then flag/value pairs
+// with Inseq's snake_case names, the inputs present, JSON where Inseq reads a dict; the Python
+// snippet calls attribute_context. With INSEQ set to an `inseq` executable, the command is run
+// and its generated output compared with the page's.
+async function checkInseqExport(page) {
+  const command = (await page.textContent("#ctx-export-inseq")).trim();
+  const words = shellWords(command);
+  assert.deepEqual(words.slice(0, 2), ["inseq", "attribute-context"], command);
+  const rest = words.slice(2);
+  assert.equal(rest.length % 2, 0, "every flag has a value");
+  const args = {};
+  for (let i = 0; i < rest.length; i += 2) {
+    assert.match(rest[i], /^--[a-z_]+$/, `an Inseq flag: ${rest[i]}`);
+    args[rest[i].slice(2)] = rest[i + 1];
+  }
+  for (const need of ["model_name_or_path", "input_context_text", "input_current_text", "save_path"]) assert.ok(need in args, `${need} in ${command}`);
+  for (const [k, v] of Object.entries(args)) if (k.endsWith("_kwargs")) JSON.parse(v);
+  assert.match(await page.textContent("#ctx-export-inseq-python"), /AttributeContextArgs\([\s\S]*attribute_context\(args\)/);
+  if (process.env.INSEQ) {
+    const dir = mkdtempSync(path.join(tmpdir(), "fidelis-inseq-"));
+    execFileSync(process.env.INSEQ, rest.length ? words.slice(1) : [], { cwd: dir, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, HF_HUB_OFFLINE: "1" } });
+    const out = JSON.parse(readFileSync(path.join(dir, "context.json"), "utf8"));
+    console.log(`  inseq ran: output ${JSON.stringify(out.output_current)}, ${out.cci_scores.length} context-sensitive token(s)`);
+  }
+  return command;
 }
 
 async function circuitTab(page) {

@@ -68,6 +68,8 @@ pub struct PreparedContext {
     pub command: String,
     /// The exported Rust snippet.
     pub rust: String,
+    /// The same run with the reference tool: Inseq's command, Python call and caveats.
+    pub inseq: super::inseq_export::InseqExport,
 }
 
 /// The argument list (without the program name) of the command these options describe.
@@ -155,6 +157,7 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
     shell.extend(["--json".to_string(), "context.json".to_string()]);
     let command = shell_command(&shell);
     let rust = rust_snippet(&served.name, &state.device, &options);
+    let inseq = super::inseq_export::inseq_export(&served.name, &model.source, &options);
     Ok(PreparedContext {
         model_name: served.name.clone(),
         model,
@@ -162,6 +165,7 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
         cfg,
         command,
         rust,
+        inseq,
     })
 }
 
@@ -324,6 +328,9 @@ pub fn run(job: &Job, prepared: PreparedContext) -> Result<serde_json::Value, St
         "attribution": out,
         "command": prepared.command,
         "rust": prepared.rust,
+        "inseq_command": prepared.inseq.command,
+        "inseq_python": prepared.inseq.python,
+        "inseq_notes": prepared.inseq.notes,
         "seconds": seconds,
     }))
 }

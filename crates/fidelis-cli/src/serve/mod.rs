@@ -34,6 +34,7 @@ pub mod conn;
 pub mod context_job;
 pub mod export;
 pub mod guard;
+pub mod inseq_export;
 pub mod jobs;
 pub mod presets;
 

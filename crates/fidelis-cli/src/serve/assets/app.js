@@ -148,6 +148,9 @@ function renderContext(status) {
   $("ctx-download").href = `/api/jobs/${status.id}/files/result.json`;
   $("ctx-export-cli").textContent = r.command;
   $("ctx-export-rust").textContent = r.rust;
+  $("ctx-export-inseq").textContent = r.inseq_command;
+  $("ctx-export-inseq-python").textContent = r.inseq_python;
+  $("ctx-export-inseq-notes").replaceChildren(...r.inseq_notes.map((n) => el("li", {}, n)));
   const first = out.cci_scores[0];
   if (first) { ctx.selected = first.cti_idx; showCues(first.cti_idx); } else showCues(null);
 }
