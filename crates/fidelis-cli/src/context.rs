@@ -89,6 +89,7 @@ pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
     cfg.cci_topk = args.cci_topk;
     cfg.cci_target = args.target;
     cfg.attribution = args.token.config(model)?;
+    cfg.inseq_compat = args.inseq_compat;
     Ok(cfg)
 }
 
