@@ -270,10 +270,10 @@ pub fn attribute_context_with_progress(
         stage(STAGE_CCI, step, cti.ranked.len())?;
         let site = cci_site(model, cfg, &runs, &noctx_logits, &output_current, j)?;
         let pc = site.position;
-        let token = runs.contextual.ids[pc];
-        let contrast = argmax(&site.contrast_logits);
+        let token = site.sequence[pc];
+        let contrast = site.contrast;
         let target = cci_target(cfg.cci_target, token, contrast, site.contrast_logits);
-        let prefix = &runs.contextual.ids[..pc];
+        let prefix = &site.sequence[..pc];
         let attr = attribute_tokens(&model.transformer, prefix, &target, &cfg.attribution)?;
         let input_scores = attr.scores[runs.input_context.clone()].to_vec();
         let output_scores = runs
@@ -295,7 +295,7 @@ pub fn attribute_context_with_progress(
             cti_token: runs.contextual.tokens[runs.current_ctx.start + j].clone(),
             cti_score: score,
             contrast_token: crate::prompt::display_token(&model.tokenizer, contrast),
-            contextual_output: decode(&runs.contextual.ids[..=pc])?,
+            contextual_output: decode(&site.sequence[..=pc])?,
             contextless_output: decode(&ctxless_ids)?,
             target_value: attr.target_value,
             input_context_scores: input_scores,
@@ -343,8 +343,12 @@ pub fn attribute_context_with_progress(
 
 /// Where CCI attributes one context-sensitive token and what its contrast is compared with.
 struct CciSite {
-    /// The position of the attributed token in the contextual sequence.
+    /// The sequence whose prefix is attributed (the contextual sequence by default).
+    sequence: Vec<u32>,
+    /// The position of the attributed token in `sequence`.
     position: usize,
+    /// The contrast token.
+    contrast: u32,
     /// The contextless tokens the contrast follows.
     contrast_prefix: Vec<u32>,
     /// The contextless model's next-token logits after them, `[d_vocab]`.
@@ -352,19 +356,22 @@ struct CciSite {
 }
 
 /// The CCI site of output token `j`. By default it is that token itself, and its contrast is
-/// the contextless run's prediction at the same output position (the force-decoded contextless
-/// sequence up to it).
+/// the contextless run's own next token at the same output position (the force-decoded
+/// contextless sequence up to it).
 ///
 /// With [`PecoreConfig::inseq_compat`] it is what Inseq 0.7.1's `attribute_context` computes
-/// from strings (`generate_contextless_output` and `pos_start`): the output text is tokenized on
-/// its own, the contrast continues the text `contextless input + separator + the first j of
-/// those tokens` by one greedy token, and the attributed position is `j` counted from where
-/// those tokens start at the end of the contextual sequence. The two agree when the output's
-/// standalone tokens are its tokens in context; they differ when the separator is a token of
-/// its own (Inseq then attributes the next token under token `j`'s name), for `j = 0` when the
-/// output's first token carries the separator's space (Inseq's contrast then follows a lone
-/// separator token), and when the standalone first word tokenizes differently (a word-level
-/// vocabulary's unknown token).
+/// through texts (`generate_contextless_output`, `pos_start`): the output text is tokenized on
+/// its own; the contrast continues the text `contextless input + separator + the first j of
+/// those tokens` by one greedy token, and that continuation is decoded and tokenized again
+/// (its last token is the contrast, the tokens before it the contrast's prefix); the attributed
+/// sequence is the contextual text up to output token `j`, decoded and tokenized again, at the
+/// position `j` counted from where the standalone tokens would start at the end of the
+/// contextual sequence. The two agree when the output's standalone tokens are its tokens in
+/// context and texts round-trip through the tokenizer. They differ when the separator is a
+/// token of its own (Inseq then attributes the next token under token `j`'s name), for `j = 0`
+/// when the output's first token carries the separator's space (Inseq's contrast then follows
+/// a lone separator token, and may merge with it on re-tokenization), and when the standalone
+/// first word tokenizes differently (a word-level vocabulary's unknown token).
 fn cci_site(
     model: &Model,
     cfg: &PecoreConfig,
@@ -374,46 +381,77 @@ fn cci_site(
     j: usize,
 ) -> Result<CciSite> {
     let vocab = model.config().d_vocab;
+    let last_row = |logits: &[f32], n: usize| logits[(n - 1) * vocab..n * vocab].to_vec();
     if !cfg.inseq_compat {
         let pn = runs.current_noctx.start + j;
+        let contrast_logits = last_row(noctx_logits, pn);
         return Ok(CciSite {
+            sequence: runs.contextual.ids.clone(),
             position: runs.current_ctx.start + j,
+            contrast: argmax(&contrast_logits),
             contrast_prefix: runs.contextless.ids[..pn].to_vec(),
-            contrast_logits: noctx_logits[(pn - 1) * vocab..pn * vocab].to_vec(),
+            contrast_logits,
         });
     }
     let tok = &model.tokenizer;
     let special = [tok.bos_id(), tok.eos_id()];
-    let standalone: Vec<u32> = tok
-        .encode(output_current)?
-        .into_iter()
-        .filter(|id| !special.contains(&Some(*id)))
-        .collect();
-    let n = runs.contextual.ids.len();
-    let position = (n + j)
-        .checked_sub(standalone.len())
-        .filter(|&p| p > 0 && p < n);
-    let Some(position) = position else {
+    let plain = |ids: &[u32]| -> Vec<u32> {
+        ids.iter()
+            .copied()
+            .filter(|id| !special.contains(&Some(*id)))
+            .collect()
+    };
+    let tokenize =
+        |text: &str| -> Result<Vec<u32>> { Ok(Layout::new(tok, text, add_bos(cfg))?.ids) };
+    let standalone = plain(&tok.encode(output_current)?);
+    let contextual = plain(&runs.contextual.ids);
+    let bos = usize::from(add_bos(cfg) && tok.bos_id().is_some());
+    // Inseq slices the contextual tokens at `len − standalone + j + 1` (a Python slice, so
+    // past the end is the end) and attributes position `len − standalone + j` (+ BOS).
+    let cut = (contextual.len() + j + 1).checked_sub(standalone.len());
+    let sequence = match cut {
+        Some(cut) => {
+            let text = tok.decode(&contextual[..cut.min(contextual.len())])?;
+            tokenize(text.trim_start_matches(' '))?
+        }
+        None => Vec::new(),
+    };
+    let position = cut.map(|c| c - 1 + bos);
+    let Some(position) = position.filter(|&p| p > 0 && p < sequence.len()) else {
         return Err(ContextError::Options(format!(
-            "--inseq-compat: Inseq's CCI has no token to attribute for output token {j} (the output \
-             is {} tokens on its own, {} after the input)",
+            "Inseq compatibility: Inseq's CCI has no token to attribute for output token {j} \
+             (the output is {} tokens on its own, {} after the input)",
             standalone.len(),
             runs.current_ctx.len()
         )));
     };
     let head = tok.decode(&standalone[..j])?;
     let text = concat_with_sep(&runs.contextless_prompt, &head, &cfg.separator);
-    let contrast_prefix = Layout::new(tok, &text, add_bos(cfg))?.ids;
-    check_length(model, contrast_prefix.len() + 1)?;
+    let prompt = tokenize(&text)?;
+    check_length(model, prompt.len() + 1)?;
+    if prompt.is_empty() {
+        return Err(ContextError::Empty("the contextless input (no tokens)"));
+    }
+    let mut continued = plain(&prompt);
+    continued.push(argmax(&last_row(
+        &next_token_logits(model, &prompt)?,
+        prompt.len(),
+    )));
+    let mut contrast_prefix = tokenize(&tok.decode(&continued)?)?;
+    let contrast = contrast_prefix.pop().unwrap_or_default();
     if contrast_prefix.is_empty() {
         return Err(ContextError::Empty("the contextless input (no tokens)"));
     }
-    let logits = next_token_logits(model, &contrast_prefix)?;
-    let last = contrast_prefix.len() - 1;
+    let contrast_logits = last_row(
+        &next_token_logits(model, &contrast_prefix)?,
+        contrast_prefix.len(),
+    );
     Ok(CciSite {
+        sequence,
         position,
-        contrast_logits: logits[last * vocab..(last + 1) * vocab].to_vec(),
+        contrast,
         contrast_prefix,
+        contrast_logits,
     })
 }
 
