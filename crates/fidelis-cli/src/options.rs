@@ -575,7 +575,8 @@ pub struct ContextOptions {
     #[arg(
         long,
         help_heading = "Inputs (PECoRe's texts and templates)",
-        alias = "contextless_input_template",
+        visible_alias = "contextless-input-current-text",
+        aliases = ["contextless_input_template", "contextless_input_current_text"],
         default_value = "{current}"
     )]
     pub contextless_input_template: String,
