@@ -408,7 +408,9 @@ fn cci_site(
     let bos = usize::from(add_bos(cfg) && tok.bos_id().is_some());
     // Inseq slices the contextual tokens at `len − standalone + j + 1` (a Python slice, so
     // past the end is the end) and attributes position `len − standalone + j` (+ BOS).
-    let cut = (contextual.len() + j + 1).checked_sub(standalone.len());
+    let cut = (contextual.len() + j + 1)
+        .checked_sub(standalone.len())
+        .filter(|&c| c > 0);
     let sequence = match cut {
         Some(cut) => {
             let text = tok.decode(&contextual[..cut.min(contextual.len())])?;

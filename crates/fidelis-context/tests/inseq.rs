@@ -211,4 +211,45 @@ fn pecore_agrees_with_inseq_on_smollm2() {
     let fixture = fixture("smollm2.json");
     agrees_with_inseq(&model, &fixture);
     forced_cti_agrees_by_default(&model, &fixture);
+    // "42" is the tokens " ", "4", "2" after the question but "4", "2" on its own: Inseq's CCI
+    // has no token to attribute for the last one (Inseq 0.7.1 raises "Start and end
+    // attribution positions cannot be the same"); Fidelis says so, and attributes it by default.
+    let mut cfg = PecoreConfig::new(
+        "Zembla is a small country. It has 42 lakes and 7 rivers.",
+        "How many lakes does Zembla have?",
+    );
+    cfg.output_current = Some("42".into());
+    cfg.add_bos = false;
+    cfg.cti_std = None;
+    cfg.cti_topk = Some(1);
+    let out = attribute_context(&model, &cfg).unwrap();
+    assert_eq!(out.output_current_tokens, [" ", "4", "2"]);
+    assert_eq!(out.cci_scores[0].cti_idx, 2, "{:?}", out.cti_scores);
+    cfg.inseq_compat = true;
+    let err = attribute_context(&model, &cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("Inseq's CCI has no token to attribute for output token 2"),
+        "{err}"
+    );
+}
+
+/// Inseq has no chat-template mode, so compatibility with it and `--chat` do not combine.
+#[test]
+fn inseq_compat_refuses_a_chat_template() {
+    let model = organism();
+    let mut cfg = PecoreConfig::new(
+        "Context: The key is in the red box.",
+        "Question: Where is the key? Answer:",
+    );
+    cfg.chat = Some(
+        fidelis_context::prompt::ChatTemplate::new(
+            "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>",
+            "",
+            "<|endoftext|>",
+        )
+        .unwrap(),
+    );
+    cfg.inseq_compat = true;
+    let err = attribute_context(&model, &cfg).unwrap_err().to_string();
+    assert!(err.contains("Inseq has no chat template mode"), "{err}");
 }
