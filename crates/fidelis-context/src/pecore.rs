@@ -357,9 +357,32 @@ struct CciSite {
 
 /// The CCI site of output token `j`. By default it is that token itself, and its contrast is
 /// the contextless run's own next token at the same output position (the force-decoded
-/// contextless sequence up to it).
-///
-/// With [`PecoreConfig::inseq_compat`] it is what Inseq 0.7.1's `attribute_context` computes
+/// contextless sequence up to it). With [`PecoreConfig::inseq_compat`], Inseq's
+/// ([`inseq_cci_site`]).
+fn cci_site(
+    model: &Model,
+    cfg: &PecoreConfig,
+    runs: &Runs,
+    noctx_logits: &[f32],
+    output_current: &str,
+    j: usize,
+) -> Result<CciSite> {
+    if cfg.inseq_compat {
+        return inseq_cci_site(model, cfg, runs, output_current, j);
+    }
+    let vocab = model.config().d_vocab;
+    let pn = runs.current_noctx.start + j;
+    let contrast_logits = noctx_logits[(pn - 1) * vocab..pn * vocab].to_vec();
+    Ok(CciSite {
+        sequence: runs.contextual.ids.clone(),
+        position: runs.current_ctx.start + j,
+        contrast: argmax(&contrast_logits),
+        contrast_prefix: runs.contextless.ids[..pn].to_vec(),
+        contrast_logits,
+    })
+}
+
+/// The CCI site of output token `j` as Inseq 0.7.1's `attribute_context` computes it
 /// through texts (`generate_contextless_output`, `pos_start`): the output text is tokenized on
 /// its own; the contrast continues the text `contextless input + separator + the first j of
 /// those tokens` by one greedy token, and that continuation is decoded and tokenized again
@@ -372,27 +395,15 @@ struct CciSite {
 /// when the output's first token carries the separator's space (Inseq's contrast then follows
 /// a lone separator token, and may merge with it on re-tokenization), and when the standalone
 /// first word tokenizes differently (a word-level vocabulary's unknown token).
-fn cci_site(
+fn inseq_cci_site(
     model: &Model,
     cfg: &PecoreConfig,
     runs: &Runs,
-    noctx_logits: &[f32],
     output_current: &str,
     j: usize,
 ) -> Result<CciSite> {
     let vocab = model.config().d_vocab;
     let last_row = |logits: &[f32], n: usize| logits[(n - 1) * vocab..n * vocab].to_vec();
-    if !cfg.inseq_compat {
-        let pn = runs.current_noctx.start + j;
-        let contrast_logits = last_row(noctx_logits, pn);
-        return Ok(CciSite {
-            sequence: runs.contextual.ids.clone(),
-            position: runs.current_ctx.start + j,
-            contrast: argmax(&contrast_logits),
-            contrast_prefix: runs.contextless.ids[..pn].to_vec(),
-            contrast_logits,
-        });
-    }
     let tok = &model.tokenizer;
     let special = [tok.bos_id(), tok.eos_id()];
     let plain = |ids: &[u32]| -> Vec<u32> {
