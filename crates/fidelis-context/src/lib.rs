@@ -16,7 +16,7 @@
 //!    distributions ([`CtiMetric`]: KL divergence by default, probability difference, P-CXMI,
 //!    oriented as in Inseq). Every token after the contextless input is an output token, as in
 //!    Inseq. Tokens with `|score| ≥ mean + λ·std` (λ = 1) are selected, optionally the top k
-//!    ([`select`]).
+//!    ([`select`](mod@select)).
 //! 3. **CCI** (contextual cue imputation). For each selected token, the contextless model's own
 //!    next token is the contrast; the contrastive target (by default `p(token) − p(contrast)`
 //!    on the contextual input) is attributed to the input and output context tokens with a
