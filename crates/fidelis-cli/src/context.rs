@@ -89,6 +89,7 @@ pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
     cfg.cci_topk = args.cci_topk;
     cfg.cci_target = args.target;
     cfg.attribution = args.token.config(model)?;
+    cfg.inseq_compat = args.inseq_compat;
     Ok(cfg)
 }
 
@@ -169,6 +170,8 @@ mod inseq_names {
             "In the box.",
             "--input_template",
             "{context} {current}",
+            "--contextless_input_current_text",
+            "Q: {current}",
             "--context_sensitivity_metric",
             "kl_divergence",
             "--context_sensitivity_std_threshold",
@@ -199,6 +202,8 @@ mod inseq_names {
             "Where is the key?",
             "--output-current",
             "In the box.",
+            "--contextless-input-template",
+            "Q: {current}",
             "--cti-metric",
             "kl",
             "--cti-std",

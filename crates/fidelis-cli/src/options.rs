@@ -579,7 +579,8 @@ pub struct ContextOptions {
     #[arg(
         long,
         help_heading = "Inputs (PECoRe's texts and templates)",
-        alias = "contextless_input_template",
+        visible_alias = "contextless-input-current-text",
+        aliases = ["contextless_input_template", "contextless_input_current_text"],
         default_value = "{current}"
     )]
     pub contextless_input_template: String,
@@ -625,6 +626,13 @@ pub struct ContextOptions {
     /// At most this many cues per token.
     #[arg(long, help_heading = "Step 2: contextual cues (CCI)", visible_alias = "attribution-topk", aliases = ["attribution_topk"])]
     pub cci_topk: Option<usize>,
+    /// Reproduce Inseq 0.7.1's attribute-context where Fidelis differs on purpose: generate after
+    /// the whole separator (the prompt ends with it; `--max-new-tokens` counts after it), and
+    /// take each CCI contrast as Inseq does, by continuing the text of the output's standalone
+    /// tokens (docs/inseq.md). With `--no-bos` for tokenizers that add no BOS (GPT-2, SmolLM2),
+    /// the results are Inseq's.
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)")]
+    pub inseq_compat: bool,
 }
 
 impl Default for ContextOptions {
@@ -648,6 +656,7 @@ impl Default for ContextOptions {
             target: TargetFunction::ContrastProbDiff,
             cci_std: 1.0,
             cci_topk: None,
+            inseq_compat: false,
         }
     }
 }

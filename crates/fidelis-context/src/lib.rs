@@ -13,9 +13,10 @@
 //!    with minijinja as transformers renders it).
 //! 2. **CTI** (context-sensitive token identification). The same output is force-decoded with
 //!    and without the context; each output token gets a score from the two next-token
-//!    distributions ([`CtiMetric`]: KL divergence by default, probability difference, P-CXMI).
-//!    Tokens with `|score| ≥ mean + λ·std` (λ = 1) are selected, optionally the top k
-//!    ([`select`]).
+//!    distributions ([`CtiMetric`]: KL divergence by default, probability difference, P-CXMI,
+//!    oriented as in Inseq). Every token after the contextless input is an output token, as in
+//!    Inseq. Tokens with `|score| ≥ mean + λ·std` (λ = 1) are selected, optionally the top k
+//!    ([`select`](mod@select)).
 //! 3. **CCI** (contextual cue imputation). For each selected token, the contextless model's own
 //!    next token is the contrast; the contrastive target (by default `p(token) − p(contrast)`
 //!    on the contextual input) is attributed to the input and output context tokens with a
@@ -25,6 +26,11 @@
 //!    (`input_context_tokens`, `output_current_tokens`, `cti_scores`, `cci_scores` with the
 //!    contrast, score and cue scores); [`render`] draws it in a terminal or as one
 //!    self-contained HTML page.
+//!
+//! Fidelis matches Inseq 0.7.1's `attribute-context` (checked on fixtures Inseq wrote, see
+//! docs/inseq.md) except in two deliberate points that [`PecoreConfig::inseq_compat`] turns
+//! into Inseq's behaviour: the generation prompt (Inseq's ends with the separator) and how the
+//! CCI contrast is found (Inseq's goes through texts and the output's standalone tokens).
 //!
 //! Bad input is an error that names the problem: empty texts, a template without `{current}`,
 //! a contextual sequence longer than the model's window, an output that tokenizes differently

@@ -61,6 +61,11 @@ pub struct PecoreConfig {
     pub cci_std: Option<f32>,
     /// Keep at most this many cues per token.
     pub cci_topk: Option<usize>,
+    /// Reproduce Inseq 0.7.1's `attribute-context` where Fidelis deliberately differs: generate
+    /// after the whole separator (the prompt ends with it) rather than leaving its trailing
+    /// whitespace to the model, and build each CCI contrast as Inseq does, from the text of the
+    /// output's standalone tokens (see [`attribute_context`] and docs/inseq.md).
+    pub inseq_compat: bool,
 }
 
 impl PecoreConfig {
@@ -87,6 +92,7 @@ impl PecoreConfig {
             cci_target: TargetFunction::ContrastProbDiff,
             cci_std: Some(1.0),
             cci_topk: None,
+            inseq_compat: false,
         }
     }
 }
@@ -172,6 +178,8 @@ pub struct Info {
     pub chat_template: bool,
     /// Whether the output was generated (rather than given).
     pub generated: bool,
+    /// Whether Inseq's own behaviour was reproduced where Fidelis differs by default.
+    pub inseq_compat: bool,
     /// The full contextual text that was force-decoded.
     pub contextual_text: String,
     /// The full contextless text that was force-decoded.
@@ -184,9 +192,12 @@ struct Runs {
     contextless: Layout,
     input_context: std::ops::Range<usize>,
     output_context: Option<std::ops::Range<usize>>,
-    /// Output current tokens in the contextual and the contextless sequence.
+    /// Output current tokens in the contextual and the contextless sequence: every token after
+    /// the contextless input, as in Inseq (the separator too when it is a token of its own).
     current_ctx: std::ops::Range<usize>,
     current_noctx: std::ops::Range<usize>,
+    /// The contextless input with the separator, the text Inseq continues for a CCI contrast.
+    contextless_prompt: String,
 }
 
 /// The stage of generating the output (when it is not given).
@@ -257,12 +268,12 @@ pub fn attribute_context_with_progress(
     let mut cci_scores = Vec::with_capacity(cti.ranked.len());
     for (step, &(j, score)) in cti.ranked.iter().enumerate() {
         stage(STAGE_CCI, step, cti.ranked.len())?;
-        let (pc, pn) = (runs.current_ctx.start + j, runs.current_noctx.start + j);
-        let token = runs.contextual.ids[pc];
-        let contextless_row = row(&noctx_logits, pn - 1);
-        let contrast = argmax(&contextless_row);
-        let target = cci_target(cfg.cci_target, token, contrast, contextless_row);
-        let prefix = &runs.contextual.ids[..pc];
+        let site = cci_site(model, cfg, &runs, &noctx_logits, &output_current, j)?;
+        let pc = site.position;
+        let token = site.sequence[pc];
+        let contrast = site.contrast;
+        let target = cci_target(cfg.cci_target, token, contrast, site.contrast_logits);
+        let prefix = &site.sequence[..pc];
         let attr = attribute_tokens(&model.transformer, prefix, &target, &cfg.attribution)?;
         let input_scores = attr.scores[runs.input_context.clone()].to_vec();
         let output_scores = runs
@@ -277,14 +288,14 @@ pub fn attribute_context_with_progress(
         let cues = select(&all, cfg.cci_std, cfg.cci_topk)?;
         let n_in = input_scores.len();
         let decode = |ids: &[u32]| model.tokenizer.decode(ids);
-        let mut ctxless_ids = runs.contextless.ids[..pn].to_vec();
+        let mut ctxless_ids = site.contrast_prefix;
         ctxless_ids.push(contrast);
         cci_scores.push(CciOutput {
             cti_idx: j,
-            cti_token: runs.contextual.tokens[pc].clone(),
+            cti_token: runs.contextual.tokens[runs.current_ctx.start + j].clone(),
             cti_score: score,
             contrast_token: crate::prompt::display_token(&model.tokenizer, contrast),
-            contextual_output: decode(&runs.contextual.ids[..=pc])?,
+            contextual_output: decode(&site.sequence[..=pc])?,
             contextless_output: decode(&ctxless_ids)?,
             target_value: attr.target_value,
             input_context_scores: input_scores,
@@ -323,9 +334,137 @@ pub fn attribute_context_with_progress(
             separator: cfg.separator.clone(),
             chat_template: cfg.chat.is_some(),
             generated,
+            inseq_compat: cfg.inseq_compat,
             contextual_text: runs.contextual.text.clone(),
             contextless_text: runs.contextless.text.clone(),
         },
+    })
+}
+
+/// Where CCI attributes one context-sensitive token and what its contrast is compared with.
+struct CciSite {
+    /// The sequence whose prefix is attributed (the contextual sequence by default).
+    sequence: Vec<u32>,
+    /// The position of the attributed token in `sequence`.
+    position: usize,
+    /// The contrast token.
+    contrast: u32,
+    /// The contextless tokens the contrast follows.
+    contrast_prefix: Vec<u32>,
+    /// The contextless model's next-token logits after them, `[d_vocab]`.
+    contrast_logits: Vec<f32>,
+}
+
+/// The CCI site of output token `j`. By default it is that token itself, and its contrast is
+/// the contextless run's own next token at the same output position (the force-decoded
+/// contextless sequence up to it). With [`PecoreConfig::inseq_compat`], Inseq's
+/// ([`inseq_cci_site`]).
+fn cci_site(
+    model: &Model,
+    cfg: &PecoreConfig,
+    runs: &Runs,
+    noctx_logits: &[f32],
+    output_current: &str,
+    j: usize,
+) -> Result<CciSite> {
+    if cfg.inseq_compat {
+        return inseq_cci_site(model, cfg, runs, output_current, j);
+    }
+    let vocab = model.config().d_vocab;
+    let pn = runs.current_noctx.start + j;
+    let contrast_logits = noctx_logits[(pn - 1) * vocab..pn * vocab].to_vec();
+    Ok(CciSite {
+        sequence: runs.contextual.ids.clone(),
+        position: runs.current_ctx.start + j,
+        contrast: argmax(&contrast_logits),
+        contrast_prefix: runs.contextless.ids[..pn].to_vec(),
+        contrast_logits,
+    })
+}
+
+/// The CCI site of output token `j` as Inseq 0.7.1's `attribute_context` computes it
+/// through texts (`generate_contextless_output`, `pos_start`): the output text is tokenized on
+/// its own; the contrast continues the text `contextless input + separator + the first j of
+/// those tokens` by one greedy token, and that continuation is decoded and tokenized again
+/// (its last token is the contrast, the tokens before it the contrast's prefix); the attributed
+/// sequence is the contextual text up to output token `j`, decoded and tokenized again, at the
+/// position `j` counted from where the standalone tokens would start at the end of the
+/// contextual sequence. The two agree when the output's standalone tokens are its tokens in
+/// context and texts round-trip through the tokenizer. They differ when the separator is a
+/// token of its own (Inseq then attributes the next token under token `j`'s name), for `j = 0`
+/// when the output's first token carries the separator's space (Inseq's contrast then follows
+/// a lone separator token, and may merge with it on re-tokenization), and when the standalone
+/// first word tokenizes differently (a word-level vocabulary's unknown token).
+fn inseq_cci_site(
+    model: &Model,
+    cfg: &PecoreConfig,
+    runs: &Runs,
+    output_current: &str,
+    j: usize,
+) -> Result<CciSite> {
+    let vocab = model.config().d_vocab;
+    let last_row = |logits: &[f32], n: usize| logits[(n - 1) * vocab..n * vocab].to_vec();
+    let tok = &model.tokenizer;
+    let special = [tok.bos_id(), tok.eos_id()];
+    let plain = |ids: &[u32]| -> Vec<u32> {
+        ids.iter()
+            .copied()
+            .filter(|id| !special.contains(&Some(*id)))
+            .collect()
+    };
+    let tokenize =
+        |text: &str| -> Result<Vec<u32>> { Ok(Layout::new(tok, text, add_bos(cfg))?.ids) };
+    let standalone = plain(&tok.encode(output_current)?);
+    let contextual = plain(&runs.contextual.ids);
+    let bos = usize::from(add_bos(cfg) && tok.bos_id().is_some());
+    // Inseq slices the contextual tokens at `len − standalone + j + 1` (a Python slice, so
+    // past the end is the end) and attributes position `len − standalone + j` (+ BOS).
+    let cut = (contextual.len() + j + 1)
+        .checked_sub(standalone.len())
+        .filter(|&c| c > 0);
+    let sequence = match cut {
+        Some(cut) => {
+            let text = tok.decode(&contextual[..cut.min(contextual.len())])?;
+            tokenize(text.trim_start_matches(' '))?
+        }
+        None => Vec::new(),
+    };
+    let position = cut.map(|c| c - 1 + bos);
+    let Some(position) = position.filter(|&p| p > 0 && p < sequence.len()) else {
+        return Err(ContextError::Options(format!(
+            "Inseq compatibility: Inseq's CCI has no token to attribute for output token {j} \
+             (the output is {} tokens on its own, {} after the input)",
+            standalone.len(),
+            runs.current_ctx.len()
+        )));
+    };
+    let head = tok.decode(&standalone[..j])?;
+    let text = concat_with_sep(&runs.contextless_prompt, &head, &cfg.separator);
+    let prompt = tokenize(&text)?;
+    check_length(model, prompt.len() + 1)?;
+    if prompt.is_empty() {
+        return Err(ContextError::Empty("the contextless input (no tokens)"));
+    }
+    let mut continued = plain(&prompt);
+    continued.push(argmax(&last_row(
+        &next_token_logits(model, &prompt)?,
+        prompt.len(),
+    )));
+    let mut contrast_prefix = tokenize(&tok.decode(&continued)?)?;
+    let contrast = contrast_prefix.pop().unwrap_or_default();
+    if contrast_prefix.is_empty() {
+        return Err(ContextError::Empty("the contextless input (no tokens)"));
+    }
+    let contrast_logits = last_row(
+        &next_token_logits(model, &contrast_prefix)?,
+        contrast_prefix.len(),
+    );
+    Ok(CciSite {
+        sequence,
+        position,
+        contrast,
+        contrast_prefix,
+        contrast_logits,
     })
 }
 
@@ -372,6 +511,13 @@ fn check(cfg: &PecoreConfig) -> Result<()> {
         && o.trim().is_empty()
     {
         return Err(ContextError::Empty("the output context"));
+    }
+    if cfg.inseq_compat && cfg.chat.is_some() {
+        return Err(ContextError::Options(
+            "Inseq compatibility is for plain templates; Inseq has no chat template mode (write the \
+             chat markup into the templates instead)"
+                .into(),
+        ));
     }
     if cfg.max_new_tokens == 0 && cfg.output_current.is_none() {
         return Err(ContextError::Options(
@@ -422,8 +568,10 @@ fn generate(model: &Model, cfg: &PecoreConfig, output_template: &str) -> Result<
         None => String::new(),
     };
     let (prompt, _) = join(cfg, &wrapped, &prefix);
-    // A trailing space would be a token of its own that BPE models rarely see before a word.
-    let prompt = if cfg.chat.is_some() {
+    // A trailing space would be a token of its own that BPE models rarely see before a word
+    // (and a word-level vocabulary cannot spell): by default the model writes it. Inseq
+    // generates after the whole separator, and `max_new_tokens` counts from there.
+    let prompt = if cfg.chat.is_some() || cfg.inseq_compat {
         prompt
     } else {
         prompt.trim_end().to_string()
@@ -462,6 +610,16 @@ fn check_length(model: &Model, tokens: usize) -> Result<()> {
     Ok(())
 }
 
+/// The contextless input as Inseq joins it to the output: the separator appended (unless the
+/// input already ends with it), or the chat template's open assistant turn.
+fn contextless_prompt(cfg: &PecoreConfig, wrapped_less: &str) -> String {
+    if cfg.chat.is_some() {
+        wrapped_less.to_string()
+    } else {
+        concat_with_sep(wrapped_less, "", &cfg.separator)
+    }
+}
+
 fn layout(model: &Model, cfg: &PecoreConfig, output_template: &str, current: &str) -> Result<Runs> {
     let tok = &model.tokenizer;
     let input = format_template(
@@ -481,43 +639,53 @@ fn layout(model: &Model, cfg: &PecoreConfig, output_template: &str, current: &st
         Some(r) => Some(contextual.positions(&shift(r, out_start), "output context")?),
         None => None,
     };
-    let (current_ctx, straddle_ctx) = contextual.overlapping(&shift(&output.current, out_start));
 
     let less = format_template(&cfg.contextless_input_template, &cfg.input_current, None)?;
     let (wrapped_less, _) = wrap_input(cfg, &less.text)?;
-    let (text_less, less_start) = join(cfg, &wrapped_less, current);
+    let (text_less, _) = join(cfg, &wrapped_less, current);
     let contextless = Layout::new(tok, &text_less, add_bos(cfg))?;
-    let (current_noctx, straddle_less) =
-        contextless.overlapping(&(less_start..less_start + current.len()));
-
-    let ids_ctx = &contextual.ids[current_ctx.clone()];
-    let ids_less = &contextless.ids[current_noctx.clone()];
-    let ends_both =
-        current_ctx.end == contextual.ids.len() && current_noctx.end == contextless.ids.len();
-    let straddles = straddle_ctx.is_some() || straddle_less.is_some();
-    if ids_ctx != ids_less
-        || straddles
-        || !ends_both
-        || current_ctx.is_empty()
-        || current_ctx.start == 0
-        || current_noctx.start == 0
-    {
+    // Inseq's CTI force-decodes `input + separator + output` from the input with its trailing
+    // spaces stripped: every token after that input is an output token, the separator too when
+    // it is a token of its own (a lone space before digits in SmolLM2).
+    let prompt_less = contextless_prompt(cfg, &wrapped_less);
+    let prompt_less = if cfg.chat.is_some() {
+        prompt_less.as_str()
+    } else {
+        prompt_less.trim_end_matches(' ')
+    };
+    let prefix = Layout::new(tok, prompt_less, add_bos(cfg))?.ids;
+    let n0 = prefix.len();
+    let n_out = contextless.ids.len().saturating_sub(n0);
+    // The contextual run's output tokens are its last n_out tokens (Inseq aligns the two runs
+    // from the end); Fidelis checks that they are the same tokens.
+    let start_ctx = contextual.ids.len().saturating_sub(n_out);
+    let after_context = input_context
+        .end
+        .max(output_context.as_ref().map_or(0, |r| r.end));
+    let aligned = n0 > 0
+        && n_out > 0
+        && contextless.ids.starts_with(&prefix)
+        && start_ctx >= after_context.max(1)
+        && contextual.ids[start_ctx..] == contextless.ids[n0..];
+    if !aligned {
+        let with_context = contextual.overlapping(&shift(&output.current, out_start)).0;
         return Err(ContextError::TokenizationMismatch {
             output: current.to_string(),
-            with_context: contextual.tokens[current_ctx.clone()].to_vec(),
-            without_context: contextless.tokens[current_noctx.clone()].to_vec(),
+            with_context: contextual.tokens[with_context].to_vec(),
+            without_context: contextless.tokens[n0.min(contextless.ids.len())..].to_vec(),
         });
     }
     if input_context.is_empty() {
         return Err(ContextError::Empty("the input context (no tokens)"));
     }
     Ok(Runs {
+        current_ctx: start_ctx..contextual.ids.len(),
+        current_noctx: n0..contextless.ids.len(),
+        contextless_prompt: contextless_prompt(cfg, &wrapped_less),
         contextual,
         contextless,
         input_context,
         output_context,
-        current_ctx,
-        current_noctx,
     })
 }
 

@@ -70,7 +70,13 @@ fn cti_scores_equal_an_independent_two_distribution_computation() {
     for name in ["tiny-gpt2", "tiny-llama-gqa"] {
         let model = load(name);
         let tok = &model.tokenizer;
-        for metric in [CtiMetric::Kl, CtiMetric::CtxProbDiff, CtiMetric::Pcxmi] {
+        for metric in [
+            CtiMetric::Kl,
+            CtiMetric::KlCtx,
+            CtiMetric::ContrastProbDiff,
+            CtiMetric::CtxProbDiff,
+            CtiMetric::Pcxmi,
+        ] {
             let mut cfg = example();
             cfg.cti_metric = metric;
             cfg.cti_std = None;
@@ -91,10 +97,18 @@ fn cti_scores_equal_an_independent_two_distribution_computation() {
                 let p = next_logprobs(&model, &ctx_ids[..pc]);
                 let q = next_logprobs(&model, &less_ids[..pn]);
                 let t = ctx_ids[pc] as usize;
+                // p contextual, q contextless; Inseq's orientation (the contextless run is
+                // its original, the contextual run its contrast) for kl, contrast-prob-diff
+                // and pcxmi (in bits).
+                let kl = |a: &[f64], b: &[f64]| -> f64 {
+                    a.iter().zip(b).map(|(x, y)| x.exp() * (x - y)).sum()
+                };
                 let want = match metric {
-                    CtiMetric::Kl => p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum(),
+                    CtiMetric::Kl => kl(&q, &p),
+                    CtiMetric::KlCtx => kl(&p, &q),
+                    CtiMetric::ContrastProbDiff => q[t].exp() - p[t].exp(),
                     CtiMetric::CtxProbDiff => p[t].exp() - q[t].exp(),
-                    CtiMetric::Pcxmi => p[t] - q[t],
+                    CtiMetric::Pcxmi => (p[t] - q[t]) / std::f64::consts::LN_2,
                 };
                 let got = f64::from(out.cti_scores[j]);
                 assert!(

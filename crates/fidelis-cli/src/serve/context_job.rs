@@ -306,6 +306,9 @@ pub fn rust_snippet(model: &str, device: &str, o: &ContextOptions) -> String {
     if let Some(k) = o.cci_topk {
         s += &format!("    cfg.cci_topk = Some({k});\n");
     }
+    if o.inseq_compat {
+        s += "    cfg.inseq_compat = true;\n";
+    }
     s += "    let out = attribute_context(&model, &cfg)?;\n";
     s += "    std::fs::write(\"context.json\", serde_json::to_string_pretty(&out)?)?;\n";
     s += "    Ok(())\n}\n";
@@ -379,6 +382,7 @@ mod tests {
             target: TargetFunction::ContrastLogitDiff,
             cci_std: -1.0,
             cci_topk: Some(2),
+            inseq_compat: true,
         }
     }
 
