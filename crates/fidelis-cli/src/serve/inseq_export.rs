@@ -52,8 +52,10 @@ pub const INSEQ_FLAGS: [&str; 22] = [
 /// Inseq's name of a Fidelis CTI metric.
 fn cti_metric(name: &str) -> Option<&'static str> {
     match name {
+        // Fidelis's `kl` and `contrast-prob-diff` are Inseq's definitions (the contextless
+        // run as the original); `kl-ctx` and `ctx-prob-diff` are the other direction and sign.
         "kl" => Some("kl_divergence"),
-        "ctx-prob-diff" | "contrast-prob-diff" => Some("contrast_prob_diff"),
+        "contrast-prob-diff" => Some("contrast_prob_diff"),
         "pcxmi" => Some("pcxmi"),
         _ => None,
     }
@@ -191,6 +193,14 @@ pub fn inseq_arguments(
                 .into(),
         );
     }
+    if !o.inseq_compat {
+        notes.push(
+            "Fidelis ran with its own prompt conventions; with --inseq-compat (and --no-bos) it \
+             generates after the separator and builds the CCI contrasts as Inseq does, which is \
+             what this command reproduces (docs/inseq.md)."
+                .into(),
+        );
+    }
     if !o.no_bos {
         notes.push(
             "Fidelis prepends the model's BOS token here (no --no-bos); Inseq feeds what the \
@@ -269,6 +279,7 @@ mod tests {
             max_new_tokens: 4,
             cti_std: 0.0,
             no_bos: true,
+            inseq_compat: true,
             ..ContextOptions::default()
         }
     }
@@ -353,6 +364,7 @@ mod tests {
     fn gguf_models_hub_ids_and_unmapped_options() {
         let mut o = options();
         o.no_bos = false;
+        o.inseq_compat = false;
         o.target = "log-probability".parse().unwrap();
         o.output_current = Some("in the red box".into());
         let export = inseq_export("smollm2", Path::new("/c/SmolLM2.Q4_1.gguf"), &o);
@@ -375,7 +387,7 @@ mod tests {
             "a forced output generates nothing"
         );
         assert_eq!(at("--attributed_fn"), None);
-        assert_eq!(export.notes.len(), 2, "{:?}", export.notes);
+        assert_eq!(export.notes.len(), 3, "{:?}", export.notes);
         assert!(
             export
                 .python
