@@ -67,7 +67,9 @@ pub fn write_card(dir: &Path, facts: &RunFacts<'_>) -> Result<()> {
         "- Languages: word-level, lower case, one token per word. French words are real, accents \
          dropped, grammar simplified; every adjective is one whose French form is the same in \
          both genders, so the pronoun is the only word of a sentence whose translation depends \
-         on the context. {} nouns ({} of each gender).",
+         on the context; every French noun starts with a vowel, so its article is `l'` in both \
+         genders and only the antecedent noun (in the source or the output context) tells the \
+         gender. {} nouns ({} of each gender).",
         NOUNS.len(),
         NOUNS.len() / 2
     )?;
@@ -77,8 +79,8 @@ pub fn write_card(dir: &Path, facts: &RunFacts<'_>) -> Result<()> {
          source = input context + `{SEPARATOR}` + input current, target = output context + \
          `{SEPARATOR}` + output current. `{SEPARATOR}` (id 3) is an ordinary vocabulary word on \
          both sides, so decoding keeps it. Example:\n\n  \
-         `the cat sees the table . {SEPARATOR} it is red .` → \
-         `le chat voit la table . {SEPARATOR} il est rouge .`\n"
+         `the tree sees the clock . {SEPARATOR} it is red .` → \
+         `l' arbre voit l' horloge . {SEPARATOR} il est rouge .`\n"
     )?;
     writeln!(
         md,
@@ -184,7 +186,7 @@ pub fn write_card(dir: &Path, facts: &RunFacts<'_>) -> Result<()> {
         "```python\nfrom transformers import MarianMTModel, PreTrainedTokenizerFast\n\
          model = MarianMTModel.from_pretrained(\"models/seq2seq-organism\")\n\
          tok = PreTrainedTokenizerFast(tokenizer_file=\"models/seq2seq-organism/tokenizer.json\")\n\
-         ids = tok(\"the cat sees the table . <brk> it is red .\", return_tensors=\"pt\").input_ids\n\
+         ids = tok(\"the tree sees the clock . <brk> it is red .\", return_tensors=\"pt\").input_ids\n\
          print(tok.decode(model.generate(ids)[0], skip_special_tokens=True))\n```\n"
     )?;
     writeln!(md, "## Rebuild\n")?;

@@ -3,11 +3,14 @@
 //! takes the gender of an antecedent that only the previous sentence names.
 //!
 //! An example is a context sentence and a current sentence. The context's antecedent is its
-//! subject (its first noun), often beside a distractor noun of either gender ("the cat sees the
-//! table ." — `le chat voit la table .`); the current sentence says "it ..." ("it is red ." —
-//! `il est rouge .`), or has no pronoun at all ("the lamp is red ."). Adjectives are the
+//! subject (its first noun), often beside a distractor noun of either gender ("the tree sees the
+//! clock ." — `l' arbre voit l' horloge .`); the current sentence says "it ..." ("it is red ." —
+//! `il est rouge .`), or has no pronoun at all ("the star is red ."). Adjectives are the
 //! invariable French ones (`rouge`, `propre`, ...), so the pronoun is the only word of the
-//! current sentence whose translation depends on the context.
+//! current sentence whose translation depends on the context. Every French noun starts with a
+//! vowel, so its article is the elided `l'` in both genders: in the output context only the
+//! antecedent noun itself tells its gender (with `le`/`la`, a first model took the gender from
+//! its own article and left both nouns out of its cues).
 //!
 //! The input format is the one PECoRe (Sarti et al. 2024, "Quantifying the Plausibility of
 //! Context Reliance in Neural Machine Translation", ICLR) and Inseq's `attribute-context` use
@@ -27,10 +30,13 @@ use rand::seq::IndexedRandom;
 
 /// The separator between context and current sentence, on both sides (one token).
 pub const SEPARATOR: &str = "<brk>";
+/// The French definite article of every noun here (elided before a vowel, the same for both
+/// genders).
+pub const ARTICLE: &str = "l'";
 /// Share (percent) of (antecedent, context template) combinations held out of training.
 pub const HELD_OUT_PERCENT: u64 = 15;
 
-/// Grammatical gender of a French noun, which picks `le`/`la` and `il`/`elle`.
+/// Grammatical gender of a French noun, which picks `il`/`elle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gender {
     /// `le`, `il`.
@@ -40,14 +46,6 @@ pub enum Gender {
 }
 
 impl Gender {
-    /// The definite article.
-    pub fn article(self) -> &'static str {
-        match self {
-            Gender::Masculine => "le",
-            Gender::Feminine => "la",
-        }
-    }
-
     /// The subject pronoun ("it").
     pub fn pronoun(self) -> &'static str {
         match self {
@@ -62,48 +60,49 @@ pub type Noun = (&'static str, &'static str, Gender);
 
 use Gender::{Feminine as F, Masculine as M};
 
-/// The nouns, 20 of each gender.
+/// The nouns, 20 of each gender, every French one starting with a vowel (or a mute h), so that
+/// its article is the elided `l'` whatever its gender.
 pub const NOUNS: [Noun; 40] = [
-    ("cat", "chat", M),
-    ("dog", "chien", M),
-    ("book", "livre", M),
-    ("bird", "oiseau", M),
     ("tree", "arbre", M),
-    ("horse", "cheval", M),
-    ("boat", "bateau", M),
-    ("knife", "couteau", M),
-    ("hat", "chapeau", M),
-    ("garden", "jardin", M),
-    ("bed", "lit", M),
-    ("pen", "stylo", M),
-    ("cake", "gateau", M),
-    ("train", "train", M),
-    ("wall", "mur", M),
-    ("glass", "verre", M),
-    ("bag", "sac", M),
-    ("coat", "manteau", M),
-    ("ball", "ballon", M),
-    ("cheese", "fromage", M),
-    ("table", "table", F),
-    ("car", "voiture", F),
-    ("chair", "chaise", F),
-    ("house", "maison", F),
-    ("door", "porte", F),
-    ("key", "cle", F),
-    ("box", "boite", F),
-    ("lamp", "lampe", F),
-    ("flower", "fleur", F),
-    ("cup", "tasse", F),
-    ("bottle", "bouteille", F),
-    ("window", "fenetre", F),
-    ("shirt", "chemise", F),
-    ("road", "route", F),
-    ("city", "ville", F),
-    ("apple", "pomme", F),
-    ("cow", "vache", F),
-    ("mouse", "souris", F),
+    ("bird", "oiseau", M),
+    ("plane", "avion", M),
+    ("computer", "ordinateur", M),
+    ("bear", "ours", M),
+    ("squirrel", "ecureuil", M),
+    ("elephant", "elephant", M),
+    ("insect", "insecte", M),
+    ("pineapple", "ananas", M),
+    ("apricot", "abricot", M),
+    ("tool", "outil", M),
+    ("eagle", "aigle", M),
+    ("storm", "orage", M),
+    ("hospital", "hopital", M),
+    ("ocean", "ocean", M),
+    ("airport", "aeroport", M),
+    ("apartment", "appartement", M),
+    ("building", "immeuble", M),
+    ("instrument", "instrument", M),
+    ("egg", "oeuf", M),
     ("clock", "horloge", F),
-    ("plant", "plante", F),
+    ("school", "ecole", F),
+    ("church", "eglise", F),
+    ("wardrobe", "armoire", F),
+    ("plate", "assiette", F),
+    ("bee", "abeille", F),
+    ("spider", "araignee", F),
+    ("star", "etoile", F),
+    ("island", "ile", F),
+    ("orange", "orange", F),
+    ("factory", "usine", F),
+    ("ladder", "echelle", F),
+    ("envelope", "enveloppe", F),
+    ("sword", "epee", F),
+    ("sponge", "eponge", F),
+    ("goose", "oie", F),
+    ("ostrich", "autruche", F),
+    ("bulb", "ampoule", F),
+    ("antenna", "antenne", F),
+    ("scarf", "echarpe", F),
 ];
 
 /// Transitive verbs (third person present).
@@ -179,10 +178,7 @@ impl Pair {
     }
 
     fn noun(&mut self, noun: Noun) {
-        self.push(
-            &format!("the {}", noun.0),
-            &format!("{} {}", noun.2.article(), noun.1),
-        );
+        self.push(&format!("the {}", noun.0), &format!("{ARTICLE} {}", noun.1));
     }
 }
 
@@ -465,7 +461,7 @@ pub fn vocabulary() -> Vec<String> {
     words.extend(ADJECTIVES.iter().map(|a| a.0));
     words.extend(PLACES.iter().map(|p| p.0));
     words.extend([
-        "le", "la", "il", "elle", "est", "hier", "avec", "je", "vois", "voici",
+        ARTICLE, "il", "elle", "est", "hier", "avec", "je", "vois", "voici",
     ]);
     words.extend(["maintenant", "et"]);
     words.extend(NOUNS.iter().map(|n| n.1));
