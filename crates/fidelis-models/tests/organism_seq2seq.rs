@@ -83,6 +83,21 @@ fn committed_organism_is_a_small_marian_with_the_recorded_tokenizer() {
             model.tokenizer.token_str(pronoun).as_deref(),
             r["pronoun"].as_str()
         );
+        // The indices PECoRe checks its cues against point at the antecedent on both sides.
+        let word = |list: &str, at: &str| {
+            model
+                .tokenizer
+                .token_str(ids(&r[list])[index(r, at)])
+                .unwrap()
+        };
+        assert_eq!(
+            word("source_ids", "antecedent_source_index"),
+            r["antecedent"].as_str().unwrap()
+        );
+        assert_eq!(
+            word("target_ids", "antecedent_target_index"),
+            r["antecedent_translation"].as_str().unwrap()
+        );
     }
 }
 
