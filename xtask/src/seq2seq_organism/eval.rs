@@ -131,7 +131,9 @@ pub fn evaluate(dir: &Path) -> Result<Evaluation> {
         let target = ids(&r["target_ids"])?;
         let at = index(r, "pronoun_target_index")?;
         let at_current = index(r, "pronoun_current_index")?;
-        let pronoun = target[at];
+        let pronoun = *target
+            .get(at)
+            .context("pronoun_target_index past the target")?;
         let gender = r["gender"].as_str().context("gender")?;
         let other_distractor = r["distractors"]
             .as_array()
@@ -160,7 +162,9 @@ pub fn evaluate(dir: &Path) -> Result<Evaluation> {
             .iter()
             .position(|&t| t == SEPARATOR_ID)
             .context("no separator in a held-out source")?;
-        let sep_tgt = at - at_current - 1;
+        let sep_tgt = (at.checked_sub(at_current + 1))
+            .filter(|&sep| target.get(sep) == Some(&SEPARATOR_ID))
+            .context("pronoun indices that do not follow the separator")?;
         let (source, target) = (&source[sep_src + 1..], &target[sep_tgt + 1..]);
         let out = greedy(&model, source)?;
         e.pronoun_correct_without_context += usize::from(out.get(at_current) == Some(&pronoun));
