@@ -4,6 +4,7 @@ mod bench;
 mod experiment;
 mod fuzz;
 mod organism;
+mod seq2seq_organism;
 
 use anyhow::{Result, bail};
 
@@ -23,7 +24,10 @@ tasks:
   fuzz [--minutes 1] [--format safetensors,gguf,config,tokenizer,graph,tasks] [--inputs N]
         structure-aware fuzzing of every loader in-process under a heap cap (xtask/src/fuzz.rs)
   train-organism [--out models/organism] [--steps N] [--seed S]
-        train the small GPT-2 shipped in models/organism/ (the default --model)";
+        train the small GPT-2 shipped in models/organism/ (the default --model)
+  train-seq2seq-organism [--out models/seq2seq-organism] [--steps N] [--seed S]
+        train the small MarianMT shipped in models/seq2seq-organism/ (context-dependent
+        pronoun translation, the encoder-decoder subject of PECoRe)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +35,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("experiment") => experiment::run(&args[1..]),
         Some("train-organism") => organism::run(&args[1..]),
+        Some("train-seq2seq-organism") => seq2seq_organism::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
