@@ -1,16 +1,16 @@
 //! # fidelis-models
 //!
-//! Loads transformer language models (decoder-only and encoder-decoder) into [Burn](https://burn.dev) and runs them
-//! with hook points, so that interpretability code can read, replace and differentiate every
-//! activation the literature names.
+//! Loads transformer language models (decoder-only and encoder-decoder) into
+//! [Burn](https://burn.dev) and runs them with hook points, so that interpretability code can
+//! read, replace and differentiate every activation the literature names.
 //!
 //! - **Sources**: Hugging Face folders (`config.json`, `model.safetensors` or sharded, and
 //!   `tokenizer.json`) and GGUF files (Llama family and GPT-NeoX; metadata, tokenizer from the
 //!   GGUF vocabulary, byte-level BPE or SentencePiece, tensors in
 //!   F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q6_K dequantized to f32).
-//! - **Architectures**: GPT-2 ([`gpt2`]) and the Llama family ([`llama`]: Llama, Mistral,
-//!   SmolLM, Qwen2 with q/k/v biases), one file each; both feed one hooked forward
-//!   ([`Transformer`]).
+//! - **Architectures**: GPT-2 ([`gpt2`]), the Llama family ([`llama`]: Llama 3.x, Mistral,
+//!   SmolLM, Qwen 2.5 and 3, Gemma 2) and GPT-NeoX / Pythia ([`gpt_neox`]), one file each; all
+//!   feed one hooked forward ([`Transformer`]).
 //! - **Hooks** ([`Hooks`]): TransformerLens names (`blocks.{l}.attn.hook_result`, ...). Per-head
 //!   results and split per-head q/k/v inputs are computed only when a hook asks for them.
 //!   Gradient probes give ∂loss/∂activation at any point. [`point::all`] lists every point a

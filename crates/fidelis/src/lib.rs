@@ -65,7 +65,9 @@ pub mod prelude {
         EvalOptions, faithfulness_curve, faithfulness_curve_with_progress, mib_sizes,
     };
     pub use fidelis_graph::{Graph, GraphConfig};
-    pub use fidelis_models::{Dtype, Hooks, Model, Progress, Silent, Transformer, point};
+    pub use fidelis_models::{
+        Dtype, Hooks, Model, Progress, Seq2SeqModel, Silent, Transformer, point,
+    };
     pub use fidelis_tasks::{Example, Task};
 }
 
