@@ -3,7 +3,7 @@
 //! A [`WeightSource`] hands out one tensor as an f32 vector in row-major (PyTorch) order. The
 //! model builder converts each into a Burn tensor before asking for the next, and the file pages
 //! a tensor was read from are handed back to the kernel once it is converted
-//! ([`release_pages`]), so loading holds one tensor's pages and one converted tensor beyond the
+//! (`release_pages`), so loading holds one tensor's pages and one converted tensor beyond the
 //! weights already on the device rather than the whole mapped file.
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! llama.cpp (`llama-vocab.cpp`) interprets it.
 //!
 //! Two vocabulary kinds (`tokenizer.ggml.model`) are supported: byte-level BPE (`gpt2`), here, and
-//! SentencePiece (`llama`), in [`super::sentencepiece`]. For byte-level BPE the text is split by
+//! SentencePiece (`llama`), in `gguf::sentencepiece`. For byte-level BPE the text is split by
 //! the regex chain llama.cpp uses for `tokenizer.ggml.pre` (each regex splits every piece
 //! further, keeping both matches and the text between them), then mapped to GPT-2's byte-level
 //! alphabet and merged with the file's BPE merges. Tokens of type control (3) become special added
