@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use fidelis_attribution::token::{
-    AttentionSelection, Target, Word, aggregate_words, attribute_tokens, normalize,
+    AttentionSelection, PrefixTarget, Target, Word, aggregate_words,
+    attribute_prefixes_with_progress, normalize,
 };
 use fidelis_graph::format_score;
 use fidelis_models::{GenerateConfig, Hooks, Model};
@@ -197,10 +198,12 @@ pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeRepo
         None => None,
     };
     let show = |id: u32| fidelis_context::prompt::display_token(tok, id);
-    let mut steps = Vec::new();
-    let bar = crate::progress::bar(output_ids.len() as u64, "attributing");
+    cfg.rows_per_pass = args.attribution_batch_size;
+    cfg.pass_memory_bytes = args.attribution_memory_mib.saturating_mul(1 << 20);
+    // Every output step is a prediction of one sequence (the prompt, then the output tokens
+    // before it): all steps are attributed together, in shared stacked passes.
+    let mut targets = Vec::with_capacity(output_ids.len());
     for (j, &token) in output_ids.iter().enumerate() {
-        let prefix: Vec<u32> = prompt_ids.iter().chain(&output_ids[..j]).copied().collect();
         let contrast_logits = match &contrast_prompt {
             Some(c) => {
                 let ids: Vec<u32> = c.iter().chain(&output_ids[..j]).copied().collect();
@@ -208,13 +211,27 @@ pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeRepo
             }
             None => None,
         };
-        let target = Target {
-            function,
-            token,
-            contrast_token,
-            contrast_logits,
-        };
-        let out = attribute_tokens(&model.transformer, &prefix, &target, &cfg)?;
+        targets.push(PrefixTarget {
+            len: prompt_ids.len() + j,
+            target: Target {
+                function,
+                token,
+                contrast_token,
+                contrast_logits,
+            },
+        });
+    }
+    let sequence: Vec<u32> = prompt_ids
+        .iter()
+        .chain(&output_ids[..output_ids.len().saturating_sub(1)])
+        .copied()
+        .collect();
+    let mut bar = crate::progress::Bar::new("attributing");
+    let results =
+        attribute_prefixes_with_progress(&model.transformer, &sequence, &targets, &cfg, &mut bar);
+    bar.finish();
+    let mut steps = Vec::with_capacity(targets.len());
+    for (out, &token) in results?.into_iter().zip(&output_ids) {
         let scores = if args.normalize {
             normalize(&out.scores)
         } else {
@@ -232,9 +249,7 @@ pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeRepo
             scores,
             words,
         });
-        bar.inc(1);
     }
-    bar.finish_and_clear();
     Ok(AttributeReport {
         prompt: args.prompt.clone(),
         method: method.name().into(),

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValue, TypedValueParser};
 use fidelis_attribution::EdgeMethod;
 use fidelis_attribution::token::{
-    Baseline, DEFAULT_IG_STEPS, EmbeddingAggregation, TargetFunction, TokenAttributionConfig,
-    TokenMethod,
+    Baseline, DEFAULT_IG_STEPS, DEFAULT_PASS_MEMORY_BYTES, DEFAULT_ROWS_PER_PASS,
+    EmbeddingAggregation, TargetFunction, TokenAttributionConfig, TokenMethod,
 };
 use fidelis_circuit::{AblationKind, BuiltinMetric};
 use fidelis_context::CtiMetric;
@@ -520,6 +520,15 @@ pub struct AttributeOptions {
     /// Do not prepend the BOS token.
     #[arg(long)]
     pub no_bos: bool,
+    /// Most stacked copies of the input per forward/backward: IG points, occluded variants and
+    /// output steps share passes of up to this many rows (Captum's `internal_batch_size`).
+    #[arg(long, visible_alias = "internal-batch-size", aliases = ["attribution_batch_size", "internal_batch_size"],
+          default_value_t = DEFAULT_ROWS_PER_PASS)]
+    pub attribution_batch_size: usize,
+    /// Estimated activation memory one stacked pass may use, in MiB: passes hold fewer rows
+    /// than --attribution-batch-size when longer inputs would need more.
+    #[arg(long, aliases = ["attribution_memory_mib"], default_value_t = DEFAULT_PASS_MEMORY_BYTES >> 20)]
+    pub attribution_memory_mib: usize,
 }
 
 impl Default for AttributeOptions {
@@ -538,6 +547,8 @@ impl Default for AttributeOptions {
             normalize: false,
             words: false,
             no_bos: false,
+            attribution_batch_size: DEFAULT_ROWS_PER_PASS,
+            attribution_memory_mib: DEFAULT_PASS_MEMORY_BYTES >> 20,
         }
     }
 }
@@ -668,6 +679,8 @@ impl Default for ContextOptions {
 pub mod bounds {
     /// Most tokens any token count may be (new tokens, top-k): more than any model's window.
     pub const MAX_TOKENS: usize = 1 << 20;
+    /// Largest memory budget in MiB (1 TiB).
+    pub const MAX_MEMORY_MIB: usize = 1 << 20;
     /// Most interpolation or integrated-gradient steps.
     pub const MAX_STEPS: usize = 10_000;
     /// Most examples, and examples per batch.
@@ -828,6 +841,18 @@ impl AttributeOptions {
     /// `layer` and `head` are checked against the model when it is loaded.
     pub fn validate(&self) -> Result<()> {
         in_range("max_new_tokens", self.max_new_tokens, 1, bounds::MAX_TOKENS)?;
+        in_range(
+            "attribution_batch_size",
+            self.attribution_batch_size,
+            1,
+            bounds::MAX_EXAMPLES,
+        )?;
+        in_range(
+            "attribution_memory_mib",
+            self.attribution_memory_mib,
+            1,
+            bounds::MAX_MEMORY_MIB,
+        )?;
         self.token.validate()
     }
 }
