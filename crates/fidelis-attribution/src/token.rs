@@ -29,6 +29,9 @@
 //! L2 norm or the sum ([`EmbeddingAggregation`]). [`normalize`] rescales scores to unit L1 mass
 //! and [`aggregate_words`] merges subword tokens into words using the tokenizer's byte offsets.
 //!
+//! Encoder-decoder models are attributed to both sides at once by [`attribute_seq2seq`] (see
+//! `token/seq2seq.rs`).
+//!
 //! Embeddings are the token embeddings at `hook_embed`; for models with learned positions the
 //! positional embedding is added after that point and is not attributed, as in Inseq.
 
@@ -43,7 +46,9 @@ use fidelis_models::{Activation, Hooks, Transformer, point};
 use crate::{AttributionError, Result};
 
 mod rows;
+pub mod seq2seq;
 use rows::{Mix, Row};
+pub use seq2seq::{Seq2SeqAttribution, attribute_seq2seq, attribute_seq2seq_with_progress};
 
 fidelis_circuit::option_enum! {
     "target function",

@@ -60,7 +60,7 @@ pub(crate) struct Row {
 
 impl Row {
     /// The baseline weight at position `p`.
-    fn weight(&self, p: usize) -> f32 {
+    pub(crate) fn weight(&self, p: usize) -> f32 {
         match self.mix {
             Mix::Plain => 0.0,
             Mix::Everywhere(w) => w,
@@ -219,7 +219,7 @@ pub(crate) fn run_pass(
 ///
 /// # Shapes
 /// - `logits`: `[k, d_vocab]`; returns `[k]`
-fn evaluate_rows(logits: Tensor<2>, rows: &[Row], targets: &[&Target]) -> Tensor<1> {
+pub(crate) fn evaluate_rows(logits: Tensor<2>, rows: &[Row], targets: &[&Target]) -> Tensor<1> {
     let [k, vocab] = logits.dims();
     let mut parts = Vec::new();
     let mut start = 0;
