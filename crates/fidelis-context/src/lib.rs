@@ -56,6 +56,7 @@ pub mod pecore;
 pub mod prompt;
 pub mod render;
 pub mod select;
+pub mod seq2seq;
 
 pub use cti::CtiMetric;
 pub use error::{ContextError, Result};
@@ -64,6 +65,7 @@ pub use pecore::{
     attribute_context, attribute_context_with_progress,
 };
 pub use select::{Selection, select};
+pub use seq2seq::{attribute_context_seq2seq, attribute_context_seq2seq_with_progress};
 
 /// The README's examples, compiled and run as doctests so that they cannot go stale.
 #[cfg(doctest)]

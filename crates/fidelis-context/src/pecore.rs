@@ -1,4 +1,4 @@
-//! The PECoRe pipeline for decoder-only models: generate (or take) the contextual output,
+//! The PECoRe pipeline for decoder-only models (encoder-decoders: `seq2seq.rs`): generate (or take) the contextual output,
 //! force-decode it without the context, score each output token's context sensitivity (CTI),
 //! and attribute the selected tokens' contrastive predictions to the context tokens (CCI).
 
@@ -184,6 +184,12 @@ pub struct Info {
     pub contextual_text: String,
     /// The full contextless text that was force-decoded.
     pub contextless_text: String,
+    /// Encoder-decoders: the contextual target (`contextual_text` is then the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contextual_target_text: Option<String>,
+    /// Encoder-decoders: the contextless target (`contextless_text` is then the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contextless_target_text: Option<String>,
 }
 
 /// The two force-decoded sequences and where the parts of the example sit in them.
@@ -337,6 +343,8 @@ pub fn attribute_context_with_progress(
             inseq_compat: cfg.inseq_compat,
             contextual_text: runs.contextual.text.clone(),
             contextless_text: runs.contextless.text.clone(),
+            contextual_target_text: None,
+            contextless_target_text: None,
         },
     })
 }
@@ -495,7 +503,7 @@ pub fn cci_target(
     target
 }
 
-fn check(cfg: &PecoreConfig) -> Result<()> {
+pub(crate) fn check(cfg: &PecoreConfig) -> Result<()> {
     if cfg.input_current.trim().is_empty() {
         return Err(ContextError::Empty("the input current text"));
     }
