@@ -456,14 +456,21 @@ impl TokenOptions {
     /// The token attribution configuration for `model` (the baseline text becomes its token);
     /// attention is averaged over layers and heads.
     pub fn config(&self, model: &fidelis_models::Model) -> Result<TokenAttributionConfig> {
+        self.config_for(&model.tokenizer)
+    }
+
+    /// [`TokenOptions::config`] for any model with this tokenizer (encoder-decoders too).
+    pub fn config_for(
+        &self,
+        tokenizer: &fidelis_models::Tokenizer,
+    ) -> Result<TokenAttributionConfig> {
         let mut cfg = TokenAttributionConfig::new(self.method);
         cfg.ig_steps = self.ig_steps;
         cfg.aggregation = self.aggregation;
         cfg.baseline = match self.baseline.as_str() {
             "zero" => Baseline::Zero,
             text => Baseline::Token(
-                model
-                    .tokenizer
+                tokenizer
                     .single_token(text)
                     .context("--baseline must be `zero` or one token")?,
             ),
