@@ -2,7 +2,8 @@
 //!
 //! Context attribution with PECoRe (Sarti et al., "Quantifying the Plausibility of Context
 //! Reliance in Neural Machine Translation", ICLR 2024; reference tool: Inseq's
-//! `attribute-context`) for decoder-only models: given an input context (say, a fact) and an
+//! `attribute-context`) for decoder-only models, and for encoder-decoders ([`seq2seq`]: the
+//! context on the source and on the target side): given an input context (say, a fact) and an
 //! input current text (a question about it), it tells which tokens of the model's answer depend
 //! on the context, and which context tokens they relied on, from the model's internals alone.
 //!
