@@ -128,6 +128,14 @@ pub fn attribute_context_seq2seq_with_progress(
             "the output current text"
         }));
     }
+    if !output_template.trim_end().ends_with("{current}") {
+        return Err(ContextError::Template {
+            template: output_template.clone(),
+            message: "an encoder-decoder's output template must end with {current}: the \
+                      contextual and contextless targets are aligned from their ends"
+                .into(),
+        });
+    }
     let output = format_template(&output_template, &output_current, output_context.as_deref())?;
     let target = target_side(model, &output.text)?;
     let output_context_range = match &output.context {

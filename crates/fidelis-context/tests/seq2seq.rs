@@ -217,7 +217,7 @@ fn generation_forces_or_splits_the_output_context() {
 }
 
 #[test]
-fn decoder_only_options_are_refused() {
+fn bad_options_are_clear_errors() {
     let m = organism();
     let h = &heldout()[0];
     let mut cfg = config(h, TokenMethod::Saliency);
@@ -226,6 +226,14 @@ fn decoder_only_options_are_refused() {
     let mut cfg = config(h, TokenMethod::Saliency);
     cfg.output_current = Some("   ".into());
     assert!(attribute_context_seq2seq(&m, &cfg).is_err());
+    let mut cfg = config(h, TokenMethod::Saliency);
+    cfg.output_template = Some("{context} <brk> {current} .".into());
+    let err = attribute_context_seq2seq(&m, &cfg).unwrap_err().to_string();
+    assert!(err.contains("must end with {current}"), "{err}");
+    let mut cfg = config(h, TokenMethod::Saliency);
+    cfg.input_context = vec!["the"; 70].join(" ");
+    let err = attribute_context_seq2seq(&m, &cfg).unwrap_err().to_string();
+    assert!(err.contains("64"), "{err}");
 }
 
 /// Whether the antecedent (source or output-context side) is among the top 3 cues of the
