@@ -126,6 +126,8 @@ fn common_config(args: &ContextOptions) -> Result<PecoreConfig> {
     cfg.cci_topk = args.cci_topk;
     cfg.cci_target = args.target;
     cfg.inseq_compat = args.inseq_compat;
+    cfg.source_lang = args.source_lang.clone();
+    cfg.target_lang = args.target_lang.clone();
     Ok(cfg)
 }
 

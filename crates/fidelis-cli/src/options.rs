@@ -651,6 +651,14 @@ pub struct ContextOptions {
     /// the results are Inseq's.
     #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)")]
     pub inseq_compat: bool,
+    /// Encoder-decoders whose sources carry a language token (mBART, M2M100, NLLB): its name,
+    /// e.g. en_XX, __en__, eng_Latn (Inseq: tokenizer_kwargs src_lang).
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", aliases = ["src_lang", "src-lang"])]
+    pub source_lang: Option<String>,
+    /// Encoder-decoders: the target-language token forced first in the target (default: the
+    /// model's forced_bos_token_id; Inseq: tokenizer_kwargs tgt_lang).
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", aliases = ["tgt_lang", "tgt-lang"])]
+    pub target_lang: Option<String>,
 }
 
 impl Default for ContextOptions {
@@ -675,6 +683,8 @@ impl Default for ContextOptions {
             cci_std: 1.0,
             cci_topk: None,
             inseq_compat: false,
+            source_lang: None,
+            target_lang: None,
         }
     }
 }

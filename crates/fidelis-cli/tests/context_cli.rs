@@ -378,3 +378,57 @@ fn attribute_runs_on_the_seq2seq_organism() {
         assert_eq!(steps[7]["token"], "elle");
     }
 }
+
+/// mBART and M2M100 sources carry a language token: `--source-lang` names it, and without it
+/// the error says so.
+#[test]
+fn context_takes_source_languages() {
+    for name in ["tiny-mbart", "tiny-m2m100"] {
+        let model = fixture(name);
+        let base = [
+            "context",
+            "--model",
+            &model,
+            "--input-context",
+            "The cat sat on the mat.",
+            "--input-current",
+            "Where is the cat?",
+            "--output-current",
+            "On the mat.",
+            "--no-color",
+        ];
+        let run = fidelis(&base);
+        assert!(!run.status.success());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains("source-language token"), "{name}: {err}");
+        let run = fidelis(
+            &[
+                &base[..],
+                &["--source-lang", "en_XX", "--target-lang", "de_DE"],
+            ]
+            .concat(),
+        );
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(String::from_utf8_lossy(&run.stdout).contains("CTI (kl)"));
+    }
+    // Languages are for encoder-decoders.
+    let run = fidelis(&[
+        "context",
+        "--model",
+        &fixture("tiny-gpt2"),
+        "--input-context",
+        "a b",
+        "--input-current",
+        "c d",
+        "--output-current",
+        "e",
+        "--source-lang",
+        "en_XX",
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("encoder-decoder"));
+}

@@ -66,6 +66,12 @@ pub struct PecoreConfig {
     /// whitespace to the model, and build each CCI contrast as Inseq does, from the text of the
     /// output's standalone tokens (see [`attribute_context`] and docs/inseq.md).
     pub inseq_compat: bool,
+    /// Encoder-decoders whose sources carry a language token (mBART, M2M100 / NLLB): its name
+    /// (`en_XX`, `__en__`, `eng_Latn`); Inseq's `tokenizer_kwargs` `src_lang`.
+    pub source_lang: Option<String>,
+    /// Encoder-decoders: the target-language token forced first in the target (Inseq's
+    /// `tgt_lang`); by default the model's `forced_bos_token_id`, if any.
+    pub target_lang: Option<String>,
 }
 
 impl PecoreConfig {
@@ -93,6 +99,8 @@ impl PecoreConfig {
             cci_std: Some(1.0),
             cci_topk: None,
             inseq_compat: false,
+            source_lang: None,
+            target_lang: None,
         }
     }
 }
@@ -504,6 +512,17 @@ pub fn cci_target(
 }
 
 pub(crate) fn check(cfg: &PecoreConfig) -> Result<()> {
+    check_texts(cfg)?;
+    if cfg.source_lang.is_some() || cfg.target_lang.is_some() {
+        return Err(ContextError::Options(
+            "source and target languages are for encoder-decoder models".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The checks both kinds of model share.
+pub(crate) fn check_texts(cfg: &PecoreConfig) -> Result<()> {
     if cfg.input_current.trim().is_empty() {
         return Err(ContextError::Empty("the input current text"));
     }

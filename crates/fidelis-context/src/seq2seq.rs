@@ -19,6 +19,10 @@
 //!   [`fidelis_attribution::token::attribute_seq2seq`] to the source (its input context tokens
 //!   become `input_context_scores`) and to the decoder prefix (its output context tokens become
 //!   `output_context_scores`), and cues are selected over both together.
+//! - **Languages.** Sources of mBART and M2M100 carry a language token
+//!   ([`PecoreConfig::source_lang`]); targets start with the target-language token
+//!   ([`PecoreConfig::target_lang`], else the model's `forced_bos_token_id`), which is not an
+//!   output token.
 //! - **Generation.** Without a given output current text, the target is generated greedily
 //!   with the context: after a given output context the decoder is forced through the template's
 //!   text up to `{current}` (Inseq's `decoder_input_ids`); without one, when the output template
@@ -36,7 +40,7 @@ use std::ops::ControlFlow;
 use crate::cti::argmax;
 use crate::pecore::{
     CciOutput, ContextAttribution, Info, PecoreConfig, STAGE_CCI, STAGE_CTI, STAGE_GENERATING,
-    cci_target, check,
+    cci_target, check_texts,
 };
 use crate::prompt::{
     DEFAULT_OUTPUT_CONTEXT_TEMPLATE, DEFAULT_OUTPUT_TEMPLATE, Layout, display_token,
@@ -79,7 +83,7 @@ pub fn attribute_context_seq2seq_with_progress(
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(()) => Err(ContextError::Cancelled),
     };
-    check(cfg)?;
+    check_texts(cfg)?;
     if cfg.chat.is_some() {
         return Err(ContextError::Options(
             "chat templates are for decoder-only models; an encoder-decoder's source and target \
@@ -104,7 +108,7 @@ pub fn attribute_context_seq2seq_with_progress(
         &cfg.input_current,
         Some(&cfg.input_context),
     )?;
-    let source = source_side(model, &input.text)?;
+    let source = source_side(model, cfg, &input.text)?;
     let input_context = source.range(
         &source
             .layout
@@ -137,7 +141,7 @@ pub fn attribute_context_seq2seq_with_progress(
         });
     }
     let output = format_template(&output_template, &output_current, output_context.as_deref())?;
-    let target = target_side(model, &output.text)?;
+    let target = target_side(model, cfg, &output.text)?;
     let output_context_range = match &output.context {
         Some(r) => Some(target.range(&target.layout.positions(r, "output context")?)),
         None => None,
@@ -145,8 +149,8 @@ pub fn attribute_context_seq2seq_with_progress(
     let current = target.range(&target.layout.positions(&output.current, "output current")?);
 
     let less = format_template(&cfg.contextless_input_template, &cfg.input_current, None)?;
-    let source_less = source_side(model, &less.text)?;
-    let target_less = target_side(model, &output_current)?;
+    let source_less = source_side(model, cfg, &less.text)?;
+    let target_less = target_side(model, cfg, &output_current)?;
     // The output current tokens must be the same with and without the output context.
     let current_less = target_less.shift..target_less.shift + target_less.layout.ids.len();
     if target.ids[current.clone()] != target_less.ids[current_less.clone()]
@@ -287,11 +291,11 @@ pub fn attribute_context_seq2seq_with_progress(
     })
 }
 
-/// The source as the family frames it (`tokens + [eos]` for Marian and T5). Families with a
-/// source-language token (mBART, M2M100) are refused with the model's own error.
-fn source_side(model: &Seq2SeqModel, text: &str) -> Result<Side> {
+/// The source as the family frames it (`tokens + [eos]` for Marian and T5, with the source
+/// language token for mBART and M2M100, which need [`PecoreConfig::source_lang`]).
+fn source_side(model: &Seq2SeqModel, cfg: &PecoreConfig, text: &str) -> Result<Side> {
     let layout = Layout::new(&model.tokenizer, text, false)?;
-    let ids = model.encode_source(text, None)?;
+    let ids = model.encode_source(text, cfg.source_lang.as_deref())?;
     let shift = ids
         .windows(layout.ids.len().max(1))
         .position(|w| w == layout.ids.as_slice())
@@ -299,11 +303,24 @@ fn source_side(model: &Seq2SeqModel, text: &str) -> Result<Side> {
     Ok(Side { layout, ids, shift })
 }
 
-/// The target: the forced language token (when the model has one), the tokens, EOS.
-fn target_side(model: &Seq2SeqModel, text: &str) -> Result<Side> {
+/// The forced target-language token: [`PecoreConfig::target_lang`], else the model's own.
+fn target_lang(model: &Seq2SeqModel, cfg: &PecoreConfig) -> Result<Vec<u32>> {
+    Ok(match &cfg.target_lang {
+        Some(lang) => vec![model.token_id(lang)?],
+        None => model
+            .model
+            .config()
+            .forced_bos_token_id
+            .into_iter()
+            .collect(),
+    })
+}
+
+/// The target: the forced language token (when there is one), the tokens, EOS.
+fn target_side(model: &Seq2SeqModel, cfg: &PecoreConfig, text: &str) -> Result<Side> {
     let c = model.model.config();
     let layout = Layout::new(&model.tokenizer, text, false)?;
-    let forced: Vec<u32> = c.forced_bos_token_id.into_iter().collect();
+    let forced = target_lang(model, cfg)?;
     let eos = c.eos_token_id.ok_or(ContextError::Empty(
         "the model's EOS token (a target ends with it)",
     ))?;
@@ -349,7 +366,8 @@ fn generate(
 ) -> Result<(Option<String>, String)> {
     let c = model.model.config();
     let tok = &model.tokenizer;
-    let mut forced: Vec<u32> = c.forced_bos_token_id.into_iter().collect();
+    let mut forced = target_lang(model, cfg)?;
+    let n_lang = forced.len();
     let head = output_template
         .split("{current}")
         .next()
@@ -372,7 +390,7 @@ fn generate(
     let skip = if cfg.output_context.is_some() {
         forced.len()
     } else {
-        c.forced_bos_token_id.iter().count()
+        n_lang
     };
     let text = tok.decode(&out[skip.min(out.len())..])?.trim().to_string();
     if cfg.output_context.is_some() || !wants_context {

@@ -421,6 +421,8 @@ mod tests {
             cci_std: -1.0,
             cci_topk: Some(2),
             inseq_compat: true,
+            source_lang: None,
+            target_lang: None,
         }
     }
 
