@@ -157,6 +157,9 @@ pub fn run(args: &AttributeArgs) -> Result<()> {
 /// Computes the report of `fidelis attribute` on a loaded model.
 pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeReport> {
     args.validate()?;
+    if args.source_lang.is_some() || args.target_lang.is_some() {
+        bail!("--source-lang and --target-lang are for encoder-decoder models");
+    }
     if args.prompt.is_empty() {
         bail!("--prompt is empty");
     }
@@ -298,8 +301,11 @@ pub fn attribute_seq2seq(model: &Seq2SeqModel, args: &AttributeOptions) -> Resul
             .with_context(|| format!("{what} must be one token"))
     };
     let c = model.model.config();
-    let source = model.encode_source(&args.prompt, None)?;
-    let forced: Vec<u32> = c.forced_bos_token_id.into_iter().collect();
+    let source = model.encode_source(&args.prompt, args.source_lang.as_deref())?;
+    let forced: Vec<u32> = match &args.target_lang {
+        Some(lang) => vec![model.token_id(lang)?],
+        None => c.forced_bos_token_id.into_iter().collect(),
+    };
     let output_ids = match &args.output {
         Some(text) if text.is_empty() => bail!("--output is empty"),
         Some(text) => [forced.clone(), tok.encode(text)?].concat(),
@@ -309,7 +315,9 @@ pub fn attribute_seq2seq(model: &Seq2SeqModel, args: &AttributeOptions) -> Resul
                 max_new_tokens: args.max_new_tokens.max(1) + forced.len(),
                 ..GenerateConfig::default()
             };
-            model.model.generate(&source, &gen_cfg, |_| {})?
+            model
+                .model
+                .generate_forced(&source, &forced, &gen_cfg, |_| {})?
         }
     };
     let output_ids = match &args.target_token {

@@ -536,6 +536,13 @@ pub struct AttributeOptions {
     /// than --attribution-batch-size when longer inputs would need more.
     #[arg(long, aliases = ["attribution_memory_mib"], default_value_t = DEFAULT_PASS_MEMORY_BYTES >> 20)]
     pub attribution_memory_mib: usize,
+    /// Encoder-decoders whose sources carry a language token (mBART, M2M100, NLLB): its name.
+    #[arg(long, aliases = ["src_lang", "src-lang"])]
+    pub source_lang: Option<String>,
+    /// Encoder-decoders: the target-language token forced first (default: the model's
+    /// forced_bos_token_id).
+    #[arg(long, aliases = ["tgt_lang", "tgt-lang"])]
+    pub target_lang: Option<String>,
 }
 
 impl Default for AttributeOptions {
@@ -556,6 +563,8 @@ impl Default for AttributeOptions {
             no_bos: false,
             attribution_batch_size: DEFAULT_ROWS_PER_PASS,
             attribution_memory_mib: DEFAULT_PASS_MEMORY_BYTES >> 20,
+            source_lang: None,
+            target_lang: None,
         }
     }
 }

@@ -414,6 +414,22 @@ fn context_takes_source_languages() {
             String::from_utf8_lossy(&run.stderr)
         );
         assert!(String::from_utf8_lossy(&run.stdout).contains("CTI (kl)"));
+        let run = fidelis(&[
+            "attribute",
+            "--model",
+            &model,
+            "--prompt",
+            "The cat sat on the mat.",
+            "--max-new-tokens",
+            "3",
+            "--source-lang",
+            "en_XX",
+        ]);
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
     }
     // Languages are for encoder-decoders.
     let run = fidelis(&[
