@@ -134,11 +134,19 @@ fn saliency_equals_central_finite_differences_on_both_sides() {
 }
 
 /// Completeness over both sides: Σ source + Σ target = f(x) − f(0) within 1% at 64 midpoint
-/// steps, with f(x) and f(0) from plain runs (zero embeddings written by hooks).
+/// steps, with f(x) and f(0) from plain runs (zero embeddings written by hooks), on the tiny
+/// Marian fixture and on the trained seq2seq organism.
 #[test]
 fn integrated_gradients_are_complete_over_both_sides_at_64_steps() {
-    let m = load("tiny-marian");
-    let (source, decoder) = example(&m);
+    let organism = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/seq2seq-organism");
+    let organism = Seq2SeqModel::load(&organism, &device()).unwrap();
+    for m in [load("tiny-marian"), organism] {
+        complete_at_64_steps(&m);
+    }
+}
+
+fn complete_at_64_steps(m: &Seq2SeqModel) {
+    let (source, decoder) = example(m);
     let z = last_logits(&m, &source, &decoder, &mut Hooks::new());
     let top = argmax(&z);
     let other = (top + 5) % z.len() as u32;
