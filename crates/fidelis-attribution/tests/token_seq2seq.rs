@@ -147,7 +147,7 @@ fn integrated_gradients_are_complete_over_both_sides_at_64_steps() {
 
 fn complete_at_64_steps(m: &Seq2SeqModel) {
     let (source, decoder) = example(m);
-    let z = last_logits(&m, &source, &decoder, &mut Hooks::new());
+    let z = last_logits(m, &source, &decoder, &mut Hooks::new());
     let top = argmax(&z);
     let other = (top + 5) % z.len() as u32;
     let d = m.model.config().d_model;
@@ -160,7 +160,7 @@ fn complete_at_64_steps(m: &Seq2SeqModel) {
         fidelis_models::Activation::Rank3(x) => fidelis_models::Activation::Rank3(x.zeros_like()),
         o => o,
     });
-    let zb = last_logits(&m, &source, &decoder, &mut zero);
+    let zb = last_logits(m, &source, &decoder, &mut zero);
     for (function, f) in [
         (
             TargetFunction::LogProbability,
@@ -179,7 +179,7 @@ fn complete_at_64_steps(m: &Seq2SeqModel) {
         cfg.ig_steps = 64;
         cfg.aggregation = EmbeddingAggregation::Sum;
         cfg.rows_per_pass = 24;
-        let out = run(&m, &source, &decoder, &target, &cfg);
+        let out = run(m, &source, &decoder, &target, &cfg);
         let total: f64 = out
             .source_scores
             .iter()
