@@ -280,7 +280,8 @@ fn attention_reads_the_cross_and_self_attention_rows() {
     }
 }
 
-/// Several prefixes stacked into shared passes equal one call per prefix.
+/// Several prefixes stacked into shared passes of up to 7 rows equal one call per prefix run
+/// one row per pass (a memory budget below one row).
 #[test]
 fn stacked_prefixes_equal_one_call_each() {
     let m = load("tiny-marian");
@@ -303,8 +304,11 @@ fn stacked_prefixes_equal_one_call_each() {
         cfg.ig_steps = 8;
         cfg.rows_per_pass = 7;
         let all = attribute_seq2seq(&m.model, &source, &decoder, &targets, &cfg).unwrap();
+        // One row per pass: a memory budget below one row.
+        let mut single = cfg.clone();
+        single.pass_memory_bytes = 1;
         for (t, got) in targets.iter().zip(&all) {
-            let one = run(&m, &source, &decoder[..t.len], &t.target, &cfg);
+            let one = run(&m, &source, &decoder[..t.len], &t.target, &single);
             assert_eq!(got.target_scores.len(), t.len);
             for (a, b) in got
                 .source_scores
