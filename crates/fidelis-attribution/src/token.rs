@@ -18,11 +18,19 @@
 //! - **attention**: the attention pattern row of the last query position, per layer and head
 //!   and averaged over a selection (`blocks.{l}.attn.hook_pattern`);
 //! - **occlusion**: `f(e) − f(e with token i's embedding replaced by the baseline)`, one rerun
-//!   per token, batched.
+//!   per token.
+//!
+//! Every method except attention runs as stacked copies of the input ("rows": IG points,
+//! occluded variants, targets) in passes bounded by a row count and a memory budget, and
+//! [`attribute_prefixes`] attributes many predictions of one sequence (a generated
+//! continuation, token by token) in the same passes; see `token/rows.rs`.
 //!
 //! Gradient methods give per-dimension attributions `[pos, d_model]`, reduced per token by the
 //! L2 norm or the sum ([`EmbeddingAggregation`]). [`normalize`] rescales scores to unit L1 mass
 //! and [`aggregate_words`] merges subword tokens into words using the tokenizer's byte offsets.
+//!
+//! Encoder-decoder models are attributed to both sides at once by [`attribute_seq2seq`] (see
+//! `token/seq2seq.rs`).
 //!
 //! Embeddings are the token embeddings at `hook_embed`; for models with learned positions the
 //! positional embedding is added after that point and is not attributed, as in Inseq.
@@ -32,10 +40,15 @@ use std::ops::Range;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::{log_softmax, softmax};
-use fidelis_circuit::to_vec;
+use fidelis_circuit::{Progress, Silent, report, to_vec};
 use fidelis_models::{Activation, Hooks, Transformer, point};
 
 use crate::{AttributionError, Result};
+
+mod rows;
+pub mod seq2seq;
+use rows::{Mix, Row};
+pub use seq2seq::{Seq2SeqAttribution, attribute_seq2seq, attribute_seq2seq_with_progress};
 
 fidelis_circuit::option_enum! {
     "target function",
@@ -256,10 +269,13 @@ pub struct AttentionSelection {
 
 /// Default number of integrated-gradient points (Captum and Inseq use 50).
 pub const DEFAULT_IG_STEPS: usize = 50;
-/// Default number of stacked copies per forward/backward (IG points, occluded variants).
-pub const DEFAULT_ROWS_PER_PASS: usize = 16;
+/// Default cap on the stacked copies per forward/backward (IG points, occluded variants,
+/// targets); the memory budget usually binds first.
+pub const DEFAULT_ROWS_PER_PASS: usize = 64;
+/// Default activation-memory budget of one stacked pass, in bytes (1 GiB).
+pub const DEFAULT_PASS_MEMORY_BYTES: usize = 1 << 30;
 
-/// Options of [`attribute_tokens`].
+/// Options of [`attribute_tokens`] and [`attribute_prefixes`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenAttributionConfig {
     /// The method.
@@ -272,12 +288,17 @@ pub struct TokenAttributionConfig {
     pub aggregation: EmbeddingAggregation,
     /// Attention weights reported by the attention method.
     pub attention: AttentionSelection,
-    /// Stacked copies per forward (IG points, occluded variants): memory against passes.
+    /// Most stacked copies per forward/backward (IG points, occluded variants, targets):
+    /// memory against passes. Captum calls it `internal_batch_size`.
     pub rows_per_pass: usize,
+    /// Estimated activation memory one stacked pass may use, in bytes; passes hold fewer rows
+    /// than `rows_per_pass` when their rows would need more (at least one row always runs).
+    pub pass_memory_bytes: usize,
 }
 
 impl TokenAttributionConfig {
-    /// Defaults for `method`: 50 IG steps, zero baseline, L2 norm, mean attention.
+    /// Defaults for `method`: 50 IG steps, zero baseline, L2 norm, mean attention, passes of
+    /// at most 64 rows and 1 GiB.
     pub fn new(method: TokenMethod) -> Self {
         Self {
             method,
@@ -286,6 +307,7 @@ impl TokenAttributionConfig {
             aggregation: EmbeddingAggregation::L2Norm,
             attention: AttentionSelection::default(),
             rows_per_pass: DEFAULT_ROWS_PER_PASS,
+            pass_memory_bytes: DEFAULT_PASS_MEMORY_BYTES,
         }
     }
 }
@@ -308,6 +330,29 @@ pub struct TokenAttribution {
     pub attention: Option<Vec<f32>>,
 }
 
+impl TokenAttribution {
+    fn new(d_model: usize) -> Self {
+        Self {
+            scores: Vec::new(),
+            per_dim: None,
+            d_model,
+            target_value: 0.0,
+            baseline_value: None,
+            attention: None,
+        }
+    }
+}
+
+/// One prediction of a token sequence: `target` read from the logits after its first `len`
+/// tokens (at position `len − 1`), attributed to those `len` tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixTarget {
+    /// The prefix length, `1..=ids.len()`.
+    pub len: usize,
+    /// What is attributed.
+    pub target: Target,
+}
+
 /// Attributes `target`, read at the last position of `ids`, to every position of `ids`.
 ///
 /// # Shapes
@@ -318,113 +363,294 @@ pub fn attribute_tokens(
     target: &Target,
     cfg: &TokenAttributionConfig,
 ) -> Result<TokenAttribution> {
-    let mc = model.config();
-    check_inputs(model, ids, target, cfg)?;
-    let (d, pos) = (mc.d_model, ids.len());
-    let device = model.device();
-    let tokens = token_tensor(ids, device);
-    let embed = embeddings(model, &tokens)?;
-    let mut out = TokenAttribution {
-        scores: Vec::new(),
-        per_dim: None,
-        d_model: d,
-        target_value: 0.0,
-        baseline_value: None,
-        attention: None,
+    let one = [PrefixTarget {
+        len: ids.len(),
+        target: target.clone(),
+    }];
+    attribute_prefixes(model, ids, &one, cfg)?
+        .pop()
+        .ok_or_else(|| AttributionError::Options("no attribution was computed".into()))
+}
+
+/// Attributes several predictions of one sequence, each to its own prefix: the attribution of
+/// a generated continuation token by token, as [`attribute_tokens`] on each prefix would give
+/// (equal up to float rounding), in fewer and fuller passes. Integrated gradients, occlusion,
+/// saliency and input × gradient stack their copies of all targets into passes of at most
+/// `cfg.rows_per_pass` rows and `cfg.pass_memory_bytes` (see `rows.rs`); attention reads every
+/// target from one forward of the whole sequence (under the causal mask, the pattern row of
+/// query `len − 1` over keys `0..len` is the prefix's own).
+///
+/// # Shapes
+/// - `ids`: `[pos]`; one result per target, with scores `[target.len]`
+pub fn attribute_prefixes(
+    model: &Transformer,
+    ids: &[u32],
+    targets: &[PrefixTarget],
+    cfg: &TokenAttributionConfig,
+) -> Result<Vec<TokenAttribution>> {
+    attribute_prefixes_with_progress(model, ids, targets, cfg, &mut Silent)
+}
+
+/// [`attribute_prefixes`] that ticks `progress` after each stacked pass (stage
+/// `"token attribution"`, passes done of all passes) and stops with a cancellation error when
+/// it answers `Break`.
+pub fn attribute_prefixes_with_progress(
+    model: &Transformer,
+    ids: &[u32],
+    targets: &[PrefixTarget],
+    cfg: &TokenAttributionConfig,
+    progress: &mut dyn Progress,
+) -> Result<Vec<TokenAttribution>> {
+    check_inputs(model, ids, cfg)?;
+    for t in targets {
+        if t.len == 0 || t.len > ids.len() {
+            return Err(AttributionError::Options(format!(
+                "a target reads a prefix of {} tokens, the input has {}",
+                t.len,
+                ids.len()
+            )));
+        }
+        t.target.validate(model.config().d_vocab)?;
+    }
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stacked = Stacked {
+        model,
+        ids,
+        targets: targets.iter().map(|t| &t.target).collect(),
+        cfg,
+        progress,
+        passes: (0, 0),
     };
     match cfg.method {
-        TokenMethod::Saliency | TokenMethod::InputXGradient => {
-            let (value, grad) = gradient_at(model, &tokens, std::slice::from_ref(&embed), target)?;
-            out.target_value = value[0];
-            let per_dim: Vec<f32> = if cfg.method == TokenMethod::Saliency {
+        TokenMethod::Saliency | TokenMethod::InputXGradient => stacked.gradients(targets),
+        TokenMethod::IntegratedGradients => stacked.integrated_gradients(targets),
+        TokenMethod::Occlusion => stacked.occlusion(targets),
+        TokenMethod::Attention => attention(model, ids, targets, cfg),
+    }
+}
+
+/// The stacked-pass methods over one sequence.
+struct Stacked<'a> {
+    model: &'a Transformer,
+    ids: &'a [u32],
+    targets: Vec<&'a Target>,
+    cfg: &'a TokenAttributionConfig,
+    progress: &'a mut dyn Progress,
+    /// Passes done and planned so far (IG plans its end-point pass after its gradient passes).
+    passes: (usize, usize),
+}
+
+/// The stage name of token attribution's progress ticks.
+const STAGE: &str = "token attribution";
+
+impl Stacked<'_> {
+    /// Plans `rows` into passes under the config's row cap and memory budget.
+    fn plan(&self, rows: &[Row], grad: bool) -> Vec<Range<usize>> {
+        let mc = self.model.config();
+        let float_bytes = fidelis_models::precision::dtype_of(self.model.device()).bytes();
+        rows::pass_plan(
+            rows,
+            self.cfg.rows_per_pass,
+            self.cfg.pass_memory_bytes,
+            |n| rows::bytes_per_row(mc, n, grad, float_bytes),
+        )
+    }
+
+    /// Runs `rows` in passes sized by the config, calling `each(row, value, gradient, embed)`
+    /// for every row with its target value, its gradient `[len, d]` (gradient passes) and the
+    /// token embeddings of its prefix `[len, d]`.
+    fn run(
+        &mut self,
+        rows: &[Row],
+        grad: bool,
+        baseline: Option<&[f32]>,
+        mut each: impl FnMut(&Row, f32, Option<&[f32]>, &[f32]),
+    ) -> Result<()> {
+        let d = self.model.config().d_model;
+        let plan = self.plan(rows, grad);
+        self.passes.1 = self.passes.1.max(self.passes.0 + plan.len());
+        for range in plan {
+            let chunk = &rows[range];
+            let out = rows::run_pass(self.model, self.ids, chunk, &self.targets, baseline, grad)?;
+            let n = out.len;
+            for (r, row) in chunk.iter().enumerate() {
+                let g = out
+                    .grads
+                    .as_ref()
+                    .map(|g| &g[r * n * d..(r * n + row.len) * d]);
+                each(row, out.values[r], g, &out.embed[..row.len * d]);
+            }
+            self.passes.0 += 1;
+            report(&mut *self.progress, STAGE, self.passes.0, self.passes.1)?;
+        }
+        Ok(())
+    }
+
+    /// Saliency `|∂f/∂e|` and input × gradient `e ⊙ ∂f/∂e`: one row per target.
+    fn gradients(&mut self, targets: &[PrefixTarget]) -> Result<Vec<TokenAttribution>> {
+        let d = self.model.config().d_model;
+        let rows: Vec<Row> = targets
+            .iter()
+            .enumerate()
+            .map(|(target, t)| Row {
+                target,
+                len: t.len,
+                mix: Mix::Plain,
+            })
+            .collect();
+        let mut out = vec![TokenAttribution::new(d); targets.len()];
+        let saliency = self.cfg.method == TokenMethod::Saliency;
+        self.run(&rows, true, None, |row, value, grad, embed| {
+            let grad = grad.unwrap_or_default();
+            let per_dim: Vec<f32> = if saliency {
                 grad.iter().map(|g| g.abs()).collect()
             } else {
-                grad.iter().zip(&embed).map(|(g, x)| g * x).collect()
+                grad.iter().zip(embed).map(|(g, x)| g * x).collect()
             };
-            out.scores = aggregate_dims(&per_dim, d, cfg.aggregation);
-            out.per_dim = Some(per_dim);
-        }
-        TokenMethod::IntegratedGradients => {
-            let base = baseline_embeddings(model, cfg.baseline, pos)?;
-            let m = cfg.ig_steps;
-            let mut mean_grad = vec![0f32; pos * d];
-            let alphas: Vec<f32> = (0..m).map(|k| (k as f32 + 0.5) / m as f32).collect();
-            for chunk in alphas.chunks(cfg.rows_per_pass) {
-                let points: Vec<Vec<f32>> = chunk
-                    .iter()
-                    .map(|a| {
-                        base.iter()
-                            .zip(&embed)
-                            .map(|(b, x)| b + a * (x - b))
-                            .collect()
-                    })
-                    .collect();
-                let (_, g) = gradient_at(model, &tokens, &points, target)?;
-                for row in g.chunks(pos * d) {
-                    for (acc, gi) in mean_grad.iter_mut().zip(row) {
-                        *acc += gi / m as f32;
-                    }
-                }
-            }
-            let per_dim: Vec<f32> = mean_grad
-                .iter()
-                .zip(embed.iter().zip(&base))
-                .map(|(g, (x, b))| g * (x - b))
-                .collect();
-            let values = target_values(model, &tokens, &[embed.clone(), base], target)?;
-            out.target_value = values[0];
-            out.baseline_value = Some(values[1]);
-            out.scores = aggregate_dims(&per_dim, d, cfg.aggregation);
-            out.per_dim = Some(per_dim);
-        }
-        TokenMethod::Attention => {
-            let mut hooks = Hooks::new();
-            for l in 0..mc.n_layers {
-                hooks.record(point::pattern(l));
-            }
-            let logits = model.forward(tokens, &mut hooks)?;
-            out.target_value = to_vec(target.evaluate(last_logits(logits)))?[0];
-            let mut rows = Vec::with_capacity(mc.n_layers * mc.n_heads * pos);
-            for l in 0..mc.n_layers {
-                let p = recorded4(&hooks, &point::pattern(l))?;
-                let [_, h, q, k] = p.dims();
-                rows.extend(to_vec(
-                    p.slice([0..1, 0..h, q - 1..q, 0..k]).reshape([h * k]),
-                )?);
-            }
-            out.scores = select_attention(&rows, mc.n_layers, mc.n_heads, pos, cfg.attention);
-            out.attention = Some(rows);
-        }
-        TokenMethod::Occlusion => {
-            let base = baseline_embeddings(model, cfg.baseline, pos)?;
-            let full = target_values(model, &tokens, std::slice::from_ref(&embed), target)?[0];
-            let mut scores = Vec::with_capacity(pos);
-            let positions: Vec<usize> = (0..pos).collect();
-            for chunk in positions.chunks(cfg.rows_per_pass) {
-                let variants: Vec<Vec<f32>> = chunk
-                    .iter()
-                    .map(|&i| {
-                        let mut e = embed.clone();
-                        e[i * d..(i + 1) * d].copy_from_slice(&base[i * d..(i + 1) * d]);
-                        e
-                    })
-                    .collect();
-                let values = target_values(model, &tokens, &variants, target)?;
-                scores.extend(values.iter().map(|v| full - v));
-            }
-            out.target_value = full;
-            out.scores = scores;
-        }
+            let o = &mut out[row.target];
+            o.target_value = value;
+            o.scores = aggregate_dims(&per_dim, d, self.cfg.aggregation);
+            o.per_dim = Some(per_dim);
+        })?;
+        Ok(out)
     }
+
+    /// Integrated gradients: `ig_steps` rows per target at the midpoints α_k = (k + ½)/m of
+    /// the path `x' + α(x − x')`, plus the two ends in a forward-only pass for f(x) and f(x').
+    fn integrated_gradients(&mut self, targets: &[PrefixTarget]) -> Result<Vec<TokenAttribution>> {
+        let d = self.model.config().d_model;
+        let m = self.cfg.ig_steps;
+        let base = baseline_embedding(self.model, self.cfg.baseline)?;
+        let rows: Vec<Row> = targets
+            .iter()
+            .enumerate()
+            .flat_map(|(target, t)| {
+                (0..m).map(move |k| Row {
+                    target,
+                    len: t.len,
+                    mix: Mix::Everywhere(1.0 - (k as f32 + 0.5) / m as f32),
+                })
+            })
+            .collect();
+        let mut mean_grad: Vec<Vec<f32>> = targets.iter().map(|t| vec![0f32; t.len * d]).collect();
+        let mut embeds: Vec<Vec<f32>> = vec![Vec::new(); targets.len()];
+        self.run(&rows, true, base.as_deref(), |row, _, grad, embed| {
+            for (acc, g) in mean_grad[row.target]
+                .iter_mut()
+                .zip(grad.unwrap_or_default())
+            {
+                *acc += g / m as f32;
+            }
+            if embeds[row.target].is_empty() {
+                embeds[row.target] = embed.to_vec();
+            }
+        })?;
+        let ends: Vec<Row> = (0..targets.len())
+            .flat_map(|target| {
+                let len = targets[target].len;
+                [Mix::Plain, Mix::Everywhere(1.0)].map(|mix| Row { target, len, mix })
+            })
+            .collect();
+        let mut out = vec![TokenAttribution::new(d); targets.len()];
+        self.run(&ends, false, base.as_deref(), |row, value, _, _| {
+            let o = &mut out[row.target];
+            match row.mix {
+                Mix::Plain => o.target_value = value,
+                _ => o.baseline_value = Some(value),
+            }
+        })?;
+        for (i, o) in out.iter_mut().enumerate() {
+            let per_dim: Vec<f32> = mean_grad[i]
+                .iter()
+                .zip(&embeds[i])
+                .enumerate()
+                .map(|(j, (g, x))| {
+                    let b = base.as_ref().map_or(0.0, |b| b[j % d]);
+                    g * (x - b)
+                })
+                .collect();
+            o.scores = aggregate_dims(&per_dim, d, self.cfg.aggregation);
+            o.per_dim = Some(per_dim);
+        }
+        Ok(out)
+    }
+
+    /// Occlusion `f(e) − f(e with position i at the baseline)`: per target, the unoccluded row
+    /// and one row per position, forward only.
+    fn occlusion(&mut self, targets: &[PrefixTarget]) -> Result<Vec<TokenAttribution>> {
+        let d = self.model.config().d_model;
+        let base = baseline_embedding(self.model, self.cfg.baseline)?;
+        let rows: Vec<Row> = targets
+            .iter()
+            .enumerate()
+            .flat_map(|(target, t)| {
+                std::iter::once(Mix::Plain)
+                    .chain((0..t.len).map(Mix::At))
+                    .map(move |mix| Row {
+                        target,
+                        len: t.len,
+                        mix,
+                    })
+            })
+            .collect();
+        let mut out = vec![TokenAttribution::new(d); targets.len()];
+        self.run(&rows, false, base.as_deref(), |row, value, _, _| {
+            let o = &mut out[row.target];
+            match row.mix {
+                Mix::At(_) => o.scores.push(o.target_value - value),
+                _ => o.target_value = value,
+            }
+        })?;
+        Ok(out)
+    }
+}
+
+/// The attention method for every target from one forward of the whole sequence.
+fn attention(
+    model: &Transformer,
+    ids: &[u32],
+    targets: &[PrefixTarget],
+    cfg: &TokenAttributionConfig,
+) -> Result<Vec<TokenAttribution>> {
+    let mc = model.config();
+    let mut hooks = Hooks::new();
+    for l in 0..mc.n_layers {
+        hooks.record(point::pattern(l));
+    }
+    let logits = model.forward(token_tensor(ids, model.device()), &mut hooks)?;
+    let [_, n, vocab] = logits.dims();
+    let patterns = (0..mc.n_layers)
+        .map(|l| recorded4(&hooks, &point::pattern(l)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(targets.len());
+    for t in targets {
+        let q = t.len - 1;
+        let row = logits
+            .clone()
+            .slice([0..1, q..q + 1, 0..vocab])
+            .reshape([1, vocab]);
+        let mut o = TokenAttribution::new(mc.d_model);
+        o.target_value = to_vec(t.target.evaluate(row))?[0];
+        let mut rows = Vec::with_capacity(mc.n_layers * mc.n_heads * t.len);
+        for p in &patterns {
+            let [_, h, _, _] = p.dims();
+            rows.extend(to_vec(
+                p.clone()
+                    .slice([0..1, 0..h, q..q + 1, 0..t.len])
+                    .reshape([h * t.len]),
+            )?);
+        }
+        o.scores = select_attention(&rows, mc.n_layers, mc.n_heads, t.len, cfg.attention);
+        o.attention = Some(rows);
+        out.push(o);
+    }
+    debug_assert_eq!(n, ids.len());
     Ok(out)
 }
 
-fn check_inputs(
-    model: &Transformer,
-    ids: &[u32],
-    target: &Target,
-    cfg: &TokenAttributionConfig,
-) -> Result<()> {
+fn check_inputs(model: &Transformer, ids: &[u32], cfg: &TokenAttributionConfig) -> Result<()> {
     let mc = model.config();
     let bad = |m: String| Err(AttributionError::Options(m));
     if ids.is_empty() {
@@ -443,7 +669,6 @@ fn check_inputs(
             mc.d_vocab
         ));
     }
-    target.validate(mc.d_vocab)?;
     if cfg.ig_steps == 0 {
         return bad("integrated gradients needs at least 1 step".into());
     }
@@ -599,14 +824,6 @@ fn token_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
-/// Next-token logits at the last position `[k, d_vocab]` of `[k, pos, d_vocab]` logits.
-fn last_logits(logits: Tensor<3>) -> Tensor<2> {
-    let [k, pos, vocab] = logits.dims();
-    logits
-        .slice([0..k, pos - 1..pos, 0..vocab])
-        .reshape([k, vocab])
-}
-
 fn recorded3(hooks: &Hooks, point: &str) -> Result<Tensor<3>> {
     hooks
         .recorded(point)
@@ -621,75 +838,16 @@ fn recorded4(hooks: &Hooks, point: &str) -> Result<Tensor<4>> {
         .ok_or_else(|| AttributionError::Options(format!("no rank-4 activation at {point}")))
 }
 
-/// The token embeddings of `tokens` `[pos · d_model]` (row-major).
-fn embeddings(model: &Transformer, tokens: &Tensor<2, Int>) -> Result<Vec<f32>> {
-    let mut hooks = Hooks::new();
-    hooks.record(point::EMBED);
-    model.forward(tokens.clone(), &mut hooks)?;
-    Ok(to_vec(recorded3(&hooks, point::EMBED)?)?)
-}
-
-/// The baseline embeddings `[pos · d_model]`.
-fn baseline_embeddings(model: &Transformer, baseline: Baseline, pos: usize) -> Result<Vec<f32>> {
-    let d = model.config().d_model;
+/// The baseline embedding `[d_model]`, the same at every position; `None` for the zero
+/// baseline.
+fn baseline_embedding(model: &Transformer, baseline: Baseline) -> Result<Option<Vec<f32>>> {
     match baseline {
-        Baseline::Zero => Ok(vec![0.0; pos * d]),
+        Baseline::Zero => Ok(None),
         Baseline::Token(id) => {
-            let one = embeddings(model, &token_tensor(&[id], model.device()))?;
-            Ok(one.repeat(pos))
+            let mut hooks = Hooks::new();
+            hooks.record(point::EMBED);
+            model.forward(token_tensor(&[id], model.device()), &mut hooks)?;
+            Ok(Some(to_vec(recorded3(&hooks, point::EMBED)?)?))
         }
     }
-}
-
-/// `k` copies of `tokens` whose embeddings are replaced by `rows` (each `[pos · d]`).
-fn replaced_embeddings(
-    model: &Transformer,
-    tokens: &Tensor<2, Int>,
-    rows: &[Vec<f32>],
-) -> (Tensor<2, Int>, Tensor<3>) {
-    let [_, pos] = tokens.dims();
-    let d = model.config().d_model;
-    let k = rows.len();
-    let data: Vec<f32> = rows.iter().flatten().copied().collect();
-    let embed = Tensor::from_data(TensorData::new(data, [k, pos, d]), model.device());
-    (Tensor::cat(vec![tokens.clone(); k], 0), embed)
-}
-
-/// The target with the embeddings replaced by each of `rows`, without gradients.
-fn target_values(
-    model: &Transformer,
-    tokens: &Tensor<2, Int>,
-    rows: &[Vec<f32>],
-    target: &Target,
-) -> Result<Vec<f32>> {
-    let (tokens, embed) = replaced_embeddings(model, tokens, rows);
-    let mut hooks = Hooks::new();
-    hooks.replace(point::EMBED, embed);
-    let logits = model.forward(tokens, &mut hooks)?;
-    Ok(to_vec(target.evaluate(last_logits(logits)))?)
-}
-
-/// Target values and ∂target/∂embedding for each of `rows` (`[k · pos · d]`).
-fn gradient_at(
-    model: &Transformer,
-    tokens: &Tensor<2, Int>,
-    rows: &[Vec<f32>],
-    target: &Target,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (tokens, embed) = replaced_embeddings(model, tokens, rows);
-    let mut hooks = Hooks::new();
-    hooks.replace(point::EMBED, embed).probe(point::EMBED);
-    let logits = model.forward(tokens, &mut hooks)?;
-    let values = target.evaluate(last_logits(logits));
-    // Rows are independent copies, so the gradient of the sum is each row's own gradient.
-    let grads = values.clone().sum().backward();
-    let grad = hooks
-        .probe_grad(point::EMBED, &grads)
-        .and_then(|a| a.rank3())
-        .ok_or_else(|| {
-            AttributionError::Options(
-                "the target does not depend on the embeddings (no gradient)".into(),
-            )
-        })?;
-    Ok((to_vec(values)?, to_vec(grad)?))
 }

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use fidelis_attribution::token::{
-    AttentionSelection, Target, Word, aggregate_words, attribute_tokens, normalize,
+    AttentionSelection, PrefixTarget, Target, Word, aggregate_words,
+    attribute_prefixes_with_progress, attribute_seq2seq_with_progress, normalize,
 };
 use fidelis_graph::format_score;
-use fidelis_models::{GenerateConfig, Hooks, Model};
+use fidelis_models::{Batch, GenerateConfig, Hooks, Model, Seq2SeqModel};
 use serde::Serialize;
 
-use crate::model_args::ModelFlags;
+use crate::model_args::{AnyModel, ModelFlags};
 use crate::options::AttributeOptions;
 
 /// Arguments of `fidelis attribute`.
@@ -56,9 +57,9 @@ fn run_dataset(
         opts.validate()?;
         check_prompt(opts)
     })?;
-    let model = args.model.load()?;
+    let model = args.model.load_any()?;
     crate::dataset::run("attribute dataset", dataset, &examples, out_path, |opts| {
-        attribute(&model, opts)
+        attribute_any(&model, opts)
     })
 }
 
@@ -71,8 +72,13 @@ pub struct AttributeReport {
     pub method: String,
     /// The target function.
     pub target: String,
-    /// Display strings of the prompt tokens (BOS included when added).
+    /// Display strings of the prompt tokens (BOS included when added). For an
+    /// encoder-decoder: the source tokens (EOS included), then the decoder start token.
     pub prompt_tokens: Vec<String>,
+    /// Encoder-decoders: how many of `prompt_tokens` (and of each step's scores) are source
+    /// tokens; the rest are decoder inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_len: Option<usize>,
     /// The attributed output tokens.
     pub output_tokens: Vec<String>,
     /// One entry per output token.
@@ -88,7 +94,8 @@ pub struct Step {
     pub target_value: f32,
     /// The target at the baseline (integrated gradients).
     pub baseline_value: Option<f32>,
-    /// Scores of every earlier token (prompt, then earlier output tokens).
+    /// Scores of every earlier token (prompt, then earlier output tokens; for an
+    /// encoder-decoder: source, decoder start token, earlier output tokens).
     pub scores: Vec<f32>,
     /// Scores per prompt word, with --words.
     pub words: Option<Vec<WordScore>>,
@@ -117,9 +124,9 @@ pub fn run(args: &AttributeArgs) -> Result<()> {
     }
     check_prompt(&args.opts)?;
     args.opts.validate()?;
-    let model = args.model.load()?;
+    let model = args.model.load_any()?;
     let start = std::time::Instant::now();
-    let report = attribute(&model, &args.opts)?;
+    let report = attribute_any(&model, &args.opts)?;
     print!(
         "{}",
         terminal(
@@ -150,6 +157,9 @@ pub fn run(args: &AttributeArgs) -> Result<()> {
 /// Computes the report of `fidelis attribute` on a loaded model.
 pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeReport> {
     args.validate()?;
+    if args.source_lang.is_some() || args.target_lang.is_some() {
+        bail!("--source-lang and --target-lang are for encoder-decoder models");
+    }
     if args.prompt.is_empty() {
         bail!("--prompt is empty");
     }
@@ -197,10 +207,12 @@ pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeRepo
         None => None,
     };
     let show = |id: u32| fidelis_context::prompt::display_token(tok, id);
-    let mut steps = Vec::new();
-    let bar = crate::progress::bar(output_ids.len() as u64, "attributing");
+    cfg.rows_per_pass = args.attribution_batch_size;
+    cfg.pass_memory_bytes = args.attribution_memory_mib.saturating_mul(1 << 20);
+    // Every output step is a prediction of one sequence (the prompt, then the output tokens
+    // before it): all steps are attributed together, in shared stacked passes.
+    let mut targets = Vec::with_capacity(output_ids.len());
     for (j, &token) in output_ids.iter().enumerate() {
-        let prefix: Vec<u32> = prompt_ids.iter().chain(&output_ids[..j]).copied().collect();
         let contrast_logits = match &contrast_prompt {
             Some(c) => {
                 let ids: Vec<u32> = c.iter().chain(&output_ids[..j]).copied().collect();
@@ -208,13 +220,27 @@ pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeRepo
             }
             None => None,
         };
-        let target = Target {
-            function,
-            token,
-            contrast_token,
-            contrast_logits,
-        };
-        let out = attribute_tokens(&model.transformer, &prefix, &target, &cfg)?;
+        targets.push(PrefixTarget {
+            len: prompt_ids.len() + j,
+            target: Target {
+                function,
+                token,
+                contrast_token,
+                contrast_logits,
+            },
+        });
+    }
+    let sequence: Vec<u32> = prompt_ids
+        .iter()
+        .chain(&output_ids[..output_ids.len().saturating_sub(1)])
+        .copied()
+        .collect();
+    let mut bar = crate::progress::Bar::new("attributing");
+    let results =
+        attribute_prefixes_with_progress(&model.transformer, &sequence, &targets, &cfg, &mut bar);
+    bar.finish();
+    let mut steps = Vec::with_capacity(targets.len());
+    for (out, &token) in results?.into_iter().zip(&output_ids) {
         let scores = if args.normalize {
             normalize(&out.scores)
         } else {
@@ -232,17 +258,192 @@ pub fn attribute(model: &Model, args: &AttributeOptions) -> Result<AttributeRepo
             scores,
             words,
         });
-        bar.inc(1);
     }
-    bar.finish_and_clear();
     Ok(AttributeReport {
         prompt: args.prompt.clone(),
         method: method.name().into(),
         target: function.name().into(),
         prompt_tokens: prompt_ids.iter().map(|&i| show(i)).collect(),
+        source_len: None,
         output_tokens: output_ids.iter().map(|&i| show(i)).collect(),
         steps,
     })
+}
+
+/// Computes the report of `fidelis attribute` on either kind of model.
+pub fn attribute_any(model: &AnyModel, args: &AttributeOptions) -> Result<AttributeReport> {
+    match model {
+        AnyModel::DecoderOnly(m) => attribute(m, args),
+        AnyModel::Seq2Seq(m) => attribute_seq2seq(m, args),
+    }
+}
+
+/// The report of `fidelis attribute` on an encoder-decoder: the prompt is the source, the
+/// output the target (forced, or generated greedily); each output token is attributed to the
+/// source and to the decoder inputs before it. `--contrast-prompt` is a contrast source over
+/// which the same target prefix is force-decoded.
+pub fn attribute_seq2seq(model: &Seq2SeqModel, args: &AttributeOptions) -> Result<AttributeReport> {
+    args.validate()?;
+    if args.prompt.is_empty() {
+        bail!("--prompt is empty");
+    }
+    let (method, function) = (args.token.method, args.target);
+    let mut cfg = args.token.config_for(&model.tokenizer)?;
+    cfg.attention = AttentionSelection {
+        layer: args.layer,
+        head: args.head,
+    };
+    cfg.rows_per_pass = args.attribution_batch_size;
+    cfg.pass_memory_bytes = args.attribution_memory_mib.saturating_mul(1 << 20);
+    let tok = &model.tokenizer;
+    let one = |text: &str, what: &str| -> Result<u32> {
+        tok.single_token(text)
+            .with_context(|| format!("{what} must be one token"))
+    };
+    let c = model.model.config();
+    let source = model.encode_source(&args.prompt, args.source_lang.as_deref())?;
+    let forced: Vec<u32> = match &args.target_lang {
+        Some(lang) => vec![model.token_id(lang)?],
+        None => c.forced_bos_token_id.into_iter().collect(),
+    };
+    let output_ids = match &args.output {
+        Some(text) if text.is_empty() => bail!("--output is empty"),
+        Some(text) => [forced.clone(), tok.encode(text)?].concat(),
+        None if args.target_token.is_some() => forced.clone(),
+        None => {
+            let gen_cfg = GenerateConfig {
+                max_new_tokens: args.max_new_tokens.max(1) + forced.len(),
+                ..GenerateConfig::default()
+            };
+            model
+                .model
+                .generate_forced(&source, &forced, &gen_cfg, |_| {})?
+        }
+    };
+    let output_ids = match &args.target_token {
+        Some(_) if output_ids.len() > forced.len() + 1 => bail!(
+            "--target-token names one token but --output has {} tokens",
+            output_ids.len() - forced.len()
+        ),
+        Some(t) => [forced.clone(), vec![one(t, "--target-token")?]].concat(),
+        None => output_ids,
+    };
+    let contrast_token = match &args.contrast_token {
+        Some(t) => Some(one(t, "--contrast-token")?),
+        None => None,
+    };
+    if function.needs_contrast_logits() && args.contrast_prompt.is_none() {
+        bail!(
+            "--target {} needs --contrast-prompt (the reference distribution)",
+            function.name()
+        );
+    }
+    let decoder: Vec<u32> = std::iter::once(c.decoder_start_token_id)
+        .chain(output_ids.iter().copied())
+        .collect();
+    let contrast_logits = match &args.contrast_prompt {
+        Some(p) if p.is_empty() => bail!("--contrast-prompt is empty"),
+        Some(p) => Some(seq2seq_logits(
+            model,
+            &model.encode_source(p, None)?,
+            &decoder,
+        )?),
+        None => None,
+    };
+    let vocab = c.d_vocab;
+    // The forced language token is not attributed (nothing chose it).
+    let targets: Vec<PrefixTarget> = (forced.len()..output_ids.len())
+        .map(|j| PrefixTarget {
+            len: j + 1,
+            target: Target {
+                function,
+                token: output_ids[j],
+                contrast_token,
+                contrast_logits: contrast_logits
+                    .as_ref()
+                    .map(|l| l[j * vocab..(j + 1) * vocab].to_vec()),
+            },
+        })
+        .collect();
+    let mut bar = crate::progress::Bar::new("attributing");
+    let results =
+        attribute_seq2seq_with_progress(&model.model, &source, &decoder, &targets, &cfg, &mut bar);
+    bar.finish();
+    let show = |id: u32| fidelis_context::prompt::display_token(tok, id);
+    let mut steps = Vec::with_capacity(targets.len());
+    for (out, t) in results?.into_iter().zip(&targets) {
+        let joined: Vec<f32> = out
+            .source_scores
+            .iter()
+            .chain(&out.target_scores)
+            .copied()
+            .collect();
+        let scores = if args.normalize {
+            normalize(&joined)
+        } else {
+            joined
+        };
+        let words = if args.words {
+            let enc = tok.encode_full(&args.prompt)?;
+            let shift = source
+                .windows(enc.ids.len().max(1))
+                .position(|w| w == enc.ids.as_slice())
+                .unwrap_or(0);
+            let words = aggregate_words(
+                &args.prompt,
+                &enc.offsets,
+                &scores[shift..shift + enc.ids.len()],
+            )?;
+            Some(
+                words
+                    .into_iter()
+                    .map(|w| WordScore {
+                        word: w.text,
+                        score: w.score,
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        steps.push(Step {
+            token: show(t.target.token),
+            target_value: out.target_value,
+            baseline_value: out.baseline_value,
+            scores,
+            words,
+        });
+    }
+    Ok(AttributeReport {
+        prompt: args.prompt.clone(),
+        method: method.name().into(),
+        target: function.name().into(),
+        prompt_tokens: source
+            .iter()
+            .chain(&decoder[..1 + forced.len()])
+            .map(|&i| show(i))
+            .collect(),
+        source_len: Some(source.len()),
+        output_tokens: output_ids[forced.len()..]
+            .iter()
+            .map(|&i| show(i))
+            .collect(),
+        steps,
+    })
+}
+
+/// Forced-decoding logits of an encoder-decoder, row-major `[pos · d_vocab]`.
+fn seq2seq_logits(model: &Seq2SeqModel, source: &[u32], decoder: &[u32]) -> Result<Vec<f32>> {
+    let c = model.model.config();
+    let device = model.model.device();
+    let src = Batch::from_sequences(&[source.to_vec()], c.pad_token_id, device)?;
+    let tgt = Batch::from_sequences(&[decoder.to_vec()], c.pad_token_id, device)?;
+    let logits = model.model.forward(&src, &tgt, &mut Hooks::new())?;
+    logits
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read logits: {e:?}"))
 }
 
 /// Word scores of the prompt tokens (BOS, when added, is left out).
@@ -296,7 +497,11 @@ pub fn terminal(r: &AttributeReport, color: bool) -> String {
     for s in &r.steps {
         let max = s.scores.iter().fold(0f32, |m, x| m.max(x.abs()));
         let _ = write!(t, "→ {:?} ({} {:.4}): ", s.token, r.target, s.target_value);
-        for (tok, &score) in all.iter().zip(&s.scores) {
+        for (i, (tok, &score)) in all.iter().zip(&s.scores).enumerate() {
+            // Encoder-decoder tokens are shown without their word boundaries: space them.
+            if i > 0 && r.source_len.is_some() {
+                t.push(' ');
+            }
             let a = if max > 0.0 { score.abs() / max } else { 0.0 };
             if color {
                 let (rv, gv, bv) = if score >= 0.0 {

@@ -7,10 +7,13 @@ use std::time::Instant;
 use anyhow::Result;
 use fidelis_context::pecore::{STAGE_CCI, STAGE_CTI, STAGE_GENERATING};
 use fidelis_context::prompt::ChatTemplate;
-use fidelis_context::{PecoreConfig, attribute_context_with_progress, render};
-use fidelis_models::Model;
+use fidelis_context::{
+    ContextAttribution, PecoreConfig, attribute_context_seq2seq_with_progress,
+    attribute_context_with_progress, render,
+};
+use fidelis_models::{Model, Seq2SeqModel};
 
-use crate::model_args::ModelFlags;
+use crate::model_args::{AnyModel, ModelFlags};
 use crate::options::ContextOptions;
 use crate::progress::items;
 
@@ -58,15 +61,54 @@ fn run_dataset(args: &ContextArgs, dataset: &Path, out_path: &Path) -> Result<()
         opts.validate()?;
         check_input(opts)
     })?;
-    let model = args.model.load()?;
+    let model = args.model.load_any()?;
     crate::dataset::run("context dataset", dataset, &examples, out_path, |opts| {
-        let cfg = config(&model, opts)?;
-        Ok(fidelis_context::attribute_context(&model, &cfg)?)
+        attribute(&model, opts, &mut fidelis_circuit::Silent)
     })
+}
+
+/// Runs PECoRe with either kind of model.
+pub fn attribute(
+    model: &AnyModel,
+    opts: &ContextOptions,
+    progress: &mut dyn fidelis_circuit::Progress,
+) -> Result<ContextAttribution> {
+    Ok(match model {
+        AnyModel::DecoderOnly(m) => {
+            attribute_context_with_progress(m, &config(m, opts)?, progress)?
+        }
+        AnyModel::Seq2Seq(m) => {
+            attribute_context_seq2seq_with_progress(m, &config_seq2seq(m, opts)?, progress)?
+        }
+    })
+}
+
+/// The PECoRe configuration for an encoder-decoder (no chat template, no BOS).
+pub fn config_seq2seq(model: &Seq2SeqModel, args: &ContextOptions) -> Result<PecoreConfig> {
+    anyhow::ensure!(
+        !args.chat,
+        "--chat applies a decoder-only chat template; {} is an encoder-decoder",
+        model.source.display()
+    );
+    let mut cfg = common_config(args)?;
+    cfg.attribution = args.token.config_for(&model.tokenizer)?;
+    Ok(cfg)
 }
 
 /// The PECoRe configuration the arguments describe, for a loaded model.
 pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
+    let mut cfg = common_config(args)?;
+    cfg.chat = if args.chat {
+        Some(ChatTemplate::from_model(&model.source)?)
+    } else {
+        None
+    };
+    cfg.attribution = args.token.config(model)?;
+    Ok(cfg)
+}
+
+/// The options both kinds of model share.
+fn common_config(args: &ContextOptions) -> Result<PecoreConfig> {
     args.validate()?;
     let mut cfg = PecoreConfig::new(&args.input_context, &args.input_current);
     cfg.output_current = args.output_current.clone();
@@ -75,11 +117,6 @@ pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
     cfg.output_template = args.output_template.clone();
     cfg.contextless_input_template = args.contextless_input_template.clone();
     cfg.separator = args.separator.clone();
-    cfg.chat = if args.chat {
-        Some(ChatTemplate::from_model(&model.source)?)
-    } else {
-        None
-    };
     cfg.add_bos = !args.no_bos;
     cfg.max_new_tokens = args.max_new_tokens;
     cfg.cti_metric = args.cti_metric;
@@ -88,8 +125,9 @@ pub fn config(model: &Model, args: &ContextOptions) -> Result<PecoreConfig> {
     cfg.cci_std = (args.cci_std >= 0.0).then_some(args.cci_std);
     cfg.cci_topk = args.cci_topk;
     cfg.cci_target = args.target;
-    cfg.attribution = args.token.config(model)?;
     cfg.inseq_compat = args.inseq_compat;
+    cfg.source_lang = args.source_lang.clone();
+    cfg.target_lang = args.target_lang.clone();
     Ok(cfg)
 }
 
@@ -110,14 +148,13 @@ pub fn run(args: &ContextArgs) -> Result<()> {
     }
     check_input(&args.opts)?;
     args.opts.validate()?;
-    let model = args.model.load()?;
-    let cfg = config(&model, &args.opts)?;
+    let model = args.model.load_any()?;
     let start = Instant::now();
     let mut bar = crate::progress::Bar::new("context attribution");
     let mut labelled = |stage: &str, done: usize, total: usize| {
         crate::progress::Progress::tick(&mut bar, stage_label(stage), done, total)
     };
-    let out = attribute_context_with_progress(&model, &cfg, &mut labelled)?;
+    let out = attribute(&model, &args.opts, &mut labelled)?;
     bar.finish();
     let color = !args.no_color && std::io::IsTerminal::is_terminal(&std::io::stdout());
     print!("{}", render::terminal(&out, color));

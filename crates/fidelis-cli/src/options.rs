@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValue, TypedValueParser};
 use fidelis_attribution::EdgeMethod;
 use fidelis_attribution::token::{
-    Baseline, DEFAULT_IG_STEPS, EmbeddingAggregation, TargetFunction, TokenAttributionConfig,
-    TokenMethod,
+    Baseline, DEFAULT_IG_STEPS, DEFAULT_PASS_MEMORY_BYTES, DEFAULT_ROWS_PER_PASS,
+    EmbeddingAggregation, TargetFunction, TokenAttributionConfig, TokenMethod,
 };
 use fidelis_circuit::{AblationKind, BuiltinMetric};
 use fidelis_context::CtiMetric;
@@ -456,14 +456,21 @@ impl TokenOptions {
     /// The token attribution configuration for `model` (the baseline text becomes its token);
     /// attention is averaged over layers and heads.
     pub fn config(&self, model: &fidelis_models::Model) -> Result<TokenAttributionConfig> {
+        self.config_for(&model.tokenizer)
+    }
+
+    /// [`TokenOptions::config`] for any model with this tokenizer (encoder-decoders too).
+    pub fn config_for(
+        &self,
+        tokenizer: &fidelis_models::Tokenizer,
+    ) -> Result<TokenAttributionConfig> {
         let mut cfg = TokenAttributionConfig::new(self.method);
         cfg.ig_steps = self.ig_steps;
         cfg.aggregation = self.aggregation;
         cfg.baseline = match self.baseline.as_str() {
             "zero" => Baseline::Zero,
             text => Baseline::Token(
-                model
-                    .tokenizer
+                tokenizer
                     .single_token(text)
                     .context("--baseline must be `zero` or one token")?,
             ),
@@ -520,6 +527,22 @@ pub struct AttributeOptions {
     /// Do not prepend the BOS token.
     #[arg(long)]
     pub no_bos: bool,
+    /// Most stacked copies of the input per forward/backward: IG points, occluded variants and
+    /// output steps share passes of up to this many rows (Captum's `internal_batch_size`).
+    #[arg(long, visible_alias = "internal-batch-size", aliases = ["attribution_batch_size", "internal_batch_size"],
+          default_value_t = DEFAULT_ROWS_PER_PASS)]
+    pub attribution_batch_size: usize,
+    /// Estimated activation memory one stacked pass may use, in MiB: passes hold fewer rows
+    /// than --attribution-batch-size when longer inputs would need more.
+    #[arg(long, aliases = ["attribution_memory_mib"], default_value_t = DEFAULT_PASS_MEMORY_BYTES >> 20)]
+    pub attribution_memory_mib: usize,
+    /// Encoder-decoders whose sources carry a language token (mBART, M2M100, NLLB): its name.
+    #[arg(long, aliases = ["src_lang", "src-lang"])]
+    pub source_lang: Option<String>,
+    /// Encoder-decoders: the target-language token forced first (default: the model's
+    /// forced_bos_token_id).
+    #[arg(long, aliases = ["tgt_lang", "tgt-lang"])]
+    pub target_lang: Option<String>,
 }
 
 impl Default for AttributeOptions {
@@ -538,6 +561,10 @@ impl Default for AttributeOptions {
             normalize: false,
             words: false,
             no_bos: false,
+            attribution_batch_size: DEFAULT_ROWS_PER_PASS,
+            attribution_memory_mib: DEFAULT_PASS_MEMORY_BYTES >> 20,
+            source_lang: None,
+            target_lang: None,
         }
     }
 }
@@ -633,6 +660,14 @@ pub struct ContextOptions {
     /// the results are Inseq's.
     #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)")]
     pub inseq_compat: bool,
+    /// Encoder-decoders whose sources carry a language token (mBART, M2M100, NLLB): its name,
+    /// e.g. en_XX, __en__, eng_Latn (Inseq: tokenizer_kwargs src_lang).
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", aliases = ["src_lang", "src-lang"])]
+    pub source_lang: Option<String>,
+    /// Encoder-decoders: the target-language token forced first in the target (default: the
+    /// model's forced_bos_token_id; Inseq: tokenizer_kwargs tgt_lang).
+    #[arg(long, help_heading = "Inputs (PECoRe's texts and templates)", aliases = ["tgt_lang", "tgt-lang"])]
+    pub target_lang: Option<String>,
 }
 
 impl Default for ContextOptions {
@@ -657,6 +692,8 @@ impl Default for ContextOptions {
             cci_std: 1.0,
             cci_topk: None,
             inseq_compat: false,
+            source_lang: None,
+            target_lang: None,
         }
     }
 }
@@ -668,6 +705,8 @@ impl Default for ContextOptions {
 pub mod bounds {
     /// Most tokens any token count may be (new tokens, top-k): more than any model's window.
     pub const MAX_TOKENS: usize = 1 << 20;
+    /// Largest memory budget in MiB (1 TiB).
+    pub const MAX_MEMORY_MIB: usize = 1 << 20;
     /// Most interpolation or integrated-gradient steps.
     pub const MAX_STEPS: usize = 10_000;
     /// Most examples, and examples per batch.
@@ -828,6 +867,18 @@ impl AttributeOptions {
     /// `layer` and `head` are checked against the model when it is loaded.
     pub fn validate(&self) -> Result<()> {
         in_range("max_new_tokens", self.max_new_tokens, 1, bounds::MAX_TOKENS)?;
+        in_range(
+            "attribution_batch_size",
+            self.attribution_batch_size,
+            1,
+            bounds::MAX_EXAMPLES,
+        )?;
+        in_range(
+            "attribution_memory_mib",
+            self.attribution_memory_mib,
+            1,
+            bounds::MAX_MEMORY_MIB,
+        )?;
         self.token.validate()
     }
 }

@@ -266,3 +266,185 @@ fn attribute_dataset_writes_one_report_per_line() {
         "{err}"
     );
 }
+
+fn seq2seq_organism() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/seq2seq-organism")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `fidelis context` on the encoder-decoder organism: the model kind is detected, the output
+/// (generated after the forced output context) is the reference translation, the pronoun is the
+/// one flagged token, its antecedent is a cue, and the views show both contexts.
+#[test]
+fn context_runs_on_the_seq2seq_organism() {
+    let dir = scratch("context-seq2seq");
+    let (json, html) = (dir.join("ctx.json"), dir.join("ctx.html"));
+    let model = seq2seq_organism();
+    let run = fidelis(&[
+        "context",
+        "--model",
+        &model,
+        "--input-context",
+        "the clock follows the bulb .",
+        "--input-current",
+        "it is near the factory .",
+        "--output-context",
+        "l' horloge suit l' ampoule .",
+        "--input-template",
+        "{context} <brk> {current}",
+        "--output-template",
+        "{context} <brk> {current}",
+        "--method",
+        "occlusion",
+        "--cci-topk",
+        "3",
+        "--cci-std",
+        "-1",
+        "--no-color",
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("output context cues:"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["output_current"], "elle est pres l' usine .");
+    assert_eq!(v["output_context_tokens"][1], "horloge");
+    let cci = &v["cci_scores"][0];
+    assert_eq!(cci["cti_token"], "elle");
+    assert_eq!(cci["contrast_token"], "il");
+    let input_cues = cci["input_context_cues"].as_array().unwrap();
+    let output_cues = cci["output_context_cues"].as_array().unwrap();
+    assert_eq!(input_cues.len() + output_cues.len(), 3);
+    assert!(
+        input_cues.contains(&1.into()) || output_cues.contains(&1.into()),
+        "the antecedent (clock / horloge) is a cue: {cci}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("Output context:") && page.contains("horloge"),
+        "{page}"
+    );
+}
+
+/// `fidelis attribute` on the encoder-decoder organism: every step is attributed to the source
+/// and the decoder prefix, for every method.
+#[test]
+fn attribute_runs_on_the_seq2seq_organism() {
+    let dir = scratch("attribute-seq2seq");
+    let model = seq2seq_organism();
+    let prompt = "the clock follows the bulb . <brk> it is near the factory .";
+    for method in ["saliency", "ixg", "ig", "attention", "occlusion"] {
+        let json = dir.join(format!("{method}.json"));
+        let run = fidelis(&[
+            "attribute",
+            "--model",
+            &model,
+            "--prompt",
+            prompt,
+            "--output",
+            "l' horloge suit l' ampoule . <brk> elle",
+            "--method",
+            method,
+            "--words",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let source_len = v["source_len"].as_u64().unwrap() as usize;
+        assert_eq!(source_len, 14, "13 words and </s>");
+        let steps = v["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 8);
+        for (j, s) in steps.iter().enumerate() {
+            // Source, decoder start token, earlier output tokens.
+            assert_eq!(s["scores"].as_array().unwrap().len(), source_len + 1 + j);
+            assert_eq!(s["words"].as_array().unwrap().len(), 13);
+        }
+        assert_eq!(steps[7]["token"], "elle");
+    }
+}
+
+/// mBART and M2M100 sources carry a language token: `--source-lang` names it, and without it
+/// the error says so.
+#[test]
+fn context_takes_source_languages() {
+    for name in ["tiny-mbart", "tiny-m2m100"] {
+        let model = fixture(name);
+        let base = [
+            "context",
+            "--model",
+            &model,
+            "--input-context",
+            "The cat sat on the mat.",
+            "--input-current",
+            "Where is the cat?",
+            "--output-current",
+            "On the mat.",
+            "--no-color",
+        ];
+        let run = fidelis(&base);
+        assert!(!run.status.success());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains("source-language token"), "{name}: {err}");
+        let run = fidelis(
+            &[
+                &base[..],
+                &["--source-lang", "en_XX", "--target-lang", "de_DE"],
+            ]
+            .concat(),
+        );
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(String::from_utf8_lossy(&run.stdout).contains("CTI (kl)"));
+        let run = fidelis(&[
+            "attribute",
+            "--model",
+            &model,
+            "--prompt",
+            "The cat sat on the mat.",
+            "--max-new-tokens",
+            "3",
+            "--source-lang",
+            "en_XX",
+        ]);
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    // Languages are for encoder-decoders.
+    let run = fidelis(&[
+        "context",
+        "--model",
+        &fixture("tiny-gpt2"),
+        "--input-context",
+        "a b",
+        "--input-current",
+        "c d",
+        "--output-current",
+        "e",
+        "--source-lang",
+        "en_XX",
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("encoder-decoder"));
+}

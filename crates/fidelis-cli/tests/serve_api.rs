@@ -347,3 +347,71 @@ fn a_non_loopback_host_must_be_asked_for() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--allow-remote"), "{stderr}");
 }
+
+/// The server serves the encoder-decoder organism next to the organism: its presets are
+/// offered, a context job on it finds the pronoun and the output-context cues, and a circuit
+/// request on it is a clear 400.
+#[test]
+fn an_encoder_decoder_serves_context_jobs() {
+    let device = fidelis_cli::device::parse_device("cpu").unwrap();
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/seq2seq-organism");
+    let name = fidelis_cli::serve::presets::SEQ2SEQ_ORGANISM;
+    let seq2seq = fidelis_models::Seq2SeqModel::load(&dir, &device).unwrap();
+    let organism = Model::load(&organism_path(), &device).unwrap();
+    let state = ServerState::serving(
+        vec![
+            (
+                "organism".into(),
+                fidelis_cli::model_args::AnyModel::DecoderOnly(organism),
+            ),
+            (
+                name.into(),
+                fidelis_cli::model_args::AnyModel::Seq2Seq(seq2seq),
+            ),
+        ],
+        "cpu",
+        Limits::default(),
+        Default::default(),
+    );
+    let running = start(state, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = running.addr;
+    std::mem::forget(running);
+    let (status, info) = request(addr, "GET", "/api/info", None);
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["models"][1]["kind"], "encoder-decoder");
+    let presets = info["presets"].as_array().unwrap();
+    assert!(
+        presets
+            .iter()
+            .any(|p| p["id"] == "seq2seq-organism-pronoun"),
+        "{info}"
+    );
+    let (status, value) = post(
+        addr,
+        "/api/context",
+        &json!({"preset": "seq2seq-organism-pronoun"}),
+    );
+    assert_eq!(status, 202, "{value}");
+    let job = wait_job(
+        addr,
+        value["job"].as_str().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "done", "{job}");
+    let out = &job["result"]["attribution"];
+    assert_eq!(out["output_current"], "elle est pres l' usine .");
+    assert_eq!(out["cci_scores"][0]["cti_token"], "elle");
+    assert!(
+        out["cci_scores"][0]["output_context_scores"].is_array(),
+        "{out}"
+    );
+    let rust = job["result"]["rust"].as_str().unwrap();
+    assert!(
+        rust.contains("Seq2SeqModel::load") && rust.contains("attribute_context_seq2seq("),
+        "{rust}"
+    );
+    let (status, value) = post(addr, "/api/circuit", &json!({"model": name, "task": "ioi"}));
+    assert_eq!(status, 400, "{value}");
+    assert!(error_of(&value).contains("encoder-decoder"), "{value}");
+}

@@ -2,7 +2,8 @@
 //!
 //! Context attribution with PECoRe (Sarti et al., "Quantifying the Plausibility of Context
 //! Reliance in Neural Machine Translation", ICLR 2024; reference tool: Inseq's
-//! `attribute-context`) for decoder-only models: given an input context (say, a fact) and an
+//! `attribute-context`) for decoder-only models, and for encoder-decoders ([`seq2seq`]: the
+//! context on the source and on the target side): given an input context (say, a fact) and an
 //! input current text (a question about it), it tells which tokens of the model's answer depend
 //! on the context, and which context tokens they relied on, from the model's internals alone.
 //!
@@ -56,6 +57,7 @@ pub mod pecore;
 pub mod prompt;
 pub mod render;
 pub mod select;
+pub mod seq2seq;
 
 pub use cti::CtiMetric;
 pub use error::{ContextError, Result};
@@ -64,6 +66,7 @@ pub use pecore::{
     attribute_context, attribute_context_with_progress,
 };
 pub use select::{Selection, select};
+pub use seq2seq::{attribute_context_seq2seq, attribute_context_seq2seq_with_progress};
 
 /// The README's examples, compiled and run as doctests so that they cannot go stale.
 #[cfg(doctest)]

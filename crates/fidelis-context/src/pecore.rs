@@ -1,4 +1,4 @@
-//! The PECoRe pipeline for decoder-only models: generate (or take) the contextual output,
+//! The PECoRe pipeline for decoder-only models (encoder-decoders: `seq2seq.rs`): generate (or take) the contextual output,
 //! force-decode it without the context, score each output token's context sensitivity (CTI),
 //! and attribute the selected tokens' contrastive predictions to the context tokens (CCI).
 
@@ -66,6 +66,12 @@ pub struct PecoreConfig {
     /// whitespace to the model, and build each CCI contrast as Inseq does, from the text of the
     /// output's standalone tokens (see [`attribute_context`] and docs/inseq.md).
     pub inseq_compat: bool,
+    /// Encoder-decoders whose sources carry a language token (mBART, M2M100 / NLLB): its name
+    /// (`en_XX`, `__en__`, `eng_Latn`); Inseq's `tokenizer_kwargs` `src_lang`.
+    pub source_lang: Option<String>,
+    /// Encoder-decoders: the target-language token forced first in the target (Inseq's
+    /// `tgt_lang`); by default the model's `forced_bos_token_id`, if any.
+    pub target_lang: Option<String>,
 }
 
 impl PecoreConfig {
@@ -93,6 +99,8 @@ impl PecoreConfig {
             cci_std: Some(1.0),
             cci_topk: None,
             inseq_compat: false,
+            source_lang: None,
+            target_lang: None,
         }
     }
 }
@@ -184,6 +192,12 @@ pub struct Info {
     pub contextual_text: String,
     /// The full contextless text that was force-decoded.
     pub contextless_text: String,
+    /// Encoder-decoders: the contextual target (`contextual_text` is then the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contextual_target_text: Option<String>,
+    /// Encoder-decoders: the contextless target (`contextless_text` is then the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contextless_target_text: Option<String>,
 }
 
 /// The two force-decoded sequences and where the parts of the example sit in them.
@@ -337,6 +351,8 @@ pub fn attribute_context_with_progress(
             inseq_compat: cfg.inseq_compat,
             contextual_text: runs.contextual.text.clone(),
             contextless_text: runs.contextless.text.clone(),
+            contextual_target_text: None,
+            contextless_target_text: None,
         },
     })
 }
@@ -495,7 +511,18 @@ pub fn cci_target(
     target
 }
 
-fn check(cfg: &PecoreConfig) -> Result<()> {
+pub(crate) fn check(cfg: &PecoreConfig) -> Result<()> {
+    check_texts(cfg)?;
+    if cfg.source_lang.is_some() || cfg.target_lang.is_some() {
+        return Err(ContextError::Options(
+            "source and target languages are for encoder-decoder models".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The checks both kinds of model share.
+pub(crate) fn check_texts(cfg: &PecoreConfig) -> Result<()> {
     if cfg.input_current.trim().is_empty() {
         return Err(ContextError::Empty("the input current text"));
     }

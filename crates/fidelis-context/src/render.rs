@@ -23,6 +23,7 @@ pub fn terminal(out: &ContextAttribution, color: bool) -> String {
             s.to_string()
         }
     };
+    let gap = gap(out);
     let mut t = String::new();
     let _ = writeln!(t, "{} {}", paint("Input context:", DIM), out.input_context);
     if let Some(oc) = &out.output_context {
@@ -30,6 +31,9 @@ pub fn terminal(out: &ContextAttribution, color: bool) -> String {
     }
     let mut line = String::new();
     for (j, tok) in out.output_current_tokens.iter().enumerate() {
+        if j > 0 {
+            line.push_str(gap);
+        }
         if out.cci_scores.iter().any(|c| c.cti_idx == j) {
             let marked = format!("[{tok}]({})", format_score(out.cti_scores[j]));
             line.push_str(&paint(&marked, RED));
@@ -65,6 +69,9 @@ pub fn terminal(out: &ContextAttribution, color: bool) -> String {
         );
         let mut ctx = String::new();
         for (i, tok) in out.input_context_tokens.iter().enumerate() {
+            if i > 0 {
+                ctx.push_str(gap);
+            }
             if c.input_context_cues.contains(&i) {
                 ctx.push_str(&paint(
                     &format!("[{tok}]({})", format_score(c.input_context_scores[i])),
@@ -79,6 +86,9 @@ pub fn terminal(out: &ContextAttribution, color: bool) -> String {
         {
             let mut octx = String::new();
             for (i, tok) in tokens.iter().enumerate() {
+                if i > 0 {
+                    octx.push_str(gap);
+                }
                 if c.output_context_cues.contains(&i) {
                     octx.push_str(&paint(
                         &format!("[{tok}]({})", format_score(scores[i])),
@@ -92,6 +102,17 @@ pub fn terminal(out: &ContextAttribution, color: bool) -> String {
         }
     }
     t
+}
+
+/// What goes between two displayed tokens: nothing for decoder-only results (their tokens carry
+/// their spaces), a space for encoder-decoder results (a target's tokens are shown without the
+/// word boundaries of SentencePiece or word-level vocabularies).
+fn gap(out: &ContextAttribution) -> &'static str {
+    if out.info.contextual_target_text.is_some() {
+        " "
+    } else {
+        ""
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -124,8 +145,12 @@ fn token_span(tok: &str, score: f32, max: f32, rgb: &str, class: &str, attrs: &s
 pub fn html(out: &ContextAttribution) -> String {
     let max_cti = out.cti_scores.iter().fold(0f32, |m, s| m.max(s.abs()));
     let mut body = String::new();
+    let gap = gap(out);
     let _ = write!(body, "<h2>Output</h2><p class=\"seq\">");
     for (j, tok) in out.output_current_tokens.iter().enumerate() {
+        if j > 0 {
+            body.push_str(gap);
+        }
         let selected = out.cci_scores.iter().any(|c| c.cti_idx == j);
         let (class, attrs) = if selected {
             ("sel", format!(" data-cci=\"{j}\" onclick=\"show({j})\""))
@@ -167,6 +192,9 @@ pub fn html(out: &ContextAttribution) -> String {
             format_score(c.cci_threshold)
         );
         for (i, tok) in out.input_context_tokens.iter().enumerate() {
+            if i > 0 {
+                body.push_str(gap);
+            }
             let class = if c.input_context_cues.contains(&i) {
                 "cue"
             } else {
@@ -186,6 +214,9 @@ pub fn html(out: &ContextAttribution) -> String {
         {
             body.push_str("<p class=\"seq\"><b>Output context:</b> ");
             for (i, tok) in tokens.iter().enumerate() {
+                if i > 0 {
+                    body.push_str(gap);
+                }
                 let class = if c.output_context_cues.contains(&i) {
                     "cue"
                 } else {
@@ -213,7 +244,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 60em; margin: 2em auto; c
 </style></head><body>
 <h1>Context attribution (PECoRe)</h1>
 <p><b>Input context:</b> {ctx}</p>
-<p><b>Contextless run:</b> <code>{cur}</code></p>
+<p><b>Contextless run:</b> <code>{cur}</code></p>{targets}
 <p class="legend"><b>Legend:</b> <span class="tok" style="background:rgba(220,40,40,0.6)">red</span> output token, shaded by its context sensitivity (CTI score, relative to the largest); <span class="tok sel">outlined</span> above the CTI threshold, click to see its cues · <span class="tok" style="background:rgba(40,90,220,0.6)">blue</span> context token, shaded by |CCI score| for the chosen output token (relative to the largest); <span class="tok cue">bold outlined</span> a selected cue. Hover a token for its score.</p>
 {body}
 <script>
@@ -228,5 +259,17 @@ show({first});
 "#,
         ctx = escape(&out.input_context),
         cur = escape(out.info.contextless_text.as_str()),
+        targets = match (&out.output_context, &out.info.contextless_target_text) {
+            (Some(oc), Some(less)) => format!(
+                "\n<p><b>Output context:</b> {}</p>\n<p><b>Contextless target:</b> <code>{}</code></p>",
+                escape(oc),
+                escape(less)
+            ),
+            (None, Some(less)) => format!(
+                "\n<p><b>Contextless target:</b> <code>{}</code></p>",
+                escape(less)
+            ),
+            _ => String::new(),
+        },
     )
 }

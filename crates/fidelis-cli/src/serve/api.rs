@@ -194,7 +194,7 @@ fn asset(content_type: &'static str, text: &'static str) -> Response {
 
 /// `GET /api/info`.
 async fn info(State(state): State<AppState>) -> Json<Value> {
-    let models: Vec<Value> = state
+    let mut models: Vec<Value> = state
         .models
         .iter()
         .map(|m| {
@@ -202,6 +202,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
             let graph = crate::circuit::graph_for(&m.model);
             json!({
                 "name": m.name,
+                "kind": "decoder-only",
                 "n_layers": c.n_layers,
                 "n_heads": c.n_heads,
                 "d_model": c.d_model,
@@ -211,9 +212,24 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
+    // Encoder-decoders serve context attribution only (no circuit graph).
+    models.extend(state.seq2seq.iter().map(|m| {
+        let c = m.model.model.config();
+        json!({
+            "name": m.name,
+            "kind": "encoder-decoder",
+            "n_layers": c.n_decoder_layers,
+            "n_encoder_layers": c.n_encoder_layers,
+            "n_heads": c.n_heads,
+            "d_model": c.d_model,
+            "n_ctx": c.n_ctx,
+            "d_vocab": c.d_vocab,
+        })
+    }));
+    let served = state.model_names();
     let presets: Vec<_> = presets::all()
         .into_iter()
-        .filter(|p| state.models.iter().any(|m| m.name == p.model))
+        .filter(|p| served.contains(&p.model))
         .collect();
     let tasks: Vec<&str> = fidelis_tasks::Task::ALL.iter().map(|t| t.name()).collect();
     let methods: &[&str] = <fidelis_attribution::EdgeMethod as strum::VariantNames>::VARIANTS;

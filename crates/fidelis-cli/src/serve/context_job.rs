@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fidelis_context::attribute_context_with_progress;
 use fidelis_context::prompt::format_template;
-use fidelis_models::Model;
+use fidelis_context::{attribute_context_seq2seq_with_progress, attribute_context_with_progress};
+use fidelis_models::{Model, Seq2SeqModel};
 use serde_json::{Map, Value, json};
 
 use super::api::{ApiError, overlay_request};
@@ -54,12 +54,21 @@ impl ContextRequest {
     }
 }
 
+/// The model a context job runs on.
+#[derive(Clone)]
+pub enum ContextModel {
+    /// A decoder-only model.
+    DecoderOnly(Arc<Model>),
+    /// An encoder-decoder.
+    Seq2Seq(Arc<Seq2SeqModel>),
+}
+
 /// A checked request, ready to run.
 pub struct PreparedContext {
     /// The model's name.
     pub model_name: String,
     /// The model.
-    pub model: Arc<Model>,
+    pub model: ContextModel,
     /// The options after the preset and the request were applied.
     pub options: ContextOptions,
     /// The PECoRe configuration.
@@ -105,7 +114,11 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
         .clone()
         .or_else(|| base.as_ref().map(|p| p.model.to_string()))
         .unwrap_or_else(|| state.default_model().to_string());
-    let served = state.model(&model_name)?;
+    let seq2seq = state.seq2seq_model(&model_name);
+    let served_name = match seq2seq {
+        Some(m) => m.name.clone(),
+        None => state.model(&model_name)?.name.clone(),
+    };
     let invalid = |e: anyhow::Error| ApiError::bad_request(format!("invalid parameters: {e:#}"));
     for (name, value) in &req.params {
         if let Value::String(text) = value
@@ -148,18 +161,36 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
             ));
         }
     }
-    let argv = argv(&served.name, &state.device, &options)?;
-    let model = Arc::clone(&served.model);
-    let cfg = crate::context::config(&model, &options).map_err(invalid)?;
-    check_length(&model, &cfg)?;
+    let argv = argv(&served_name, &state.device, &options)?;
+    let (model, cfg, source) = match seq2seq {
+        Some(m) => {
+            let cfg = crate::context::config_seq2seq(&m.model, &options).map_err(invalid)?;
+            let source = m.model.source.clone();
+            (ContextModel::Seq2Seq(Arc::clone(&m.model)), cfg, source)
+        }
+        None => {
+            let model = Arc::clone(&state.model(&served_name)?.model);
+            let cfg = crate::context::config(&model, &options).map_err(invalid)?;
+            check_length(&model, &cfg)?;
+            let source = model.source.clone();
+            (ContextModel::DecoderOnly(model), cfg, source)
+        }
+    };
     let mut shell = vec!["fidelis".to_string(), "context".to_string()];
     shell.extend(argv);
     shell.extend(["--json".to_string(), "context.json".to_string()]);
     let command = shell_command(&shell);
-    let rust = rust_snippet(&served.name, &state.device, &options);
-    let inseq = super::inseq_export::inseq_export(&served.name, &model.source, &options);
+    let mut rust = rust_snippet(&served_name, &state.device, &options);
+    if matches!(model, ContextModel::Seq2Seq(_)) {
+        rust = rust
+            .replace("attribute_context}", "attribute_context_seq2seq}")
+            .replace("attribute_context(", "attribute_context_seq2seq(")
+            .replace("{Model,", "{Seq2SeqModel,")
+            .replace("Model::load(", "Seq2SeqModel::load(");
+    }
+    let inseq = super::inseq_export::inseq_export(&served_name, &source, &options);
     Ok(PreparedContext {
-        model_name: served.name.clone(),
+        model_name: served_name,
         model,
         options,
         cfg,
@@ -320,8 +351,15 @@ pub fn run(job: &Job, prepared: PreparedContext) -> Result<serde_json::Value, St
     let start = Instant::now();
     job.progress("starting", 0, 0);
     let mut progress = job;
-    let out = attribute_context_with_progress(&prepared.model, &prepared.cfg, &mut progress)
-        .map_err(|e| e.to_string())?;
+    let out = match &prepared.model {
+        ContextModel::DecoderOnly(m) => {
+            attribute_context_with_progress(m, &prepared.cfg, &mut progress)
+        }
+        ContextModel::Seq2Seq(m) => {
+            attribute_context_seq2seq_with_progress(m, &prepared.cfg, &mut progress)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     let seconds = start.elapsed().as_secs_f64();
     let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?;
     job.put_file("result.json", text);
@@ -383,6 +421,8 @@ mod tests {
             cci_std: -1.0,
             cci_topk: Some(2),
             inseq_compat: true,
+            source_lang: None,
+            target_lang: None,
         }
     }
 

@@ -208,6 +208,17 @@ pub fn inseq_arguments(
                 .into(),
         );
     }
+    // Encoder-decoder languages go to the tokenizer, as Inseq takes them.
+    let mut langs = serde_json::Map::new();
+    if let Some(l) = &o.source_lang {
+        langs.insert("src_lang".into(), json!(l));
+    }
+    if let Some(l) = &o.target_lang {
+        langs.insert("tgt_lang".into(), json!(l));
+    }
+    if !langs.is_empty() {
+        args.push(("tokenizer_kwargs", Value::Object(langs)));
+    }
     args.push(("save_path", json!("context.json")));
     (args, notes)
 }

@@ -42,10 +42,10 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use fidelis_models::Model;
 use fidelis_models::fetch::cached_smollm2;
+use fidelis_models::{Model, Seq2SeqModel};
 
-use crate::model_args::load_model;
+use crate::model_args::{AnyModel, load_any};
 use api::ApiError;
 
 /// Arguments of `fidelis serve`.
@@ -143,6 +143,14 @@ pub struct ServedModel {
     pub model: Arc<Model>,
 }
 
+/// A loaded encoder-decoder (context attribution only: circuits need a decoder-only model).
+pub struct ServedSeq2Seq {
+    /// The `--model` value it was loaded from.
+    pub name: String,
+    /// The model.
+    pub model: Arc<Seq2SeqModel>,
+}
+
 /// Who may drive the server besides its loopback addresses (see [`guard`]).
 #[derive(Debug, Clone, Default)]
 pub struct Access {
@@ -155,8 +163,10 @@ pub struct Access {
 
 /// What the handlers share.
 pub struct ServerState {
-    /// The models, in the order given.
+    /// The decoder-only models, in the order given.
     pub models: Vec<ServedModel>,
+    /// The encoder-decoder models, in the order given.
+    pub seq2seq: Vec<ServedSeq2Seq>,
     /// The `--device` value (repeated in exported commands).
     pub device: String,
     /// Request bounds.
@@ -185,14 +195,37 @@ impl ServerState {
         limits: Limits,
         access: Access,
     ) -> AppState {
-        Arc::new(Self {
-            models: models
-                .into_iter()
-                .map(|(name, model)| ServedModel {
+        let models = models
+            .into_iter()
+            .map(|(name, model)| (name, AnyModel::DecoderOnly(model)))
+            .collect();
+        Self::serving(models, device, limits, access)
+    }
+
+    /// A state serving decoder-only and encoder-decoder `models` (name, model) on `device`
+    /// under `limits` to the clients `access` lets in.
+    pub fn serving(
+        models: Vec<(String, AnyModel)>,
+        device: &str,
+        limits: Limits,
+        access: Access,
+    ) -> AppState {
+        let (mut decoders, mut seq2seq) = (Vec::new(), Vec::new());
+        for (name, model) in models {
+            match model {
+                AnyModel::DecoderOnly(m) => decoders.push(ServedModel {
                     name,
-                    model: Arc::new(model),
-                })
-                .collect(),
+                    model: Arc::new(m),
+                }),
+                AnyModel::Seq2Seq(m) => seq2seq.push(ServedSeq2Seq {
+                    name,
+                    model: Arc::new(m),
+                }),
+            }
+        }
+        Arc::new(Self {
+            models: decoders,
+            seq2seq,
             device: device.to_string(),
             jobs: Arc::new(jobs::Jobs::new(limits.max_jobs)),
             limits,
@@ -202,18 +235,41 @@ impl ServerState {
 
     /// The model requests use when they name none.
     pub fn default_model(&self) -> &str {
-        self.models.first().map_or("organism", |m| m.name.as_str())
+        self.models
+            .first()
+            .map(|m| m.name.as_str())
+            .or_else(|| self.seq2seq.first().map(|m| m.name.as_str()))
+            .unwrap_or("organism")
     }
 
-    /// A served model by name, or a 400 that lists the served ones.
+    /// The names of every served model, decoder-only first.
+    pub fn model_names(&self) -> Vec<&str> {
+        let decoders = self.models.iter().map(|m| m.name.as_str());
+        decoders
+            .chain(self.seq2seq.iter().map(|m| m.name.as_str()))
+            .collect()
+    }
+
+    /// A served decoder-only model by name, or a 400 that lists the served ones (and says so
+    /// when the name is an encoder-decoder's).
     pub fn model(&self, name: &str) -> Result<&ServedModel, ApiError> {
+        if self.seq2seq_model(name).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "{name} is an encoder-decoder model: it serves context attribution only \
+                 (circuits need a decoder-only model)"
+            )));
+        }
         self.models.iter().find(|m| m.name == name).ok_or_else(|| {
-            let names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
             ApiError::bad_request(format!(
                 "unknown model {name:?}; this server serves: {}",
-                names.join(", ")
+                self.model_names().join(", ")
             ))
         })
+    }
+
+    /// A served encoder-decoder by name.
+    pub fn seq2seq_model(&self, name: &str) -> Option<&ServedSeq2Seq> {
+        self.seq2seq.iter().find(|m| m.name == name)
     }
 }
 
@@ -315,11 +371,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     };
     let mut models = Vec::new();
     for name in names {
-        if models.iter().any(|(n, _): &(String, Model)| *n == name) {
+        if models.iter().any(|(n, _): &(String, AnyModel)| *n == name) {
             continue;
         }
         eprintln!("loading {name}");
-        let model = load_model(&name, &args.device, args.dtype)?;
+        let model = load_any(&name, &args.device, args.dtype)?;
         models.push((name, model));
     }
     let limits = Limits {
@@ -330,7 +386,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         allowed_hosts,
         token: token.clone(),
     };
-    let state = ServerState::with_access(models, &args.device, limits, access);
+    let state = ServerState::serving(models, &args.device, limits, access);
     let server = start(state, SocketAddr::new(args.host, args.port))?;
     // An unspecified address (0.0.0.0) is no name to open: show the loopback one, which the
     // guard accepts. The end-to-end test reads the address from these lines.

@@ -5,7 +5,11 @@
 //! The cup is old. Question: Where is the key? Answer:", see `fidelis_tasks::context_copy`), so
 //! its presets use that form: the facts are the input context, the question is the input
 //! current text and the contextless run sees the question alone. SmolLM2 gets free-form text in
-//! its chat template.
+//! its chat template. The seq2seq organism (`models/seq2seq-organism`, served as
+//! `fidelis serve --model models/seq2seq-organism` from the repository root) translates a
+//! sentence whose pronoun's gender only the previous sentence gives: source and target are
+//! `{context} <brk> {current}`, the output context (the previous sentence's translation) is
+//! given and the current sentence is generated.
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -56,6 +60,21 @@ fn smollm2(context: &str, question: &str, max_new_tokens: usize) -> Map<String, 
     }))
 }
 
+/// The `--model` name of the seq2seq organism's presets.
+pub const SEQ2SEQ_ORGANISM: &str = "models/seq2seq-organism";
+
+/// The seq2seq organism's form: previous sentence and its translation as the contexts.
+fn seq2seq(context: &str, current: &str, output_context: &str) -> Map<String, Value> {
+    fields(json!({
+        "input_context": context,
+        "input_current": current,
+        "output_context": output_context,
+        "input_template": "{context} <brk> {current}",
+        "output_template": "{context} <brk> {current}",
+        "max_new_tokens": 12,
+    }))
+}
+
 /// Every preset, for every model; the server offers those whose model it serves.
 pub fn all() -> Vec<Preset> {
     vec![
@@ -75,6 +94,26 @@ pub fn all() -> Vec<Preset> {
             params: organism(
                 "The lamp is broken. The book is yellow. The ring is behind the green chest.",
                 "Where is the ring?",
+            ),
+        },
+        Preset {
+            id: "seq2seq-organism-pronoun",
+            label: "Translation: it → il or elle? (the clock)",
+            model: SEQ2SEQ_ORGANISM,
+            params: seq2seq(
+                "the clock follows the bulb .",
+                "it is near the factory .",
+                "l' horloge suit l' ampoule .",
+            ),
+        },
+        Preset {
+            id: "seq2seq-organism-distractor",
+            label: "Translation: it → il or elle? (the tree)",
+            model: SEQ2SEQ_ORGANISM,
+            params: seq2seq(
+                "here is the tree .",
+                "now it is dirty .",
+                "voici l' arbre .",
             ),
         },
         Preset {

@@ -172,6 +172,21 @@ function showCues(j) {
     }
     box.appendChild(span);
   });
+  // Output-context cues (an output context was given, e.g. the previous translation).
+  const outBox = $("ctx-output-context");
+  outBox.replaceChildren();
+  $("ctx-output-context-box").hidden = !out.output_context_tokens;
+  const outScores = cci && cci.output_context_scores ? cci.output_context_scores : [];
+  const outMax = Math.max(...outScores.map(Math.abs), 0);
+  (out.output_context_tokens || []).forEach((tok, i) => {
+    const span = el("span", { class: "tok ctx-tok", "data-idx": String(i) }, tok);
+    if (cci && outScores.length) {
+      span.title = `score ${outScores[i].toFixed(4)}`;
+      span.style.background = heat(outScores[i], outMax, "26, 127, 55");
+      if (cci.output_context_cues.includes(i)) span.classList.add("cue");
+    }
+    outBox.appendChild(span);
+  });
   const detail = $("ctx-detail");
   detail.replaceChildren();
   if (!cci) {
@@ -183,6 +198,9 @@ function showCues(j) {
   table.appendChild(el("tr")).append(el("th", {}, "cue"), el("th", {}, "position"), el("th", {}, "score"));
   for (const i of cci.input_context_cues) {
     table.appendChild(el("tr")).append(el("td", {}, JSON.stringify(out.input_context_tokens[i])), el("td", {}, String(i)), el("td", {}, scores[i].toFixed(4)));
+  }
+  for (const i of cci.output_context_cues || []) {
+    table.appendChild(el("tr")).append(el("td", {}, JSON.stringify(out.output_context_tokens[i])), el("td", {}, `output ${i}`), el("td", {}, outScores[i].toFixed(4)));
   }
   detail.appendChild(table);
 }
@@ -448,7 +466,8 @@ async function init() {
   const names = info.models.map((m) => m.name);
   $("server-info").textContent = `${names.join(", ")} on ${info.device}`;
   fillOptions($("ctx-model"), names);
-  fillOptions($("circ-model"), names);
+  // Circuits need a decoder-only model.
+  fillOptions($("circ-model"), info.models.filter((m) => m.kind !== "encoder-decoder").map((m) => m.name));
   fillOptions($("circ-task"), info.tasks, "ioi");
   fillOptions($("circ-method"), info.circuit_methods, "eap-ig-inputs");
   refreshPresets();
