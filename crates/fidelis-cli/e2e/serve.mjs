@@ -21,12 +21,16 @@ const opt = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1
 const binary = path.resolve(opt("--binary") ?? "target/debug/fidelis");
 const shots = opt("--screenshots");
 const started = Date.now();
+// The encoder-decoder organism, served beside the decoder one (its presets name this path, so
+// the test runs from the repository root, as CI does).
+const SEQ2SEQ = "models/seq2seq-organism";
 const secs = () => ((Date.now() - started) / 1000).toFixed(1);
 
 // Starts `fidelis serve` on a free port; resolves with its URL from the line it prints (with
 // a token: the `open` line, whose URL carries it).
 function startServer(extra = []) {
-  const server = spawn(binary, ["serve", "--model", "organism", "--port", "0", ...extra], { stdio: ["ignore", "pipe", "inherit"] });
+  const models = extra.includes("--token") ? ["--model", "organism"] : ["--model", "organism", "--model", SEQ2SEQ];
+  const server = spawn(binary, ["serve", ...models, "--port", "0", ...extra], { stdio: ["ignore", "pipe", "inherit"] });
   const line = extra.includes("--token") ? /open (http:\/\/\S+)/ : /listening on (http:\/\/\S+)/;
   const url = new Promise((resolve, reject) => {
     let out = "";
@@ -153,6 +157,34 @@ async function checkInseqExport(page) {
   return command;
 }
 
+// An encoder-decoder preset: the seq2seq organism translates "it" by its antecedent's gender.
+// The pronoun is flagged, its cues include the antecedent, the output context is shown with
+// its own scores, and the exported Inseq command carries the output context.
+async function seq2seqContext(page) {
+  await page.click("#tab-context");
+  await page.selectOption("#ctx-model", SEQ2SEQ);
+  await page.selectOption("#ctx-preset", "seq2seq-organism-pronoun");
+  assert.equal(await page.inputValue("input[name='output_context']"), "l' horloge suit l' ampoule .");
+  await page.click("#ctx-run");
+  await page.waitForFunction(() => /done/.test(document.querySelector("#ctx-status").textContent), null, { timeout: 120_000 });
+  const error = await page.textContent("#ctx-error");
+  assert.equal(error.trim(), "", `no error: ${error}`);
+  const tokens = (await page.locator("#ctx-output .tok").allTextContents()).map((t) => t.trim());
+  const answer = tokens.join(" ");
+  assert.equal(tokens[0], "elle", `the clock is feminine: ${answer}`);
+  const sensitive = await page.locator("#ctx-output .tok.sensitive").allTextContents();
+  assert.ok(sensitive.map((t) => t.trim()).includes("elle"), `the pronoun is context-sensitive: ${sensitive}`);
+  await page.locator("#ctx-output .tok.sensitive", { hasText: "elle" }).first().click();
+  const cues = (await page.locator("#ctx-cues td:first-child").allTextContents()).join(" ");
+  assert.ok(/clock|horloge/.test(cues), `the antecedent is among the cues: ${cues}`);
+  assert.ok(await page.isVisible("#ctx-output-context-box"), "the output context is shown");
+  const inseq = await checkInseqExport(page);
+  const args = shellWords(inseq);
+  assert.equal(args[args.indexOf("--output_context_text") + 1], "l' horloge suit l' ampoule .", inseq);
+  console.log(`  encoder-decoder: "${answer}", cues ${cues}`);
+  console.log(`  inseq: ${inseq}`);
+}
+
 async function circuitTab(page) {
   await page.click("#tab-circuit");
   assert.ok(await page.isVisible("#circ-form"));
@@ -270,7 +302,7 @@ try {
   page.on("pageerror", (e) => { console.log(`page error: ${e.message}`); failed++; });
   await page.goto(url);
   await page.waitForSelector("body[data-ready='true']", { timeout: 30_000 });
-  for (const [name, test] of [["context tab", contextTab], ["circuit tab", circuitTab], ["token", () => tokenPage(browser)]]) {
+  for (const [name, test] of [["context tab", contextTab], ["circuit tab", circuitTab], ["encoder-decoder context", seq2seqContext], ["token", () => tokenPage(browser)]]) {
     try {
       await test(page);
       passed++;

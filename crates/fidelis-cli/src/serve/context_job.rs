@@ -188,7 +188,8 @@ pub fn prepare(state: &super::AppState, req: ContextRequest) -> Result<PreparedC
             .replace("{Model,", "{Seq2SeqModel,")
             .replace("Model::load(", "Seq2SeqModel::load(");
     }
-    let inseq = super::inseq_export::inseq_export(&served_name, &source, &options);
+    let encoder_decoder = matches!(model, ContextModel::Seq2Seq(_));
+    let inseq = super::inseq_export::inseq_export(&served_name, &source, &options, encoder_decoder);
     Ok(PreparedContext {
         model_name: served_name,
         model,

@@ -117,6 +117,7 @@ pub fn inseq_arguments(
     name: &str,
     source: &Path,
     o: &ContextOptions,
+    encoder_decoder: bool,
 ) -> (Vec<(&'static str, Value)>, Vec<String>) {
     let mut args = model_args(name, source);
     let mut notes = Vec::new();
@@ -193,7 +194,16 @@ pub fn inseq_arguments(
                 .into(),
         );
     }
-    if !o.inseq_compat {
+    if encoder_decoder {
+        notes.push(
+            "Inseq 0.7.1 with transformers 4.x scales MarianMT's target embeddings twice (it \
+             passes embeddings already multiplied by embed_scale, and the decoder multiplies \
+             again), so its CTI scores on Marian models differ from the model's own; Fidelis \
+             follows the model (docs/inseq.md)."
+                .into(),
+        );
+    }
+    if !o.inseq_compat && !encoder_decoder {
         notes.push(
             "Fidelis ran with its own prompt conventions; with --inseq-compat (and --no-bos) it \
              generates after the separator and builds the CCI contrasts as Inseq does, which is \
@@ -201,7 +211,7 @@ pub fn inseq_arguments(
                 .into(),
         );
     }
-    if !o.no_bos {
+    if !o.no_bos && !encoder_decoder {
         notes.push(
             "Fidelis prepends the model's BOS token here (no --no-bos); Inseq feeds what the \
              model's tokenizer adds by itself, so runs agree only where those are the same."
@@ -250,8 +260,14 @@ fn python_value(value: &Value) -> String {
 }
 
 /// The Inseq command and Python program of a context run.
-pub fn inseq_export(name: &str, source: &Path, o: &ContextOptions) -> InseqExport {
-    let (args, notes) = inseq_arguments(name, source, o);
+/// `encoder_decoder` says whether the model is one (its notes differ).
+pub fn inseq_export(
+    name: &str,
+    source: &Path,
+    o: &ContextOptions,
+    encoder_decoder: bool,
+) -> InseqExport {
+    let (args, notes) = inseq_arguments(name, source, o, encoder_decoder);
     let mut argv = vec!["inseq".to_string(), "attribute-context".to_string()];
     for (flag, value) in &args {
         argv.push(format!("--{flag}"));
@@ -334,7 +350,7 @@ mod tests {
         o.token.method = "ig".parse().unwrap();
         o.token.ig_steps = 16;
         o.cti_topk = Some(2);
-        let export = inseq_export("organism", Path::new("/m/organism"), &o);
+        let export = inseq_export("organism", Path::new("/m/organism"), &o, false);
         let words = shell_words(&export.command);
         assert_eq!(words[..2], ["inseq", "attribute-context"]);
         let pairs: Vec<(&str, &str)> = words[2..]
@@ -378,7 +394,7 @@ mod tests {
         o.inseq_compat = false;
         o.target = "log-probability".parse().unwrap();
         o.output_current = Some("in the red box".into());
-        let export = inseq_export("smollm2", Path::new("/c/SmolLM2.Q4_1.gguf"), &o);
+        let export = inseq_export("smollm2", Path::new("/c/SmolLM2.Q4_1.gguf"), &o, false);
         let words = shell_words(&export.command);
         let at = |flag: &str| {
             words
@@ -409,10 +425,38 @@ mod tests {
             "HuggingFaceTB/SmolLM2-135M",
             Path::new("/cache/x"),
             &options(),
+            false,
         );
         assert!(
             hub.command
                 .contains("--model_name_or_path HuggingFaceTB/SmolLM2-135M")
         );
+    }
+
+    #[test]
+    fn encoder_decoders_carry_the_output_context_and_languages() {
+        let mut o = options();
+        o.output_context = Some("l'ecole est grande .".into());
+        o.input_template = "{context} <brk> {current}".into();
+        o.output_template = Some("{context} <brk> {current}".into());
+        o.source_lang = Some("en_XX".into());
+        o.target_lang = Some("fr_XX".into());
+        o.no_bos = false;
+        o.inseq_compat = false;
+        let export = inseq_export("m", Path::new("/m/mbart"), &o, true);
+        let words = shell_words(&export.command);
+        let at = |flag: &str| {
+            words
+                .iter()
+                .position(|w| w == flag)
+                .map(|i| words[i + 1].as_str())
+        };
+        assert_eq!(at("--output_context_text"), Some("l'ecole est grande ."));
+        assert_eq!(at("--output_template"), Some("{context} <brk> {current}"));
+        let langs: Value = serde_json::from_str(at("--tokenizer_kwargs").unwrap()).unwrap();
+        assert_eq!(langs, json!({"src_lang": "en_XX", "tgt_lang": "fr_XX"}));
+        // Only the Marian note: BOS and --inseq-compat are decoder-only matters.
+        assert_eq!(export.notes.len(), 1, "{:?}", export.notes);
+        assert!(export.notes[0].contains("embed_scale"));
     }
 }
