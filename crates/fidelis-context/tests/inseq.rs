@@ -10,9 +10,10 @@
 //! (`fixtures/inseq/seq2seq-organism.json`) the outputs and tokens are Inseq's and the CTI scores
 //! transformers' own (Inseq's differ there, for a reason the fixture checks; docs/inseq.md).
 //! On the tiny random encoder-decoders of `fidelis-models` (`fixtures/inseq/tiny-*.json`, output
-//! context and current text given) T5, which has no embedding scale, must agree with Inseq on
-//! everything (CTI scores, flagged tokens, contrasts, top-3 cues and cue scores) but for two
-//! Inseq 0.7.1 quirks the tests name; Marian is Inseq's scaled-embeddings case again.
+//! context and current text given) T5 (no embedding scale) and M2M100 (its scale inside the
+//! embedding module) must agree with Inseq on everything (CTI scores, flagged tokens, contrasts,
+//! top-3 cues and cue scores) but for the Inseq 0.7.1 quirks `tiny_agrees_with_inseq` names;
+//! Marian is Inseq's scaled-embeddings case again.
 
 use std::path::PathBuf;
 
@@ -349,7 +350,7 @@ fn seq2seq_pecore_agrees_with_inseq_and_transformers() {
     }
 }
 
-/// One example of `fixtures/inseq/tiny-{t5,t5-relu,marian}.json`.
+/// One example of `fixtures/inseq/tiny-{t5,t5-relu,marian,m2m100}.json`.
 #[derive(Deserialize)]
 struct TinyExample {
     name: String,
@@ -377,6 +378,14 @@ struct TinyArgs {
     context_sensitivity_metric: Option<String>,
     context_sensitivity_std_threshold: Option<f32>,
     context_sensitivity_topk: Option<usize>,
+    /// Source and target languages (M2M100), Inseq's `tokenizer_kwargs`.
+    tokenizer_kwargs: Langs,
+}
+
+#[derive(Deserialize)]
+struct Langs {
+    src_lang: Option<String>,
+    tgt_lang: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -410,6 +419,8 @@ fn tiny_config(a: &TinyArgs) -> PecoreConfig {
     cfg.output_template = Some(a.output_template.clone());
     cfg.output_context = Some(a.output_context_text.clone());
     cfg.output_current = Some(a.output_current_text.clone());
+    cfg.source_lang = a.tokenizer_kwargs.src_lang.clone();
+    cfg.target_lang = a.tokenizer_kwargs.tgt_lang.clone();
     let metric = a.context_sensitivity_metric.as_deref();
     cfg.cti_metric = metric.map_or(CtiMetric::Kl, |m| m.parse().unwrap());
     cfg.cti_std = Some(a.context_sensitivity_std_threshold.unwrap_or(1.0));
@@ -481,7 +492,7 @@ fn tiny_runs(
     (model, runs)
 }
 
-/// Where Inseq's embeddings are the model's (no embedding scale: T5), Inseq's CTI scores are
+/// Where Inseq's embeddings are the model's (T5, M2M100), Inseq's CTI scores are
 /// the model's and Fidelis must agree with Inseq on everything: CTI scores, flagged tokens,
 /// contrast tokens, top-3 cues (over the input and output context together) and cue scores.
 fn tiny_agrees_with_inseq(name: &str) {
@@ -514,26 +525,27 @@ fn tiny_agrees_with_inseq(name: &str) {
                     continue;
                 }
             }
-            // Inseq 0.7.1 reads an encoder-decoder's output context scores from the decoder
-            // inputs without skipping the decoder start token when the model has no language
-            // tag: its list is the start token's score, then those of the output context
-            // tokens but the last. Fidelis's are the output context tokens' own; compare the
-            // tokens both have.
-            let out = got.output_context_scores.as_deref().unwrap();
-            let n_out = out.len();
-            assert_eq!(want.output_context_scores.len(), n_out, "{n}");
-            let g: Vec<f32> = got
-                .input_context_scores
-                .iter()
-                .chain(&out[..n_out - 1])
-                .copied()
-                .collect();
-            let w: Vec<f32> = want
-                .input_context_scores
-                .iter()
-                .chain(&want.output_context_scores[1..])
-                .copied()
-                .collect();
+            // Inseq 0.7.1 drops two leading positions from both the source's and the decoder
+            // inputs' scores when the model has a language tag, nothing when it has none. The
+            // decoder inputs start with two tokens then (decoder start, language), one without
+            // (decoder start); the source starts with one (the language) or none. So without a
+            // language tag Inseq's output context scores are the decoder start token's, then
+            // those of the output context tokens but the last; with one its input context
+            // scores are those of the input context tokens but the first, then the next source
+            // token's. Fidelis's are the context tokens' own: compare the tokens both have.
+            let (g_in, w_in) = (&got.input_context_scores, &want.input_context_scores);
+            let g_out = got.output_context_scores.as_deref().unwrap();
+            let w_out = &want.output_context_scores;
+            let (n_in, n_out) = (g_in.len(), g_out.len());
+            assert_eq!((w_in.len(), w_out.len()), (n_in, n_out), "{n}");
+            let lang_tag = ex.inseq_args.tokenizer_kwargs.tgt_lang.is_some();
+            let (g_in, w_in, g_out, w_out) = if lang_tag {
+                (&g_in[1..], &w_in[..n_in - 1], g_out, &w_out[..])
+            } else {
+                (&g_in[..], &w_in[..], &g_out[..n_out - 1], &w_out[1..])
+            };
+            let g: Vec<f32> = g_in.iter().chain(g_out).copied().collect();
+            let w: Vec<f32> = w_in.iter().chain(w_out).copied().collect();
             assert_eq!(top(&g, 3), top(&w, 3), "{n}: top-3 cues of token {j}");
             assert_scores(&n, &format!("cue score of token {j}"), &g, &w);
         }
@@ -548,6 +560,14 @@ fn seq2seq_pecore_agrees_with_inseq_on_tiny_t5() {
 #[test]
 fn seq2seq_pecore_agrees_with_inseq_on_tiny_t5_relu() {
     tiny_agrees_with_inseq("tiny-t5-relu");
+}
+
+/// M2M100's embedding scale sits inside its embedding module in transformers 4.57, so the
+/// embeddings Inseq passes are the model's: Fidelis must agree with Inseq here too, with source
+/// and target language tokens (Inseq's `tokenizer_kwargs`, Fidelis's languages).
+#[test]
+fn seq2seq_pecore_agrees_with_inseq_on_tiny_m2m100() {
+    tiny_agrees_with_inseq("tiny-m2m100");
 }
 
 /// Marian scales its embeddings (√d_model), so Inseq 0.7.1's CTI scores on it are not the
