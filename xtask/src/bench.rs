@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 /// The bench files, the criterion group each writes, and its benchmarks (the first is the
 /// floor the others are compared with).
-const BENCHES: [(&str, &str, &[&str]); 2] = [
+const BENCHES: [(&str, &str, &[&str]); 3] = [
     (
         "model",
         "smollm2_b8x16",
@@ -18,6 +18,18 @@ const BENCHES: [(&str, &str, &[&str]); 2] = [
         "circuit",
         "circuit_ioi16",
         &["forward_backward_probes", "eap", "eap_ig5"],
+    ),
+    (
+        "token",
+        "token_attribution_seq24",
+        &[
+            "forward_backward",
+            "forward",
+            "saliency",
+            "input_x_gradient",
+            "ig50",
+            "occlusion",
+        ],
     ),
 ];
 
@@ -41,7 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let Some(&(_, group, names)) = BENCHES.iter().find(|(b, _, _)| *b == bench) else {
-        bail!("unknown bench `{bench}` (expected model or circuit)");
+        bail!("unknown bench `{bench}` (expected model, circuit or token)");
     };
     let root = workspace_root();
     // The dev profile optimizes every dependency at opt-level 3 (see Cargo.toml), and all the

@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  bench [--bench model|circuit] [--backends flex,ndarray,wgpu,cuda] [--filter TEXT]
+  bench [--bench model|circuit|token] [--backends flex,ndarray,wgpu,cuda] [--filter TEXT]
         run the criterion benches (benches/) and print a table of times and ratios
   bench --bench scale [--config FILE|smollm2] [--methods eap,eap-ig-inputs] [--batches 1,4,8]
         [--pairs 16] [--tokens 16] [--steps 5]

@@ -88,7 +88,7 @@ fn pass_sizes_do_not_change_integrated_gradients_or_occlusion() {
             cfg.aggregation = EmbeddingAggregation::Sum;
             cfg.rows_per_pass = 1;
             let one_at_a_time = attribute_tokens(&model.transformer, &ids, &t, &cfg).unwrap();
-            // 3 divides neither 10 IG steps nor the 12 + 1 occlusion rows; 64 is one pass.
+            // Neither 3 nor 4 divides the 10 IG steps; 64 holds all rows in one pass.
             for rows in [3, 4, 64] {
                 cfg.rows_per_pass = rows;
                 let stacked = attribute_tokens(&model.transformer, &ids, &t, &cfg).unwrap();
