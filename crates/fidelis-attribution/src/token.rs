@@ -402,16 +402,12 @@ pub fn attribute_prefixes_with_progress(
     progress: &mut dyn Progress,
 ) -> Result<Vec<TokenAttribution>> {
     check_inputs(model, ids, cfg)?;
-    for t in targets {
-        if t.len == 0 || t.len > ids.len() {
-            return Err(AttributionError::Options(format!(
-                "a target reads a prefix of {} tokens, the input has {}",
-                t.len,
-                ids.len()
-            )));
-        }
-        t.target.validate(model.config().d_vocab)?;
-    }
+    check_targets(
+        targets,
+        ids.len(),
+        model.config().d_vocab,
+        ("prefix", "input"),
+    )?;
     if targets.is_empty() {
         return Ok(Vec::new());
     }
@@ -668,6 +664,41 @@ fn check_inputs(model: &Transformer, ids: &[u32], cfg: &TokenAttributionConfig) 
             mc.d_vocab
         ));
     }
+    check_config(cfg, mc.d_vocab, mc.n_layers, mc.n_heads, "the model")
+}
+
+/// Checks that every target reads a non-empty prefix of the `n_ids` input tokens and names
+/// tokens of the vocabulary; `names` are the prefix's and the input's names in the message.
+pub(crate) fn check_targets(
+    targets: &[PrefixTarget],
+    n_ids: usize,
+    d_vocab: usize,
+    names: (&str, &str),
+) -> Result<()> {
+    let (prefix, input) = names;
+    for t in targets {
+        if t.len == 0 || t.len > n_ids {
+            return Err(AttributionError::Options(format!(
+                "a target reads a {prefix} of {} tokens, the {input} has {n_ids}",
+                t.len
+            )));
+        }
+        t.target.validate(d_vocab)?;
+    }
+    Ok(())
+}
+
+/// Checks the options of a token attribution against a model's vocabulary, its layers (named
+/// `layers_of`, e.g. "the decoder") and heads; shared by the decoder-only and encoder-decoder
+/// entry points.
+pub(crate) fn check_config(
+    cfg: &TokenAttributionConfig,
+    d_vocab: usize,
+    n_layers: usize,
+    n_heads: usize,
+    layers_of: &str,
+) -> Result<()> {
+    let bad = |m: String| Err(AttributionError::Options(m));
     if cfg.ig_steps == 0 {
         return bad("integrated gradients needs at least 1 step".into());
     }
@@ -675,27 +706,26 @@ fn check_inputs(model: &Transformer, ids: &[u32], cfg: &TokenAttributionConfig) 
         return bad("rows per pass must be at least 1".into());
     }
     if let Baseline::Token(id) = cfg.baseline
-        && id as usize >= mc.d_vocab
+        && id as usize >= d_vocab
     {
         return bad(format!(
             "baseline token id {id} is outside the vocabulary of {}",
-            mc.d_vocab
+            d_vocab
         ));
     }
     if let Some(l) = cfg.attention.layer
-        && l >= mc.n_layers
+        && l >= n_layers
     {
         return bad(format!(
-            "attention layer {l} does not exist (the model has {} layers)",
-            mc.n_layers
+            "attention layer {l} does not exist ({layers_of} has {n_layers} layers)"
         ));
     }
     if let Some(h) = cfg.attention.head
-        && h >= mc.n_heads
+        && h >= n_heads
     {
         return bad(format!(
             "attention head {h} does not exist (the model has {} heads)",
-            mc.n_heads
+            n_heads
         ));
     }
     Ok(())

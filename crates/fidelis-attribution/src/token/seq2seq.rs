@@ -109,16 +109,12 @@ pub fn attribute_seq2seq_with_progress(
     progress: &mut dyn Progress,
 ) -> Result<Vec<Seq2SeqAttribution>> {
     check_inputs(model.config(), source, decoder_inputs, cfg)?;
-    for t in targets {
-        if t.len == 0 || t.len > decoder_inputs.len() {
-            return Err(AttributionError::Options(format!(
-                "a target reads a decoder prefix of {} tokens, the decoder input has {}",
-                t.len,
-                decoder_inputs.len()
-            )));
-        }
-        t.target.validate(model.config().d_vocab)?;
-    }
+    super::check_targets(
+        targets,
+        decoder_inputs.len(),
+        model.config().d_vocab,
+        ("decoder prefix", "decoder input"),
+    )?;
     if targets.is_empty() {
         return Ok(Vec::new());
     }
@@ -585,37 +581,7 @@ fn check_inputs(
             ));
         }
     }
-    if cfg.ig_steps == 0 {
-        return bad("integrated gradients needs at least 1 step".into());
-    }
-    if cfg.rows_per_pass == 0 {
-        return bad("rows per pass must be at least 1".into());
-    }
-    if let Baseline::Token(id) = cfg.baseline
-        && id as usize >= c.d_vocab
-    {
-        return bad(format!(
-            "baseline token id {id} is outside the vocabulary of {}",
-            c.d_vocab
-        ));
-    }
-    if let Some(l) = cfg.attention.layer
-        && l >= c.n_decoder_layers
-    {
-        return bad(format!(
-            "attention layer {l} does not exist (the decoder has {} layers)",
-            c.n_decoder_layers
-        ));
-    }
-    if let Some(h) = cfg.attention.head
-        && h >= c.n_heads
-    {
-        return bad(format!(
-            "attention head {h} does not exist (the model has {} heads)",
-            c.n_heads
-        ));
-    }
-    Ok(())
+    super::check_config(cfg, c.d_vocab, c.n_decoder_layers, c.n_heads, "the decoder")
 }
 
 /// The baseline token's embedding `[d_model]` as `encoder.hook_embed` sees it (the encoder and
