@@ -16,12 +16,13 @@ use super::tokenizer::{END_OF_TEXT_ID, tokenizer_json};
 use super::train::LogRow;
 
 /// Host copy of one tensor: its shape and values.
-struct HostTensor {
-    shape: Vec<usize>,
-    data: Vec<f32>,
+pub(crate) struct HostTensor {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Vec<f32>,
 }
 
-fn host<const D: usize>(param: &Param<Tensor<D>>) -> Result<HostTensor> {
+/// Copies a parameter to the host.
+pub(crate) fn host<const D: usize>(param: &Param<Tensor<D>>) -> Result<HostTensor> {
     let tensor = param.val();
     let shape = tensor.dims().to_vec();
     let data = tensor
@@ -102,7 +103,12 @@ pub fn save_hf_folder(model: &Gpt2, shape: Shape, pieces: &[String], dir: &Path)
     write("config.json", pretty(&config_json(shape))?)?;
     write("tokenizer.json", pretty(&tokenizer_json(pieces))?)?;
 
-    let tensors = named_tensors(model)?;
+    write_safetensors(named_tensors(model)?, &dir.join("model.safetensors"))
+}
+
+/// Writes named f32 tensors as a safetensors file (PyTorch's `format: pt` metadata), as a Hugging
+/// Face folder holds them; shared by both organisms.
+pub(crate) fn write_safetensors(tensors: Vec<(String, HostTensor)>, path: &Path) -> Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(name, t)| {
@@ -117,8 +123,7 @@ pub fn save_hf_folder(model: &Gpt2, shape: Shape, pieces: &[String], dir: &Path)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let path = dir.join("model.safetensors");
-    safetensors::serialize_to_file(views, Some(metadata), &path)
+    safetensors::serialize_to_file(views, Some(metadata), path)
         .with_context(|| format!("writing {}", path.display()))
 }
 

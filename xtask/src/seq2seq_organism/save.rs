@@ -5,14 +5,10 @@
 //! are not stored, transformers computes them), `tokenizer.json`, `tokenizer_config.json`,
 //! `special_tokens_map.json`, plus the training log.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
-use burn::prelude::*;
-use safetensors::{Dtype, tensor::TensorView};
 use serde_json::json;
 
 use super::model::{Attention, Marian, Shape};
@@ -20,22 +16,7 @@ use super::tokenizer::{
     self, EOS, EOS_ID, PAD, PAD_ID, UNK, tokenizer_config_json, tokenizer_json,
 };
 use super::train::LogRow;
-
-/// Host copy of one tensor: its shape and values.
-struct HostTensor {
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
-
-fn host<const D: usize>(param: &Param<Tensor<D>>) -> Result<HostTensor> {
-    let tensor = param.val();
-    let shape = tensor.dims().to_vec();
-    let data = tensor
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading a weight: {e:?}"))?;
-    Ok(HostTensor { shape, data })
-}
+use crate::organism::save::{HostTensor, host, write_safetensors};
 
 /// A Burn `[in, out]` matrix as PyTorch's `[out, in]`.
 fn transposed(t: HostTensor) -> HostTensor {
@@ -198,24 +179,7 @@ pub fn save_hf_folder(model: &Marian, shape: Shape, words: &[String], dir: &Path
         &json!({"pad_token": PAD, "eos_token": EOS, "unk_token": UNK}),
     )?;
 
-    let tensors = named_tensors(model)?;
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, t)| {
-            let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, t.shape, bytes)
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(name, shape, data)| {
-            TensorView::new(Dtype::F32, shape.clone(), data).map(|view| (name.clone(), view))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let path = dir.join("model.safetensors");
-    safetensors::serialize_to_file(views, Some(metadata), &path)
-        .with_context(|| format!("writing {}", path.display()))
+    write_safetensors(named_tensors(model)?, &dir.join("model.safetensors"))
 }
 
 /// Writes the loss curve as CSV (`step,learning_rate,loss,pronoun_loss,elapsed_s`).
