@@ -150,7 +150,7 @@ async function checkInseqExport(page) {
   assert.match(await page.textContent("#ctx-export-inseq-python"), /AttributeContextArgs\([\s\S]*attribute_context\(args\)/);
   if (process.env.INSEQ) {
     const dir = mkdtempSync(path.join(tmpdir(), "fidelis-inseq-"));
-    execFileSync(process.env.INSEQ, rest.length ? words.slice(1) : [], { cwd: dir, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, HF_HUB_OFFLINE: "1" } });
+    execFileSync(process.env.INSEQ, words.slice(1), { cwd: dir, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, HF_HUB_OFFLINE: "1" } });
     const out = JSON.parse(readFileSync(path.join(dir, "context.json"), "utf8"));
     console.log(`  inseq ran: output ${JSON.stringify(out.output_current)}, ${out.cci_scores.length} context-sensitive token(s)`);
   }
